@@ -1,0 +1,1 @@
+"""Reusable layers: one per file."""
