@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Set up (first run only) and run the test suite.
+#   ./run_tests.sh            quick suite: tiny preset, real app, real clients, parity against the official oracle
+#   ./run_tests.sh --full     the slow checks: full-size (1008 px) parity against the official release
+# Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+PY=${PYTHON:-python3}
+VENV=.venv
+ORACLE=.oracle
+# The official package is the test oracle: installed beside the project, never imported by product code.
+ORACLE_PKGS="sam3==0.1.4 timm==1.0.31 iopath==0.1.10 einops==0.8.2 pycocotools==2.0.11 psutil==7.2.2 \
+opencv-python-headless==5.0.0.93 tqdm==4.70.1 portalocker==4.4.2 scipy==1.17.1"
+
+stamp_of() { cat pyproject.toml "$0" | sha256sum | cut -c1-16; }
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "== creating $VENV"
+  "$PY" -m venv "$VENV"
+fi
+if [ "$(cat "$VENV/.stamp" 2>/dev/null)" != "$(stamp_of)" ]; then
+  echo "== installing the project and its test dependencies into $VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check -e ".[server,test]"
+  stamp_of > "$VENV/.stamp"
+fi
+if [ ! -f "$ORACLE/.stamp" ] || [ "$(cat "$ORACLE/.stamp")" != "$ORACLE_PKGS" ]; then
+  echo "== installing the official oracle into $ORACLE (isolated; used by tests/parity only)"
+  rm -rf "$ORACLE"
+  "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps --target "$ORACLE" $ORACLE_PKGS
+  echo "$ORACLE_PKGS" > "$ORACLE/.stamp"
+fi
+
+export PYTHONDONTWRITEBYTECODE=1
+if [ "${1:-}" = "--full" ]; then
+  shift
+  exec "$VENV/bin/python" -m pytest -m full -p no:cacheprovider "$@"
+fi
+exec "$VENV/bin/python" -m pytest -p no:cacheprovider "$@"
