@@ -1,0 +1,218 @@
+"""Detect-then-track heuristics: detection NMS, detection/track association, hot-start removal,
+occlusion-based overlap suppression.
+
+Pure functions and small typed records; the video predictor owns the state and calls them per frame.
+Thresholds and constants are those of the released video model (spec §1.2, §5.2).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class TrackingHeuristics:
+    """The released model's detect-then-track settings (temporal disambiguation on)."""
+
+    score_threshold_detection: float = 0.5
+    det_nms_thresh: float = 0.1
+    assoc_iou_thresh: float = 0.1
+    trk_assoc_iou_thresh: float = 0.5
+    new_det_thresh: float = 0.7
+    hotstart_delay: int = 15
+    hotstart_unmatch_thresh: int = 8
+    hotstart_dup_thresh: int = 8
+    init_trk_keep_alive: int = 30
+    max_trk_keep_alive: int = 30
+    min_trk_keep_alive: int = -1
+    occlusion_suppress_iou: float = 0.7
+    fill_hole_area: int = 16
+    recondition_every_nth_frame: int = 16
+    max_num_objects: int = 10000
+    high_conf_thresh: float = 0.8
+    high_iou_thresh: float = 0.8
+    refinement_cond_frame_removal_window: int = 16
+
+
+NEVER_OCCLUDED = -1
+ALWAYS_OCCLUDED = 100000
+NO_OBJ_LOGIT = -10.0
+REMOVED_SCORE = -1e4
+
+
+def mask_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """IoU of binary masks: a (N, H, W) bool, b (M, H, W) bool -> (N, M) float (0 where both are empty)."""
+    n, m = a.shape[0], b.shape[0]
+    af = a.reshape(n, 1, -1)
+    bf = b.reshape(1, m, -1)
+    inter = (af & bf).sum(-1).float()
+    union = (af | bf).sum(-1).float()
+    return inter / union.clamp(min=1)
+
+
+def greedy_nms(ious: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+    """Greedy NMS on a pairwise IoU matrix: indices kept, highest score first (suppress IoU > thr)."""
+    ious_np = ious.float().cpu().numpy()
+    order = scores.float().cpu().numpy().argsort()[::-1]
+    kept = []
+    while order.size > 0:
+        i = int(order[0])
+        kept.append(i)
+        order = order[1:][ious_np[i, order[1:]] <= iou_threshold]
+    return torch.tensor(kept, dtype=torch.long, device=scores.device)
+
+
+def nms_masks(probs: torch.Tensor, masks: torch.Tensor, prob_threshold: float, iou_threshold: float) -> torch.Tensor:
+    """probs (Q,), mask logits (Q, H, W) -> keep (Q,) bool: above threshold and kept by mask-IoU NMS."""
+    valid = probs > prob_threshold
+    if not bool(valid.any()):
+        return valid
+    binary = masks[valid] > 0
+    kept = greedy_nms(mask_iou(binary, binary), probs[valid], iou_threshold)
+    valid_rank = torch.where(valid, valid.cumsum(0) - 1, torch.full_like(valid, -1, dtype=torch.long))
+    return torch.isin(valid_rank, kept)
+
+
+@dataclass
+class Association:
+    """How this frame's detections relate to the existing tracks.
+
+    new_det_indices:         detections that start new tracks
+    unmatched_trk_ids:       non-empty tracks that no detection matched (IoU >= trk_assoc_iou_thresh)
+    empty_trk_ids:           tracks whose predicted mask is empty
+    det_to_matched_trk_ids:  detection index -> track ids with IoU >= assoc_iou_thresh
+    trk_to_high_conf_det:    track id -> the one high-confidence, high-IoU detection (for re-conditioning)
+    """
+
+    new_det_indices: np.ndarray
+    unmatched_trk_ids: np.ndarray
+    empty_trk_ids: np.ndarray
+    det_to_matched_trk_ids: dict[int, np.ndarray] = field(default_factory=dict)
+    trk_to_high_conf_det: dict[int, int] = field(default_factory=dict)
+
+
+def associate_detections(
+    det_masks: torch.Tensor,
+    det_scores: np.ndarray,
+    trk_masks: torch.Tensor,
+    trk_ids: np.ndarray,
+    cfg: TrackingHeuristics,
+) -> Association:
+    """Match detections (N, h, w) logits to track predictions (M, h', w') logits by binary-mask IoU."""
+    empty_i64 = np.array([], np.int64)
+    if trk_masks.shape[0] == 0:
+        return Association(np.arange(det_masks.shape[0]), empty_i64, empty_i64)
+    trk_nonempty = (trk_masks > 0).flatten(1).any(1).cpu().numpy()
+    if det_masks.shape[0] == 0:
+        return Association(empty_i64, trk_ids[trk_nonempty], trk_ids[~trk_nonempty])
+    if det_masks.shape[-2:] != trk_masks.shape[-2:]:
+        # compare at the smaller of the two resolutions
+        if det_masks.shape[-2] * det_masks.shape[-1] < trk_masks.shape[-2] * trk_masks.shape[-1]:
+            trk_masks = F.interpolate(trk_masks[:, None], size=det_masks.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+        else:
+            det_masks = F.interpolate(det_masks[:, None], size=trk_masks.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+    ious = mask_iou(det_masks > 0, trk_masks > 0).cpu().numpy()  # (N, M)
+    trk_matched = (ious >= cfg.trk_assoc_iou_thresh).any(axis=0)
+    unmatched = trk_ids[trk_nonempty & ~trk_matched]
+    is_new = (det_scores >= cfg.new_det_thresh) & ~(ious >= cfg.assoc_iou_thresh).any(axis=1)
+    assoc = Association(np.nonzero(is_new)[0], unmatched, trk_ids[~trk_nonempty])
+    best_trk = ious.argmax(axis=1)
+    high = (det_scores >= cfg.high_conf_thresh) & ~is_new & (ious.max(axis=1) >= cfg.high_iou_thresh)
+    for d in range(det_masks.shape[0]):
+        assoc.det_to_matched_trk_ids[d] = trk_ids[ious[d] >= cfg.assoc_iou_thresh]
+        if high[d]:
+            assoc.trk_to_high_conf_det[int(trk_ids[best_trk[d]])] = d
+    return assoc
+
+
+@dataclass
+class HotstartState:
+    """Per-session bookkeeping of the hot-start heuristics (the official "rank-0 metadata")."""
+
+    first_frame: dict[int, int] = field(default_factory=dict)
+    unmatched_frames: dict[int, list[int]] = field(default_factory=lambda: defaultdict(list))
+    keep_alive: dict[int, int] = field(default_factory=lambda: defaultdict(int))
+    overlap_frames: dict[tuple[int, int], list[int]] = field(default_factory=lambda: defaultdict(list))
+    removed: set[int] = field(default_factory=set)
+
+
+def process_hotstart(
+    state: HotstartState,
+    frame_idx: int,
+    reverse: bool,
+    assoc: Association,
+    new_obj_ids: np.ndarray,
+    cfg: TrackingHeuristics,
+) -> set[int]:
+    """Update the hot-start bookkeeping for one frame; returns the ids newly removed on this frame.
+
+    A young track (first seen within ``hotstart_delay`` frames) is removed once it has gone unmatched
+    on ``hotstart_unmatch_thresh`` frames, or once it has shared a detection with an older track on
+    ``hotstart_dup_thresh`` frames.
+    """
+    removed_now: set[int] = set()
+    horizon = frame_idx + cfg.hotstart_delay if reverse else frame_idx - cfg.hotstart_delay
+
+    def is_young(obj_id: int) -> bool:
+        first = state.first_frame.get(obj_id, frame_idx)  # user-added objects have no detection frame
+        return first < horizon if reverse else first > horizon
+
+    for obj_id in new_obj_ids.tolist():
+        state.first_frame.setdefault(obj_id, frame_idx)
+        state.keep_alive[obj_id] = cfg.init_trk_keep_alive
+    matched = set()
+    for ids in assoc.det_to_matched_trk_ids.values():
+        matched.update(int(i) for i in ids)
+    for obj_id in matched:
+        state.keep_alive[obj_id] = min(cfg.max_trk_keep_alive, state.keep_alive[obj_id] + 1)
+    for obj_id in assoc.unmatched_trk_ids.tolist():
+        state.unmatched_frames[obj_id].append(frame_idx)
+        state.keep_alive[obj_id] = max(cfg.min_trk_keep_alive, state.keep_alive[obj_id] - 1)
+
+    for obj_id, frames in state.unmatched_frames.items():
+        if obj_id in state.removed or obj_id in removed_now:
+            continue
+        if len(frames) >= cfg.hotstart_unmatch_thresh and is_young(obj_id):
+            removed_now.add(obj_id)
+
+    for ids in assoc.det_to_matched_trk_ids.values():
+        if len(ids) < 2:
+            continue
+        ids = [int(i) for i in ids]
+        pick = max if reverse else min
+        original = pick(ids, key=lambda i: state.first_frame.get(i, frame_idx))
+        for obj_id in ids:
+            if obj_id != original:
+                state.overlap_frames[(original, obj_id)].append(frame_idx)
+    for (_, obj_id), frames in state.overlap_frames.items():
+        if obj_id in state.removed or obj_id in removed_now:
+            continue
+        if is_young(obj_id) and len(frames) >= cfg.hotstart_dup_thresh:
+            removed_now.add(obj_id)
+
+    state.removed.update(removed_now)
+    return removed_now
+
+
+def occlusion_suppression(
+    binary_masks: torch.Tensor, last_occluded: torch.Tensor, reverse: bool, iou_threshold: float
+) -> torch.Tensor:
+    """Among overlapping tracks (pairwise IoU >= thr), suppress the more recently occluded one.
+
+    binary_masks (N, H, W) bool, last_occluded (N,) long -> to_suppress (N,) bool. An object can only be
+    suppressed by a partner that has itself been occluded at least once.
+    """
+    n = binary_masks.shape[0]
+    if n <= 1:
+        return torch.zeros(n, dtype=torch.bool, device=binary_masks.device)
+    pairs = torch.triu(mask_iou(binary_masks, binary_masks) >= iou_threshold, diagonal=1)
+    li, lj = last_occluded[:, None], last_occluded[None, :]
+    newer = torch.lt if reverse else torch.gt
+    suppress_i = pairs & newer(li, lj) & (lj > NEVER_OCCLUDED)
+    suppress_j = pairs & newer(lj, li) & (li > NEVER_OCCLUDED)
+    return suppress_i.any(dim=1) | suppress_j.any(dim=0)
