@@ -1,0 +1,236 @@
+"""Click / box prompting on a single image (the SAM-1 task), with the tracker's SAM heads.
+
+The image features come from the tracker neck (``BackboneFeatures.sam2_fpn``) computed once per
+image by the caller; this module only turns prompts into masks:
+
+1. features: ``conv_s0`` / ``conv_s1`` project levels 0 / 1 for the decoder skips and the learned
+   ``no_mem_embed`` is added to level 2 (an image seen without memory, as in video training);
+2. prompts in original-image pixels are mapped to model-input pixels; a box becomes two corner
+   points (labels 2, 3) placed before the clicks;
+3. prompt encoder + mask decoder give 4g x 4g logits;
+4. small background holes (area <= ``max_hole_area``) are filled, the logits are resized to the
+   original size and thresholded.
+
+Nothing is cached here: callers keep features (or ``SamImageFeatures``) between clicks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sam3.modeling.interactive.mask_decoder import MaskDecoder
+from sam3.modeling.interactive.prompt_encoder import PromptEncoder
+from sam3.modeling.outputs import BackboneFeatures
+from sam3.ops.masks import fill_small_components
+
+ArrayLike = np.ndarray | torch.Tensor | list | tuple
+
+VALID_LABELS = (-1, 0, 1, 2, 3)  # padding, negative, positive, box top-left, box bottom-right
+
+
+class SamHeads(Protocol):
+    """What the predictor needs from the tracker (``Sam3Tracker`` has these attributes)."""
+
+    sam_prompt_encoder: PromptEncoder
+    sam_mask_decoder: MaskDecoder
+    no_mem_embed: nn.Parameter  # (1, 1, C)
+
+
+@dataclass
+class SamImageFeatures:
+    """Decoder-ready features of one image.
+
+    image_embed: (1, C, g, g) tracker level 2 + ``no_mem_embed``
+    high_res:    [(1, C/8, 4g, 4g), (1, C/4, 2g, 2g)] levels 0 / 1 after ``conv_s0`` / ``conv_s1``
+    """
+
+    image_embed: torch.Tensor
+    high_res: list[torch.Tensor]
+
+
+class InteractivePredictor:
+    """Masks from clicks, boxes and previous low-res masks on an already encoded image.
+
+    ``heads`` is read lazily (``heads.sam_prompt_encoder`` etc.) so that weights loaded into it
+    after construction are used.
+    """
+
+    def __init__(
+        self,
+        heads: SamHeads,
+        mask_threshold: float = 0.0,
+        max_hole_area: float = 256.0,
+        max_sprinkle_area: float = 0.0,
+    ):
+        self.heads = heads
+        self.mask_threshold = mask_threshold
+        self.max_hole_area = max_hole_area
+        self.max_sprinkle_area = max_sprinkle_area
+
+    @property
+    def image_size(self) -> int:
+        return self.heads.sam_prompt_encoder.image_size
+
+    @torch.no_grad()
+    def prepare_features(self, features: BackboneFeatures) -> SamImageFeatures:
+        """Project the tracker-neck levels of a one-image batch for the mask decoder."""
+        if features.sam2_fpn is None:
+            raise ValueError("these features have no tracker levels (sam2_fpn); build the model with a tracker")
+        if len(features.sam2_fpn) < 3:
+            raise ValueError(f"expected 3 tracker levels, got {len(features.sam2_fpn)}")
+        level0, level1, level2 = features.sam2_fpn[-3:]
+        if level2.shape[0] != 1:
+            raise ValueError(f"predict_inst takes one image, got a batch of {level2.shape[0]}; use features.select(i)")
+        decoder = self.heads.sam_mask_decoder
+        no_mem = self.heads.no_mem_embed.reshape(1, -1, 1, 1)  # (1, 1, C) token -> (1, C, 1, 1) map offset
+        return SamImageFeatures(
+            image_embed=level2 + no_mem,
+            high_res=[decoder.conv_s0(level0), decoder.conv_s1(level1)],
+        )
+
+    @torch.no_grad()
+    def predict_inst(
+        self,
+        features: BackboneFeatures | SamImageFeatures,
+        orig_hw: tuple[int, int],
+        point_coords: ArrayLike | None = None,
+        point_labels: ArrayLike | None = None,
+        box: ArrayLike | None = None,
+        mask_input: ArrayLike | None = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+        normalize_coords: bool = True,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Predict masks for one image.
+
+        point_coords: (N, 2) (x, y), or (B, N, 2) for B objects at once; original-image pixels when
+                      ``normalize_coords`` (the default), else fractions of width / height in [0, 1].
+        point_labels: (N,) or (B, N) ints: 1 positive, 0 negative (-1 padding, 2 / 3 box corners).
+        box:          (4,) or (B, 4) xyxy, same units as the points.
+        mask_input:   (1, 4g, 4g) or (B, 1, 4g, 4g) logits, e.g. a previous ``low_res_masks`` entry.
+        Returns (masks, iou_predictions, low_res_masks) as float32 numpy arrays:
+        masks (K, H, W) 0/1 (logits with ``return_logits``), iou (K,), low-res logits (K, 4g, 4g)
+        clamped to +-32, with K = 3 for multimask output, else 1; a leading B axis when B > 1.
+        """
+        feats = features if isinstance(features, SamImageFeatures) else self.prepare_features(features)
+        h, w = _check_hw(orig_hw)
+        device = feats.image_embed.device
+        coords, labels = self._prep_points(point_coords, point_labels, (h, w), normalize_coords, device)
+        if box is not None:
+            corners = self._prep_box(box, (h, w), normalize_coords, device)
+            corner_labels = torch.tensor([[2, 3]], dtype=torch.int32, device=device).repeat(corners.shape[0], 1)
+            if coords is None:
+                coords, labels = corners, corner_labels
+            else:
+                if coords.shape[0] != corners.shape[0]:
+                    raise ValueError(f"{corners.shape[0]} boxes but {coords.shape[0]} point sets")
+                coords, labels = torch.cat([corners, coords], dim=1), torch.cat([corner_labels, labels], dim=1)
+        masks_in = self._prep_mask(mask_input, device)
+        n_prompts = coords.shape[0] if coords is not None else 1
+        if masks_in is not None and masks_in.shape[0] not in (1, n_prompts):
+            raise ValueError(f"{masks_in.shape[0]} mask inputs for {n_prompts} prompts")
+
+        encoder, decoder = self.heads.sam_prompt_encoder, self.heads.sam_mask_decoder
+        points = None if coords is None else (coords, labels)
+        sparse, dense = encoder(points=points, boxes=None, masks=masks_in)
+        low_res, iou, _, _ = decoder(
+            image_embeddings=feats.image_embed,
+            image_pe=encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=multimask_output,
+            repeat_image=sparse.shape[0] > 1,
+            high_res_features=feats.high_res,
+        )
+        low_res = low_res.float()
+        masks = fill_small_components(low_res, self.max_hole_area, self.max_sprinkle_area, self.mask_threshold)
+        masks = F.interpolate(masks, (h, w), mode="bilinear", align_corners=False)
+        if not return_logits:
+            masks = (masks > self.mask_threshold).float()
+        low_res = low_res.clamp(-32.0, 32.0)
+        to_np = lambda t: t.squeeze(0).float().cpu().numpy()  # noqa: E731
+        return to_np(masks), to_np(iou), to_np(low_res)
+
+    # ---- prompt preparation -------------------------------------------------------------------
+
+    def _to_model_pixels(
+        self, xy: torch.Tensor, hw: tuple[int, int], normalize: bool
+    ) -> torch.Tensor:
+        """(..., 2) (x, y) in original pixels (or [0, 1] fractions) -> model-input pixels."""
+        if normalize:
+            xy = xy.clone()
+            xy[..., 0] = xy[..., 0] / hw[1]
+            xy[..., 1] = xy[..., 1] / hw[0]
+        return xy * self.image_size
+
+    def _prep_points(
+        self, coords: ArrayLike | None, labels: ArrayLike | None, hw: tuple[int, int], normalize: bool,
+        device: torch.device,
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:  # fmt: skip
+        """-> (coords (B, N, 2) float32, labels (B, N) int32) in model-input pixels, or (None, None)."""
+        if coords is None and labels is None:
+            return None, None
+        if coords is None or labels is None:
+            raise ValueError("point_coords and point_labels must be given together")
+        coords = torch.as_tensor(np.asarray(coords) if isinstance(coords, (list, tuple)) else coords)
+        labels = torch.as_tensor(np.asarray(labels) if isinstance(labels, (list, tuple)) else labels)
+        coords = coords.to(device=device, dtype=torch.float32)
+        if coords.dim() not in (2, 3) or coords.shape[-1] != 2:
+            raise ValueError(f"point_coords must be (N, 2) or (B, N, 2), got {tuple(coords.shape)}")
+        if labels.dim() != coords.dim() - 1 or tuple(labels.shape) != tuple(coords.shape[:-1]):
+            raise ValueError(
+                f"point_labels shape {tuple(labels.shape)} does not match point_coords {tuple(coords.shape)}"
+            )
+        if labels.is_floating_point() and not torch.equal(labels, labels.round()):
+            raise ValueError("point_labels must be integers")
+        labels = labels.to(device=device, dtype=torch.int32)
+        bad = ~torch.isin(labels, torch.tensor(VALID_LABELS, dtype=torch.int32, device=device))
+        if bad.any():
+            raise ValueError(f"point_labels must be in {VALID_LABELS}, got {labels[bad].unique().tolist()}")
+        if not torch.isfinite(coords).all():
+            raise ValueError("point_coords must be finite")
+        coords = self._to_model_pixels(coords, hw, normalize)
+        if coords.dim() == 2:
+            coords, labels = coords[None], labels[None]
+        return coords, labels
+
+    def _prep_box(self, box: ArrayLike, hw: tuple[int, int], normalize: bool, device: torch.device) -> torch.Tensor:
+        """(4,) or (B, 4) xyxy -> corners (B, 2, 2) in model-input pixels."""
+        box = torch.as_tensor(np.asarray(box) if isinstance(box, (list, tuple)) else box)
+        box = box.to(device=device, dtype=torch.float32)
+        if box.dim() not in (1, 2) or box.shape[-1] != 4:
+            raise ValueError(f"box must be (4,) or (B, 4) xyxy, got {tuple(box.shape)}")
+        if not torch.isfinite(box).all():
+            raise ValueError("box must be finite")
+        return self._to_model_pixels(box.reshape(-1, 2, 2), hw, normalize)
+
+    def _prep_mask(self, mask_input: ArrayLike | None, device: torch.device) -> torch.Tensor | None:
+        """(1, S, S) or (B, 1, S, S) logits -> (B, 1, S, S) float32, S = 4g."""
+        if mask_input is None:
+            return None
+        mask = torch.as_tensor(mask_input).to(device=device, dtype=torch.float32)
+        if mask.dim() == 3:
+            mask = mask[None]
+        size = self.heads.sam_prompt_encoder.mask_input_size
+        if mask.dim() != 4 or mask.shape[1] != 1 or tuple(mask.shape[-2:]) != (size, size):
+            raise ValueError(
+                f"mask_input must be (1, {size}, {size}) or (B, 1, {size}, {size}) low-res logits, "
+                f"got {tuple(torch.as_tensor(mask_input).shape)}"
+            )
+        return mask
+
+
+def _check_hw(orig_hw: tuple[int, int]) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in orig_hw)
+    except (TypeError, ValueError):
+        raise ValueError(f"orig_hw must be (height, width), got {orig_hw!r}") from None
+    if h <= 0 or w <= 0:
+        raise ValueError(f"orig_hw must be positive, got {(h, w)}")
+    return h, w

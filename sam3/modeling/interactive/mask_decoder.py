@@ -1,0 +1,169 @@
+"""SAM mask decoder with high-resolution skips, an object-score token and multimask selection.
+
+Output tokens [object score, IoU, 4 mask tokens] are prepended to the prompt tokens and run through
+the two-way transformer with the image embedding. The image side is upsampled 4x with the
+stride-4 / stride-8 backbone skips added on the way; each mask token is mapped by its own
+hypernetwork MLP to a 1x1 filter over the upsampled map. Token 0 predicts the single-mask answer,
+tokens 1..3 the three ambiguity-resolving candidates.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from sam3.config import Sam3Config
+from sam3.modeling.interactive.prompt_encoder import LayerNorm2d
+from sam3.modeling.interactive.two_way_transformer import TwoWayTransformer
+from sam3.modeling.layers.mlp import MLP
+
+
+class MaskDecoder(nn.Module):
+    """Predict mask logits on the 4g x 4g grid from image and prompt embeddings.
+
+    With ``multimask_output`` the three candidate masks are returned; otherwise the single-mask
+    output, unless its stability score (IoU of the masks thresholded at +delta and -delta) is below
+    ``stability_thresh`` at inference, in which case the candidate with the highest predicted IoU
+    replaces it.
+    """
+
+    def __init__(
+        self,
+        transformer_dim: int = 256,
+        num_multimask_outputs: int = 3,
+        depth: int = 2,
+        num_heads: int = 8,
+        mlp_dim: int = 2048,
+        stability_delta: float = 0.05,
+        stability_thresh: float = 0.98,
+    ):
+        super().__init__()
+        c = transformer_dim
+        self.num_mask_tokens = num_multimask_outputs + 1
+        self.stability_delta = stability_delta
+        self.stability_thresh = stability_thresh
+        self.transformer = TwoWayTransformer(depth, c, num_heads, mlp_dim, attention_downsample_rate=2)
+        self.iou_token = nn.Embedding(1, c)
+        self.mask_tokens = nn.Embedding(self.num_mask_tokens, c)
+        self.obj_score_token = nn.Embedding(1, c)
+        # Indices 2 and 4 are parameter-free GELUs; forward applies the stages one by one so the
+        # skips can be added between them.
+        self.output_upscaling = nn.Sequential(
+            nn.ConvTranspose2d(c, c // 4, kernel_size=2, stride=2),
+            LayerNorm2d(c // 4),
+            nn.GELU(),
+            nn.ConvTranspose2d(c // 4, c // 8, kernel_size=2, stride=2),
+            nn.GELU(),
+        )
+        # Projections of the stride-4 / stride-8 backbone levels. Callers apply them once per image
+        # (not on every click) and pass the results as ``high_res_features``.
+        self.conv_s0 = nn.Conv2d(c, c // 8, kernel_size=1)
+        self.conv_s1 = nn.Conv2d(c, c // 4, kernel_size=1)
+        self.output_hypernetworks_mlps = nn.ModuleList(MLP(c, c, c // 8, 3) for _ in range(self.num_mask_tokens))
+        self.iou_prediction_head = MLP(c, c, self.num_mask_tokens, 3, sigmoid_output=True)
+        self.pred_obj_score_head = MLP(c, c, 1, 3)
+
+    @classmethod
+    def from_config(cls, cfg: Sam3Config) -> "MaskDecoder":
+        t = cfg.tracker
+        return cls(
+            transformer_dim=cfg.d_model,
+            num_multimask_outputs=t.num_multimask_outputs,
+            depth=t.mask_decoder_depth,
+            num_heads=t.mask_decoder_heads,
+            mlp_dim=t.mask_decoder_mlp_dim,
+            stability_delta=t.dynamic_multimask_stability_delta,
+            stability_thresh=t.dynamic_multimask_stability_thresh,
+        )
+
+    def forward(
+        self,
+        image_embeddings: torch.Tensor,
+        image_pe: torch.Tensor,
+        sparse_prompt_embeddings: torch.Tensor,
+        dense_prompt_embeddings: torch.Tensor,
+        multimask_output: bool,
+        repeat_image: bool,
+        high_res_features: list[torch.Tensor],
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Decode masks for a batch of B prompts.
+
+        image_embeddings:  (B, C, g, g), or (1, C, g, g) with ``repeat_image`` (one image, B prompts)
+        image_pe:          (1, C, g, g) from ``PromptEncoder.get_dense_pe()``
+        sparse_prompt_embeddings (B, N, C); dense_prompt_embeddings (B, C, g, g)
+        high_res_features: [(B or 1, C/8, 4g, 4g), (B or 1, C/4, 2g, 2g)] after ``conv_s0`` / ``conv_s1``
+        Returns masks (B, K, 4g, 4g) logits, iou (B, K), sam_tokens_out (B, K', C),
+        object_score_logits (B, 1), with K = 3 for multimask output, else 1. ``sam_tokens_out`` is
+        the token the tracker turns into an object pointer: the three candidate tokens (K' = 3) with
+        multimask output, else the single-mask token (K' = 1) even when the stability fallback
+        replaced the single mask.
+        """
+        masks, iou, mask_tokens, object_score_logits = self._predict_all(
+            image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings,
+            repeat_image, high_res_features,
+        )  # fmt: skip
+        if multimask_output:
+            masks, iou, tokens = masks[:, 1:], iou[:, 1:], mask_tokens[:, 1:]
+        else:
+            tokens = mask_tokens[:, 0:1]
+            if self.training:
+                masks, iou = masks[:, 0:1], iou[:, 0:1]
+            else:
+                masks, iou = self._stability_fallback(masks, iou)
+        return masks, iou, tokens, object_score_logits
+
+    def _predict_all(
+        self,
+        image_embeddings: torch.Tensor,
+        image_pe: torch.Tensor,
+        sparse: torch.Tensor,
+        dense: torch.Tensor,
+        repeat_image: bool,
+        high_res_features: list[torch.Tensor],
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """All 4 masks (B, 4, 4g, 4g), all 4 IoUs (B, 4), the 4 mask tokens (B, 4, C), object logit (B, 1)."""
+        b = sparse.shape[0]
+        output_tokens = torch.cat([self.obj_score_token.weight, self.iou_token.weight, self.mask_tokens.weight])
+        tokens = torch.cat([output_tokens.unsqueeze(0).expand(b, -1, -1), sparse], dim=1)
+        if repeat_image:
+            src = torch.repeat_interleave(image_embeddings, b, dim=0)
+        elif image_embeddings.shape[0] != b:
+            raise ValueError(f"{image_embeddings.shape[0]} image embeddings for {b} prompts; pass repeat_image=True")
+        else:
+            src = image_embeddings
+        src = src + dense
+        pos = torch.repeat_interleave(image_pe, b, dim=0)
+        _, c, h, w = src.shape
+
+        hs, src = self.transformer(src, pos, tokens)
+        object_token, iou_token = hs[:, 0], hs[:, 1]
+        mask_tokens = hs[:, 2 : 2 + self.num_mask_tokens]
+
+        feat_s0, feat_s1 = high_res_features
+        up1, norm1, act1, up2, act2 = self.output_upscaling
+        src = src.transpose(1, 2).reshape(b, c, h, w)
+        upscaled = act1(norm1(up1(src) + feat_s1))
+        upscaled = act2(up2(upscaled) + feat_s0)
+
+        hyper = torch.stack([mlp(mask_tokens[:, i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1)
+        _, cu, hu, wu = upscaled.shape
+        masks = (hyper @ upscaled.view(b, cu, hu * wu)).view(b, -1, hu, wu)
+        return masks, self.iou_prediction_head(iou_token), mask_tokens, self.pred_obj_score_head(object_token)
+
+    def stability_scores(self, mask_logits: torch.Tensor) -> torch.Tensor:
+        """(..., H, W) logits -> (...) area(logit > delta) / area(logit > -delta), 1 where both are empty."""
+        flat = mask_logits.flatten(-2)
+        inner = (flat > self.stability_delta).sum(-1).float()
+        outer = (flat > -self.stability_delta).sum(-1).float()
+        return torch.where(outer > 0, inner / outer, 1.0)
+
+    def _stability_fallback(self, masks: torch.Tensor, iou: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Single-mask output, or the best candidate by predicted IoU where the single mask is unstable."""
+        rows = torch.arange(masks.shape[0], device=masks.device)
+        best = iou[:, 1:].argmax(dim=-1)
+        best_mask = masks[:, 1:][rows, best].unsqueeze(1)
+        best_iou = iou[:, 1:][rows, best].unsqueeze(1)
+        stable = self.stability_scores(masks[:, 0:1]) >= self.stability_thresh  # (B, 1)
+        out_masks = torch.where(stable[..., None, None], masks[:, 0:1], best_mask)
+        out_iou = torch.where(stable, iou[:, 0:1], best_iou)
+        return out_masks, out_iou

@@ -1,0 +1,111 @@
+"""Mask post-processing: connected components, hole filling and sprinkle removal.
+
+Two flavours of clean-up are used by SAM 3 and both live here:
+
+* the video / tracker clean-up (``fill_holes_in_mask_scores``): small background islands become
+  foreground with a *small* score (+0.1) and small foreground specks become background (-0.1);
+* the click predictor clean-up (``fill_small_components``): small background islands get a
+  *large* score (threshold + 10), optional specks get threshold - 10.
+
+Components are 8-connected and every pixel of a component carries the component's area. Labelling
+runs in scikit-image on the CPU; the result is moved back to the input's device.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from skimage.measure import label as _sk_label
+
+
+def _label_2d(binary: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(H, W) bool -> (labels int64, per-pixel component area int64); background has label 0, area 0."""
+    labels = _sk_label(binary, connectivity=2).astype(np.int64, copy=False)  # connectivity 2 = 8-neighbours
+    counts = np.bincount(labels.ravel())
+    counts[0] = 0  # label 0 is "not in any component"
+    return labels, counts[labels]
+
+
+def connected_components(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Label the nonzero pixels of a batch of 2-D masks.
+
+    mask: (N, H, W) or (N, 1, H, W), bool or integer (nonzero = inside).
+    Returns (labels, areas), both int64 with the shape and device of ``mask``: labels are 1..K per
+    image (0 outside every component); areas give each pixel the pixel count of its component (0 outside).
+    """
+    if mask.dim() == 4 and mask.shape[1] == 1:
+        planes = mask[:, 0]
+    elif mask.dim() == 3:
+        planes = mask
+    else:
+        raise ValueError(f"mask must be (N, H, W) or (N, 1, H, W), got {tuple(mask.shape)}")
+    binary = (planes != 0).cpu().numpy()
+    labels = np.zeros(binary.shape, dtype=np.int64)
+    areas = np.zeros(binary.shape, dtype=np.int64)
+    for i in range(binary.shape[0]):
+        labels[i], areas[i] = _label_2d(binary[i])
+    shape = mask.shape
+    return (
+        torch.from_numpy(labels).view(shape).to(mask.device),
+        torch.from_numpy(areas).view(shape).to(mask.device),
+    )
+
+
+def fill_holes_in_mask_scores(
+    mask: torch.Tensor,
+    max_area: float,
+    fill_holes: bool = True,
+    remove_sprinkles: bool = True,
+) -> torch.Tensor:
+    """Video / tracker clean-up of mask logits (N, 1, H, W); returns a new tensor of the same shape.
+
+    1. Background components (logit <= 0) of area <= ``max_area`` are set to +0.1.
+    2. Then, on the updated mask, foreground components (logit > 0) of area <= min(``max_area``,
+       floor(total foreground area / 2)) are set to -0.1; the half-area cap keeps tiny objects whole.
+
+    The official code pads H and W to even sizes before labelling (its GPU labeller works on 2x2
+    blocks); zero padding adds no pixel to any component, so labelling the unpadded mask gives the
+    same areas.
+    """
+    if max_area <= 0:
+        return mask
+    if mask.dim() != 4 or mask.shape[1] != 1:
+        raise ValueError(f"mask must be (N, 1, H, W), got {tuple(mask.shape)}")
+    if fill_holes:
+        background = mask <= 0
+        _, areas = connected_components(background)
+        mask = torch.where(background & (areas <= max_area), 0.1, mask)
+    if remove_sprinkles:
+        foreground = mask > 0
+        limit = foreground.sum(dim=(2, 3), keepdim=True, dtype=torch.int32)
+        limit = torch.div(limit, 2, rounding_mode="floor").clamp(max=max_area)
+        _, areas = connected_components(foreground)
+        mask = torch.where(foreground & (areas <= limit), -0.1, mask)
+    return mask
+
+
+def fill_small_components(
+    logits: torch.Tensor,
+    max_hole_area: float,
+    max_sprinkle_area: float = 0.0,
+    threshold: float = 0.0,
+) -> torch.Tensor:
+    """Click-predictor clean-up of mask logits (B, C, H, W); returns a new tensor.
+
+    Background components (logit <= ``threshold``) of area <= ``max_hole_area`` get
+    ``threshold + 10``; then, if ``max_sprinkle_area`` > 0, foreground components (logit > threshold)
+    of area <= ``max_sprinkle_area`` get ``threshold - 10``. An area limit <= 0 disables its step.
+    """
+    if logits.dim() != 4:
+        raise ValueError(f"logits must be (B, C, H, W), got {tuple(logits.shape)}")
+    out = logits.float()
+    planes = lambda t: t.flatten(0, 1)  # noqa: E731  every (b, c) map is labelled on its own
+    if max_hole_area > 0:
+        _, areas = connected_components(planes(out <= threshold))
+        is_hole = (areas > 0) & (areas <= max_hole_area)
+        out = torch.where(is_hole.view_as(out), threshold + 10.0, out)
+    if max_sprinkle_area > 0:
+        _, areas = connected_components(planes(out > threshold))
+        is_speck = (areas > 0) & (areas <= max_sprinkle_area)
+        out = torch.where(is_speck.view_as(out), threshold - 10.0, out)
+    return out
