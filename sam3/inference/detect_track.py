@@ -1,0 +1,271 @@
+"""One frame of detect-then-track (spec §5.2): detect, propagate the tracks, associate, apply the
+heuristics, update memories, add new tracks, build the frame's masks.
+
+The engine is stateless; everything lives in the :class:`VideoSession` it is given.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sam3.inference.association import (
+    ALWAYS_OCCLUDED,
+    NEVER_OCCLUDED,
+    NO_OBJ_LOGIT,
+    REMOVED_SCORE,
+    Association,
+    TrackingHeuristics,
+    associate_detections,
+    nms_masks,
+    occlusion_suppression,
+    process_hotstart,
+)
+from sam3.inference.tracklets import TrackletBatch, TrackletRunner, non_overlap
+from sam3.inference.video_state import FrameFeatures, FrameResult, VideoSession
+from sam3.modeling.outputs import GeometricPrompt, TextFeatures
+from sam3.modeling.sam3_model import Sam3Model
+from sam3.ops.boxes import box_cxcywh_to_xyxy, masks_to_boxes
+from sam3.ops.masks import fill_holes_in_mask_scores
+
+VISUAL_TEXT = "visual"  # the text paired with box-only prompts
+
+
+@dataclass
+class Detections:
+    """Detector output on one frame after NMS and thresholding: boxes (N, 4) normalised xyxy,
+    masks (N, 4g, 4g) logits, scores (N,)."""
+
+    boxes: torch.Tensor
+    masks: torch.Tensor
+    scores: torch.Tensor
+
+
+@dataclass
+class FrameOutcome:
+    """Raw per-frame result before hiding removed / suppressed objects."""
+
+    frame_idx: int
+    masks: dict[int, torch.Tensor]  # id -> (1, H, W) bool
+    removed: set[int]
+    suppressed: set[int]
+
+
+class DetectTrackEngine:
+    """Runs the per-frame algorithm with a :class:`Sam3Model` that has a tracker."""
+
+    def __init__(self, model: Sam3Model, heuristics: TrackingHeuristics | None = None):
+        if model.tracker is None:
+            raise ValueError("video tracking needs a model built with the tracker (enable_inst_interactivity=True)")
+        self.model = model
+        self.cfg = heuristics or TrackingHeuristics()
+        self.runner = TrackletRunner(model.tracker)
+        self.input_mask_size = model.config.input_mask_size
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    # ---------------------------------------------------------------- features and detection
+    def frame_features(self, session: VideoSession, frame_idx: int) -> FrameFeatures:
+        cached = session.features.get(frame_idx)
+        if cached is None:
+            image = session.video.frames[frame_idx].to(self.device).float().unsqueeze(0)
+            backbone = self.model.encode_image(image)
+            tracker = self.model.tracker.prepare_features(backbone.sam2_fpn, backbone.sam2_pos)
+            cached = FrameFeatures(backbone, tracker)
+            session.features[frame_idx] = cached
+        return cached
+
+    def text_features(self, session: VideoSession):
+        """Features of [text or placeholder, "visual"], cached for the session's current text."""
+        key = (session.text or "<text placeholder>", VISUAL_TEXT)
+        if key not in session.text_cache:
+            session.text_cache.clear()
+            session.text_cache[key] = self.model.encode_text(list(key))
+        feats = session.text_cache[key]
+        row = 0 if session.text is not None else 1
+        return TextFeatures(feats.features[row : row + 1], feats.mask[row : row + 1])
+
+    def detect(self, session: VideoSession, frame_idx: int, reverse: bool, allow_new: bool) -> Detections:
+        feats = self.frame_features(session, frame_idx)
+        # keep only this frame and its successor's features (the previous one is no longer needed)
+        session.features.pop(frame_idx + 1 if reverse else frame_idx - 1, None)
+        prompt = session.visual_prompt.get(frame_idx) or GeometricPrompt.empty(1, self.device)
+        out = self.model.detector.forward_grounding(feats.backbone, self.text_features(session), prompt, joint_scores=True)
+        logits = out.pred_logits[0].clone()  # (Q,)
+        masks = out.pred_masks[0]
+        if self.cfg.det_nms_thresh > 0:
+            keep = nms_masks(logits.sigmoid(), masks, self.cfg.score_threshold_detection, self.cfg.det_nms_thresh)
+            logits = logits - 1e4 * (~keep).float()
+        probs = logits.sigmoid()
+        if not allow_new:
+            probs = probs - 1e8
+        pos = probs > self.cfg.score_threshold_detection
+        boxes = box_cxcywh_to_xyxy(out.pred_boxes[0])
+        return Detections(boxes[pos], masks[pos], probs[pos])
+
+    # ---------------------------------------------------------------- tracker steps
+    def propagate_tracks(self, session: VideoSession, frame_idx: int, reverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every batch one frame on -> (N, 4g, 4g) logits (holes filled) and (N,) object-score logits."""
+        feats = self.frame_features(session, frame_idx).tracker
+        masks, scores = [], []
+        for batch in session.batches:
+            if batch.obj_ids:
+                m, s = self.runner.step(batch, frame_idx, reverse, feats)
+                masks.append(m[:, 0])
+                scores.append(s[:, 0])
+        size = self.model.config.low_res_mask_size
+        if not masks:
+            return torch.zeros(0, size, size, device=self.device), torch.zeros(0, device=self.device)
+        low = fill_holes_in_mask_scores(torch.cat(masks)[:, None], self.cfg.fill_hole_area)[:, 0]
+        return low, torch.cat(scores)
+
+    def add_new_objects(self, session: VideoSession, frame_idx: int, obj_ids: list[int], masks: torch.Tensor) -> None:
+        """Start a batch for objects first seen on this frame, from (N, 4g, 4g) detection logits."""
+        batch = TrackletBatch(num_frames=session.num_frames, video_hw=session.video_hw)
+        feats = self.frame_features(session, frame_idx).tracker
+        big = F.interpolate(masks[:, None], size=(self.input_mask_size,) * 2, mode="bilinear", align_corners=False)[:, 0] > 0
+        for obj_id, mask in zip(obj_ids, big):
+            self.runner.add_mask(batch, frame_idx, obj_id, mask, feats)
+        self.runner.consolidate(batch, lambda t: self.frame_features(session, t).tracker)
+        session.batches.append(batch)
+
+    def remove_objects(self, session: VideoSession, obj_ids) -> None:
+        for obj_id in obj_ids:
+            for batch in session.batches:
+                self.runner.remove_object(batch, obj_id)
+        session.batches = [b for b in session.batches if b.obj_ids]
+
+    def recondition(self, session: VideoSession, frame_idx: int, dets: Detections, assoc: Association, trk_scores: torch.Tensor, trk_ids: list[int]) -> None:
+        """Re-anchor confident tracks on matching high-confidence detections (every n-th frame)."""
+        feats = self.frame_features(session, frame_idx).tracker
+        touched: list[TrackletBatch] = []
+        for trk_id, d in assoc.trk_to_high_conf_det.items():
+            mask = F.interpolate(dets.masks[d : d + 1, None], size=(self.input_mask_size,) * 2, mode="bilinear", align_corners=False)[0, 0] > 0
+            score = float(trk_scores[trk_ids.index(trk_id)])
+            for batch in session.batches:
+                if trk_id in batch.obj_ids and score > self.cfg.high_conf_thresh:
+                    self.runner.add_mask(batch, frame_idx, trk_id, mask, feats)
+                    if batch not in touched:
+                        touched.append(batch)
+        for batch in touched:
+            self.runner.consolidate(batch, lambda t: self.frame_features(session, t).tracker)
+
+    def update_memories(self, session: VideoSession, frame_idx: int, low_res: torch.Tensor) -> None:
+        """Encode this frame's (N, 4g, 4g) track masks as memory, after the pixel-wise non-overlap rule."""
+        high = F.interpolate(low_res[:, None], size=(self.input_mask_size,) * 2, mode="bilinear", align_corners=False)
+        constrained = non_overlap(high)
+        before = (high > 0).sum(dim=(-1, -2)).clamp(min=1)
+        after = (constrained > 0).sum(dim=(-1, -2))
+        shrunk = (after / before) < 0.3  # a mask that lost most of its area to others is dropped entirely
+        high = torch.where(shrunk[..., None, None], high.clamp(max=-10.0), high)
+        obj_scores = torch.where((high > 0).any(dim=(-1, -2)), 10.0, -10.0)
+        feats = self.frame_features(session, frame_idx).tracker
+        start = 0
+        for batch in session.batches:
+            n = len(batch.obj_ids)
+            if n:
+                self.runner.store_memory(batch, frame_idx, high[start : start + n], obj_scores[start : start + n], feats)
+                start += n
+
+    # ---------------------------------------------------------------- one frame
+    def run_frame(self, session: VideoSession, frame_idx: int, reverse: bool) -> FrameOutcome:
+        reg = session.objects
+        allow_new = session.text is not None or frame_idx in session.visual_prompt
+        dets = self.detect(session, frame_idx, reverse, allow_new)
+        low_res, trk_logits = self.propagate_tracks(session, frame_idx, reverse)
+        prev_ids = list(reg.obj_ids)
+        det_scores = dets.scores.float().cpu().numpy()
+
+        assoc = associate_detections(dets.masks, det_scores, low_res, np.array(prev_ids, np.int64), self.cfg)
+        new_idx = assoc.new_det_indices
+        if len(prev_ids) + len(new_idx) > self.cfg.max_num_objects:
+            room = max(self.cfg.max_num_objects - len(prev_ids), 0)
+            new_idx = np.sort(new_idx[np.argsort(-det_scores[new_idx], kind="stable")[:room]])
+        new_ids = reg.max_obj_id + 1 + np.arange(len(new_idx))
+        removed_now = process_hotstart(reg.hotstart, frame_idx, reverse, assoc, new_ids, self.cfg)
+
+        if (
+            self.cfg.recondition_every_nth_frame > 0
+            and frame_idx % self.cfg.recondition_every_nth_frame == 0
+            and assoc.trk_to_high_conf_det
+        ):
+            self.recondition(session, frame_idx, dets, assoc, trk_logits, prev_ids)
+
+        last_occluded_new: dict[int, torch.Tensor] = {}
+        if low_res.shape[0] > 0:
+            binary = low_res > 0
+            last = torch.cat([
+                reg.last_occluded.get(
+                    i, torch.full((1,), ALWAYS_OCCLUDED if i in removed_now else NEVER_OCCLUDED, dtype=torch.long, device=low_res.device)
+                )
+                for i in prev_ids
+            ])
+            to_suppress = occlusion_suppression(binary, last, reverse, self.cfg.occlusion_suppress_iou)
+            occluded = ~binary.flatten(1).any(1) | to_suppress
+            last = last.clone()
+            last[occluded] = frame_idx
+            last_occluded_new = {i: last[k : k + 1] for k, i in enumerate(prev_ids)}
+            low_res[to_suppress] = NO_OBJ_LOGIT  # in place: this frame's output hides them too
+            self.update_memories(session, frame_idx, low_res)
+
+        # bookkeeping of ids and scores
+        reg.obj_ids = [i for i in prev_ids + new_ids.tolist() if i not in removed_now]
+        frame_scores = reg.tracker_score[frame_idx]
+        for k, i in zip(new_idx.tolist(), new_ids.tolist()):
+            reg.score[i] = float(det_scores[k])
+            frame_scores[i] = float(det_scores[k])
+        if len(new_ids):
+            reg.max_obj_id = max(reg.max_obj_id, int(new_ids.max()))
+        reg.last_occluded = last_occluded_new
+        for i in removed_now:
+            reg.score[i] = REMOVED_SCORE
+            frame_scores[i] = REMOVED_SCORE
+            reg.last_occluded.pop(i, None)
+
+        if len(new_idx):
+            self.add_new_objects(session, frame_idx, new_ids.tolist(), dets.masks[torch.as_tensor(new_idx, device=dets.masks.device)])
+        if removed_now:
+            self.remove_objects(session, removed_now)
+
+        masks = self.output_masks(session, low_res, prev_ids, dets, new_idx, new_ids)
+        for i, s in zip(prev_ids, trk_logits.sigmoid().tolist()):
+            frame_scores[i] = s
+        session.frames_with_outputs.add(frame_idx)
+        return FrameOutcome(frame_idx, masks, set(reg.hotstart.removed), set(reg.suppressed[frame_idx]))
+
+    def output_masks(self, session, low_res, prev_ids, dets: Detections, new_idx, new_ids) -> dict[int, torch.Tensor]:
+        h, w = session.video_hw
+        out: dict[int, torch.Tensor] = {}
+        if low_res.shape[0]:
+            up = F.interpolate(low_res[:, None], size=(h, w), mode="bilinear", align_corners=False) > 0
+            out.update({i: m for i, m in zip(prev_ids, up)})
+        if len(new_idx):
+            det = dets.masks[torch.as_tensor(new_idx, device=dets.masks.device)][:, None]
+            det = fill_holes_in_mask_scores(det, self.cfg.fill_hole_area)
+            up = F.interpolate(det, size=(h, w), mode="bilinear", align_corners=False) > 0
+            out.update({i: m for i, m in zip(new_ids.tolist(), up)})
+        return out
+
+    # ---------------------------------------------------------------- results
+    def build_result(self, session: VideoSession, frame_idx: int, masks: dict[int, torch.Tensor], hidden: set[int]) -> FrameResult:
+        """Sorted ids, empty and hidden objects dropped, overlaps given to the most confident object."""
+        h, w = session.video_hw
+        reg = session.objects
+        ids = [i for i in sorted(masks) if i not in hidden and bool(masks[i].any())]
+        if not ids:
+            return FrameResult(frame_idx, np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros((0, 4), np.float32), np.zeros((0, h, w), bool))
+        stack = torch.cat([masks[i] for i in ids]).to(self.device)  # (N, H, W) bool
+        boxes = masks_to_boxes(stack).float()
+        if len(ids) > 1:
+            frame_scores = reg.tracker_score.get(frame_idx, {})
+            conf = torch.tensor([frame_scores.get(i, 0.0) for i in ids], device=stack.device)
+            per_pixel = torch.where(stack, conf[:, None, None], torch.zeros((), device=stack.device))
+            winner = per_pixel.argmax(dim=0, keepdim=True) == torch.arange(len(ids), device=stack.device)[:, None, None]
+            stack = stack & winner & (per_pixel > 0)  # an object with no tracker score loses its pixels, as released
+        scores = np.array([reg.score.get(i, 0.0) for i in ids], np.float32)
+        return FrameResult(frame_idx, np.array(ids, np.int64), scores, boxes.cpu().numpy(), stack.cpu().numpy())
