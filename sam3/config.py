@@ -115,6 +115,10 @@ class TrackerConfig:
     sigmoid_bias_for_mem_enc: float = -10.0
     dynamic_multimask_stability_delta: float = 0.05
     dynamic_multimask_stability_thresh: float = 0.98
+    # Tracking-time switches of the released video model (temporal disambiguation on).
+    use_memory_selection: bool = True  # pick non-conditioning memories by their eff_iou_score
+    memory_selection_threshold: float = 0.01
+    multimask_max_points: int = 1  # 3 candidate masks when a frame has at most this many clicks
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,458 @@
+"""Text- and box-prompted detection on images, plus clicks, with one backbone pass per image.
+
+Usage (the official ``Sam3Processor`` API)::
+
+    processor = Sam3Processor(model)
+    state = processor.set_image(image)              # PIL / HxWx3 numpy / CHW tensor
+    state = processor.set_text_prompt("a dog", state)
+    state["masks"], state["boxes"], state["scores"]  # or state.masks, state.boxes, state.scores
+    masks, ious, low_res = processor.predict_inst(state, point_coords=[[x, y]], point_labels=[1])
+
+Results follow the official processor (kept queries in query order, no NMS, no hole filling):
+
+* ``scores`` (N,) = sigmoid(class logit) * sigmoid(presence logit), kept when > the threshold (strict);
+* ``boxes`` (N, 4) xyxy in original-image pixels (float, not clipped);
+* ``masks_logits`` (N, 1, H, W): despite the official name these are *probabilities* (sigmoid of the
+  bilinearly upsampled mask logits); ``mask_probs`` is the honest alias;
+* ``masks`` (N, 1, H, W) bool = probabilities > 0.5. The singleton axis is kept for compatibility with
+  code written against the official processor; ``masks_hw`` gives the (N, H, W) view.
+
+Differences from the official processor, all on purpose:
+
+* HxWx3 numpy arrays are read as HxWx3 (the official code takes H, W from ``shape[-2:]``);
+* ``set_confidence_threshold`` re-filters the cached per-query outputs instead of re-running the
+  detector (same numbers: the detector is deterministic and the threshold is applied last);
+* image features are cached (LRU, bounded in bytes, keyed by a hash of the decoded pixels) and so are
+  text features (per prompt string); ``cache_stats()`` reports hits and misses;
+* states are typed dataclasses (``ImageState``) that also answer ``state["key"]``.
+
+Everything runs under ``torch.inference_mode``; no autocast is entered (fp32, like the oracle on CPU).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sam3.inference.interactive import InteractivePredictor, SamImageFeatures
+from sam3.inference.transforms import ImageLike, preprocess, to_uint8_chw
+from sam3.modeling.outputs import BackboneFeatures, GeometricPrompt, TextFeatures
+from sam3.ops.boxes import box_cxcywh_to_xyxy
+
+# The text the official processor encodes when only boxes are given.
+VISUAL_ONLY_TEXT = "visual"
+DEFAULT_FEATURE_CACHE_BYTES = 1 << 30
+DEFAULT_TEXT_CACHE_ENTRIES = 256
+
+
+@dataclass
+class _CachedImage:
+    """What one image costs one backbone pass: detector levels, and the click predictor's features."""
+
+    features: BackboneFeatures  # batch of one; tracker levels dropped once ``sam`` is prepared
+    sam: SamImageFeatures | None
+
+    def nbytes(self) -> int:
+        sam = [] if self.sam is None else [self.sam.image_embed, *self.sam.high_res]
+        return self.features.nbytes() + sum(t.numel() * t.element_size() for t in sam)
+
+
+@dataclass
+class _Detections:
+    """Every query's outputs for the current prompt, kept so that a new threshold needs no new forward.
+
+    scores (Q,), boxes (Q, 4) xyxy original pixels, mask_logits (Q, 4g, 4g).
+    """
+
+    scores: torch.Tensor
+    boxes: torch.Tensor
+    mask_logits: torch.Tensor
+
+
+@dataclass
+class ImageState:
+    """One image, its prompts and the last results; ``state["masks"]`` etc. read the attributes.
+
+    ``cached`` holds the image's features, shared with the processor's cache (never modified):
+    ``features`` the detector levels (batch of one), ``cached.sam`` the click predictor's projected
+    tracker levels (None without a tracker). ``prompt_boxes`` lists (normalised cxcywh, positive?).
+    Results (None until a prompt ran; N kept queries): ``masks`` (N, 1, H, W) bool, ``masks_logits``
+    (N, 1, H, W) probabilities, ``boxes`` (N, 4) xyxy pixels, ``scores`` (N,).
+    """
+
+    original_height: int
+    original_width: int
+    image_key: str
+    cached: _CachedImage = field(repr=False)
+    text_prompt: str | None = None
+    text: TextFeatures | None = field(default=None, repr=False)
+    prompt_boxes: list[tuple[tuple[float, float, float, float], bool]] = field(default_factory=list)
+    detections: _Detections | None = field(default=None, repr=False)
+    # Results of the last grounding (None before one ran).
+    masks: torch.Tensor | None = field(default=None, repr=False)
+    masks_logits: torch.Tensor | None = field(default=None, repr=False)
+    boxes: torch.Tensor | None = None
+    scores: torch.Tensor | None = None
+
+    _KEYS = ("original_height", "original_width", "masks", "masks_logits", "boxes", "scores")
+
+    @property
+    def features(self) -> BackboneFeatures:
+        return self.cached.features
+
+    @property
+    def mask_probs(self) -> torch.Tensor | None:
+        """(N, 1, H, W) mask probabilities (the official ``masks_logits``)."""
+        return self.masks_logits
+
+    @property
+    def masks_hw(self) -> torch.Tensor | None:
+        """(N, H, W) bool masks."""
+        return None if self.masks is None else self.masks[:, 0]
+
+    def __getitem__(self, key: str):
+        if key not in self._KEYS:
+            raise KeyError(key)
+        value = getattr(self, key)
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._KEYS and getattr(self, key) is not None
+
+    def get(self, key: str, default=None):
+        return self[key] if key in self else default
+
+
+@dataclass
+class ImageBatchState:
+    """Several images set at once (one backbone pass for the uncached ones); prompts apply to each."""
+
+    states: list[ImageState]
+
+    @property
+    def original_heights(self) -> list[int]:
+        return [s.original_height for s in self.states]
+
+    @property
+    def original_widths(self) -> list[int]:
+        return [s.original_width for s in self.states]
+
+    def __len__(self) -> int:
+        return len(self.states)
+
+    def __iter__(self):
+        return iter(self.states)
+
+    def __getitem__(self, key: int | str):
+        if isinstance(key, int):
+            return self.states[key]
+        if key in ("original_heights", "original_widths"):
+            return getattr(self, key)
+        return [s[key] for s in self.states]
+
+
+class _ByteLRU:
+    """An LRU dict bounded by the total ``nbytes()`` of its values (0 disables it)."""
+
+    def __init__(self, capacity_bytes: int):
+        self.capacity = int(capacity_bytes)
+        self._items: OrderedDict[str, _CachedImage] = OrderedDict()
+        self.bytes = 0
+
+    def get(self, key: str) -> _CachedImage | None:
+        item = self._items.get(key)
+        if item is not None:
+            self._items.move_to_end(key)
+        return item
+
+    def put(self, key: str, item: _CachedImage) -> None:
+        size = item.nbytes()
+        if size > self.capacity:
+            return
+        if key in self._items:
+            self.bytes -= self._items.pop(key).nbytes()
+        while self._items and self.bytes + size > self.capacity:
+            _, old = self._items.popitem(last=False)
+            self.bytes -= old.nbytes()
+        self._items[key] = item
+        self.bytes += size
+
+    def clear(self) -> None:
+        self._items.clear()
+        self.bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class Sam3Processor:
+    """Image-level SAM 3 inference around a :class:`~sam3.modeling.sam3_model.Sam3Model`.
+
+    ``resolution`` defaults to the model's input size; ``device`` to the model's device.
+    ``feature_cache_bytes`` bounds the image-feature cache (about 250 MB per image for the released
+    model; 0 disables it), ``text_cache_entries`` the text-feature cache.
+    """
+
+    def __init__(
+        self,
+        model,
+        resolution: int | None = None,
+        confidence_threshold: float = 0.5,
+        device: str | torch.device | None = None,
+        feature_cache_bytes: int = DEFAULT_FEATURE_CACHE_BYTES,
+        text_cache_entries: int = DEFAULT_TEXT_CACHE_ENTRIES,
+    ):
+        self.model = model
+        self.resolution = int(resolution or model.config.image_size)
+        self.device = torch.device(device) if device is not None else model.device
+        self.confidence_threshold = float(confidence_threshold)
+        self._interactive = InteractivePredictor(model.tracker) if model.tracker is not None else None
+        self._images = _ByteLRU(feature_cache_bytes)
+        self._texts: OrderedDict[str, TextFeatures] = OrderedDict()
+        self._text_capacity = int(text_cache_entries)
+        self._lock = threading.Lock()
+        self.backbone_runs = 0  # images encoded by the vision backbone
+        self.text_runs = 0  # prompts encoded by the text encoder
+        self.detector_runs = 0  # grounding forwards (encoder + decoder + heads)
+        self._stats = {"image_hits": 0, "image_misses": 0, "text_hits": 0, "text_misses": 0}
+
+    # ------------------------------------------------------------------ images
+    @torch.inference_mode()
+    def set_image(self, image: ImageLike, state: ImageState | None = None) -> ImageState:
+        """Encode an image (or take its features from the cache) -> a fresh :class:`ImageState`.
+
+        A ``state`` passed in is accepted for API compatibility and replaced by the new one.
+        """
+        pixels = to_uint8_chw(image)
+        key = self._image_key(pixels)
+        cached = self._lookup_image(key)
+        if cached is None:
+            cached = self._encode_images([pixels], [key])[0]
+        return ImageState(int(pixels.shape[1]), int(pixels.shape[2]), key, cached)
+
+    @torch.inference_mode()
+    def set_image_batch(self, images: list[ImageLike], state=None) -> ImageBatchState:
+        """Encode several images; the uncached ones go through the backbone as one batch."""
+        if not isinstance(images, (list, tuple)) or not images:
+            raise ValueError("set_image_batch expects a non-empty list of images")
+        pixels = [to_uint8_chw(im) for im in images]
+        keys = [self._image_key(p) for p in pixels]
+        cached: dict[str, _CachedImage] = {}
+        for key in keys:
+            if key not in cached:
+                hit = self._lookup_image(key)
+                if hit is not None:
+                    cached[key] = hit
+        todo = list(dict.fromkeys(k for k in keys if k not in cached))
+        if todo:
+            by_key = dict(zip(keys, pixels))  # equal keys hold equal pixels
+            for key, item in zip(todo, self._encode_images([by_key[k] for k in todo], todo)):
+                cached[key] = item
+        states = [ImageState(int(p.shape[1]), int(p.shape[2]), k, cached[k]) for p, k in zip(pixels, keys)]
+        return ImageBatchState(states)
+
+    def _image_key(self, pixels: torch.Tensor) -> str:
+        digest = hashlib.blake2b(pixels.numpy().tobytes(), digest_size=16).hexdigest()
+        return f"{tuple(pixels.shape)}:{self.resolution}:{digest}"
+
+    def _lookup_image(self, key: str) -> _CachedImage | None:
+        with self._lock:
+            hit = self._images.get(key)
+            self._stats["image_hits" if hit is not None else "image_misses"] += 1
+        return hit
+
+    def _encode_images(self, pixels: list[torch.Tensor], keys: list[str]) -> list[_CachedImage]:
+        """One backbone pass over a batch; each image's features are stored in the cache."""
+        mean, std = self.model.config.image_mean, self.model.config.image_std
+        batch = torch.cat([preprocess(p.to(self.device), self.resolution, mean, std) for p in pixels])
+        features = self.model.encode_image(batch)
+        with self._lock:
+            self.backbone_runs += len(pixels)
+        items = []
+        for i, key in enumerate(keys):
+            one = features.select(i)
+            sam = self._interactive.prepare_features(one) if self._interactive is not None and one.sam2_fpn else None
+            # The raw tracker levels are only needed to make ``sam``; dropping them halves the entry.
+            item = _CachedImage(BackboneFeatures(one.fpn, one.pos), sam)
+            with self._lock:
+                self._images.put(key, item)
+            items.append(item)
+        return items
+
+    # ------------------------------------------------------------------ prompts
+    @torch.inference_mode()
+    def set_text_prompt(self, prompt: str, state):
+        """Set (replace) the text prompt and run the detector. Box prompts already given are kept."""
+        if isinstance(state, ImageBatchState):
+            for s in state:
+                self.set_text_prompt(prompt, s)
+            return state
+        _check_state(state)
+        if not isinstance(prompt, str):
+            raise ValueError(f"the text prompt must be a string, got {type(prompt).__name__}")
+        state.text_prompt, state.text = prompt, self._text_features(prompt)
+        return self._ground(state)
+
+    @torch.inference_mode()
+    def add_geometric_prompt(self, box, label: bool, state):
+        """Add one box (normalised cx, cy, w, h in [0, 1]; ``label`` True = positive) and run the detector.
+
+        Without a text prompt the dummy text "visual" is used, as in the official processor.
+        """
+        if isinstance(state, ImageBatchState):
+            for s in state:
+                self.add_geometric_prompt(box, label, s)
+            return state
+        _check_state(state)
+        values = [float(v) for v in np.asarray(box, dtype=np.float64).reshape(-1)]
+        if len(values) != 4 or not all(np.isfinite(values)):
+            raise ValueError(f"box must be 4 finite numbers (cx, cy, w, h normalised), got {box!r}")
+        if state.text is None:
+            state.text = self._text_features(VISUAL_ONLY_TEXT)
+        state.prompt_boxes.append((tuple(values), bool(label)))
+        return self._ground(state)
+
+    @torch.inference_mode()
+    def set_confidence_threshold(self, threshold: float, state=None):
+        """Set the score threshold; a state with results is re-filtered from its cached detections."""
+        self.confidence_threshold = float(threshold)
+        if isinstance(state, ImageBatchState):
+            for s in state:
+                self.set_confidence_threshold(threshold, s)
+        elif state is not None and state.detections is not None:
+            self._filter(state)
+        return state
+
+    def reset_all_prompts(self, state) -> None:
+        """Forget the text and box prompts and the results (the image features stay)."""
+        for s in state if isinstance(state, ImageBatchState) else [state]:
+            s.text_prompt = s.text = s.detections = None
+            s.prompt_boxes = []
+            s.masks = s.masks_logits = s.boxes = s.scores = None
+
+    def _text_features(self, prompt: str) -> TextFeatures:
+        with self._lock:
+            hit = self._texts.get(prompt)
+            if hit is not None:
+                self._texts.move_to_end(prompt)
+            self._stats["text_hits" if hit is not None else "text_misses"] += 1
+        if hit is not None:
+            return hit
+        feats = self.model.encode_text([prompt])
+        with self._lock:
+            self.text_runs += 1
+            if self._text_capacity > 0:
+                self._texts[prompt] = feats
+                while len(self._texts) > self._text_capacity:
+                    self._texts.popitem(last=False)
+        return feats
+
+    def _geometric_prompt(self, state: ImageState) -> GeometricPrompt:
+        if not state.prompt_boxes:
+            return GeometricPrompt.empty(1, self.device)
+        boxes = torch.tensor([b for b, _ in state.prompt_boxes], dtype=torch.float32, device=self.device)
+        labels = torch.tensor([int(lab) for _, lab in state.prompt_boxes], dtype=torch.long, device=self.device)
+        return GeometricPrompt.from_boxes(boxes[None], labels[None])
+
+    # ------------------------------------------------------------------ detection
+    def _ground(self, state: ImageState) -> ImageState:
+        out = self.model.forward_grounding(state.features, state.text, self._geometric_prompt(state))
+        with self._lock:
+            self.detector_runs += 1
+        h, w = state.original_height, state.original_width
+        scale = torch.tensor([w, h, w, h], dtype=torch.float32, device=out.pred_boxes.device)
+        state.detections = _Detections(
+            scores=out.scores[0],
+            boxes=box_cxcywh_to_xyxy(out.pred_boxes[0]) * scale,
+            mask_logits=out.pred_masks[0],
+        )
+        return self._filter(state)
+
+    def _filter(self, state: ImageState) -> ImageState:
+        det = state.detections
+        keep = det.scores > self.confidence_threshold
+        low_res = det.mask_logits[keep].unsqueeze(1)  # (N, 1, 4g, 4g)
+        size = (state.original_height, state.original_width)
+        probs = F.interpolate(low_res, size, mode="bilinear", align_corners=False).sigmoid()
+        state.masks_logits = probs
+        state.masks = probs > 0.5
+        state.boxes = det.boxes[keep]
+        state.scores = det.scores[keep]
+        return state
+
+    # ------------------------------------------------------------------ clicks
+    @torch.inference_mode()
+    def predict_inst(
+        self,
+        state: ImageState,
+        point_coords=None,
+        point_labels=None,
+        box=None,
+        mask_input=None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+        normalize_coords: bool = True,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Masks from clicks / a box (xyxy pixels) / a previous low-res mask, on the state's cached features.
+
+        See :meth:`sam3.inference.interactive.InteractivePredictor.predict_inst` for shapes; returns
+        (masks (K, H, W), iou (K,), low_res_logits (K, 4g, 4g)) as float32 numpy arrays.
+        """
+        _check_state(state)
+        if self._interactive is None or state.cached.sam is None:
+            raise RuntimeError("predict_inst needs a model built with enable_inst_interactivity=True")
+        return self._interactive.predict_inst(
+            state.cached.sam,
+            (state.original_height, state.original_width),
+            point_coords=point_coords,
+            point_labels=point_labels,
+            box=box,
+            mask_input=mask_input,
+            multimask_output=multimask_output,
+            return_logits=return_logits,
+            normalize_coords=normalize_coords,
+        )
+
+    def predict_inst_batch(self, state: ImageBatchState, point_coords_batch=None, point_labels_batch=None,
+                           box_batch=None, mask_input_batch=None, **kwargs) -> tuple[list, list, list]:
+        """``predict_inst`` for each image of a batch state; per-image prompt lists (None entries allowed)."""
+        pick = lambda seq, i: None if seq is None else seq[i]
+        results = [
+            self.predict_inst(s, pick(point_coords_batch, i), pick(point_labels_batch, i), pick(box_batch, i),
+                              pick(mask_input_batch, i), **kwargs)
+            for i, s in enumerate(state)
+        ]
+        return [r[0] for r in results], [r[1] for r in results], [r[2] for r in results]
+
+    # ------------------------------------------------------------------ bookkeeping
+    def cache_stats(self) -> dict[str, int]:
+        """Cache hits / misses and sizes, and how often each part of the model ran."""
+        with self._lock:
+            return {
+                **self._stats,
+                "image_entries": len(self._images),
+                "image_bytes": self._images.bytes,
+                "image_capacity_bytes": self._images.capacity,
+                "text_entries": len(self._texts),
+                "backbone_runs": self.backbone_runs,
+                "text_runs": self.text_runs,
+                "detector_runs": self.detector_runs,
+            }
+
+    def clear_cache(self) -> None:
+        with self._lock:
+            self._images.clear()
+            self._texts.clear()
+
+
+def _check_state(state) -> None:
+    if not isinstance(state, ImageState):
+        raise ValueError("call set_image first and pass the ImageState it returned")

@@ -1,0 +1,73 @@
+"""The whole SAM 3 model: the detector (text / box prompts) and the tracker (clicks, video memory).
+
+Its ``state_dict`` is exactly the layout of Meta's ``sam3.pt``: ``detector.*`` and ``tracker.*``
+(1465 tensors). Without instance interactivity there is no tracker and no tracker neck
+(``detector.backbone.vision_backbone.sam2_convs``): 1134 tensors.
+
+The parts are composed by ``sam3.build.build_detector`` / ``build_tracker``; loading weights, picking a
+device and the tokenizer files are the builders' business too (``build_sam3_image_model``).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from sam3.config import Sam3Config
+from sam3.modeling.outputs import BackboneFeatures, GeometricPrompt, GroundingOutput, TextFeatures
+
+
+class Sam3Model(nn.Module):
+    """``detector`` (Sam3Detector) and ``tracker`` (Sam3Tracker, or None without click / video support).
+
+    ``tokenizer`` is a plain attribute (not a module): strings -> (B, context_length) token ids.
+    Without one passed in, the packaged CLIP vocabulary is read on first use.
+    """
+
+    def __init__(self, config: Sam3Config, enable_inst_interactivity: bool = True, tokenizer=None):
+        super().__init__()
+        # build.py holds the composition (it imports this module, hence the import here).
+        from sam3.build import build_detector, build_tracker
+
+        self.config = config
+        self.detector = build_detector(config, with_tracker_neck=enable_inst_interactivity)
+        self.tracker = build_tracker(config) if enable_inst_interactivity else None
+        self._tokenizer = tokenizer
+
+    # ------------------------------------------------------------------ conveniences
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            from sam3.modeling.text.tokenizer import Tokenizer
+
+            self._tokenizer = Tokenizer(context_length=self.config.text.context_length)
+        return self._tokenizer
+
+    @tokenizer.setter
+    def tokenizer(self, value) -> None:
+        self._tokenizer = value
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def has_tracker(self) -> bool:
+        return self.tracker is not None
+
+    def encode_image(self, images: torch.Tensor) -> BackboneFeatures:
+        """images (B, 3, S, S) normalised to [-1, 1] -> the FPN levels of both necks and their encodings."""
+        return self.detector.backbone.forward_image(images)
+
+    def encode_text(self, texts: list[str]) -> TextFeatures:
+        """B strings -> features (B, 32, C) and padding mask (B, 32), on the model's device."""
+        ids = self.tokenizer(list(texts)).to(self.device)
+        return self.detector.backbone.forward_text(ids)
+
+    def forward_grounding(
+        self, features: BackboneFeatures, text: TextFeatures, prompt: GeometricPrompt | None = None
+    ) -> GroundingOutput:
+        """Detector outputs for every query (no thresholding); ``prompt`` None means text only."""
+        if prompt is None:
+            prompt = GeometricPrompt.empty(features.batch_size, features.fpn[-1].device)
+        return self.detector.forward_grounding(features, text, prompt)
