@@ -1,0 +1,69 @@
+"""Fixtures for the parity tests: the official oracle (``.oracle``), a real photo, scratch directories."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.parity.harness import INSTALL_HINT, ROOT, oracle_available
+
+SHARED_IMAGES = ROOT.parent / "shared" / "data" / "images"
+SHARED_KEYS = ROOT.parent / "shared" / "reference" / "keys_video.tsv"
+
+
+@dataclass(frozen=True)
+class Photo:
+    """A real photo saved as PNG (lossless, so both processes decode the same pixels)."""
+
+    path: Path
+    source: str
+    size: tuple[int, int]  # (width, height)
+
+
+@pytest.fixture(scope="session")
+def oracle() -> Path:
+    """The official package's install folder; skips (naming the install command) when it is absent."""
+    if not oracle_available():
+        pytest.skip(INSTALL_HINT)
+    return ROOT / ".oracle"
+
+
+def _load_photo():
+    from PIL import Image
+
+    shared = sorted(SHARED_IMAGES.glob("*.jpg")) if SHARED_IMAGES.is_dir() else []
+    preferred = [p for p in shared if p.name == "groceries.jpg"] or shared
+    if preferred:
+        return Image.open(preferred[0]).convert("RGB"), f"{preferred[0]}"
+    from skimage import data
+
+    return Image.fromarray(data.astronaut()), "skimage.data.astronaut() (no ../shared/data/images/*.jpg)"
+
+
+@pytest.fixture(scope="session")
+def photo_full(tmp_path_factory) -> Photo:
+    """The photo at its own size (used by the full-size checks)."""
+    image, source = _load_photo()
+    path = tmp_path_factory.mktemp("photo") / "photo_full.png"
+    image.save(path)
+    print(f"\nparity photo: {source} {image.size}")
+    return Photo(path, source, image.size)
+
+
+@pytest.fixture(scope="session")
+def photo_small(tmp_path_factory) -> Photo:
+    """The photo shrunk to 400 px on its long side (the tiny-preset checks; keeps the saved masks small)."""
+    image, source = _load_photo()
+    image.thumbnail((400, 400))
+    path = tmp_path_factory.mktemp("photo") / "photo_small.png"
+    image.save(path)
+    print(f"\nparity photo: {source} resized to {image.size}")
+    return Photo(path, f"{source} resized to {image.size}", image.size)
+
+
+@pytest.fixture(scope="session")
+def keys_tsv() -> Path | None:
+    """``../shared/reference/keys_video.tsv`` when present (the official sam3.pt layout), else None."""
+    return SHARED_KEYS if SHARED_KEYS.is_file() else None
