@@ -1,0 +1,28 @@
+"""GET /health: always 200 while the process is up; says whether (and why not) the model is loaded."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from server.dependencies import ModelsDep, SettingsDep, TrackingDep
+from server.schemas import Health
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health", response_model=Health)
+def health(settings: SettingsDep, models: ModelsDep, tracking: TrackingDep) -> Health:
+    return Health(
+        model_loaded=models.loaded,
+        processor_ready=models.processor is not None,
+        device=models.device,
+        video_predictor_loaded=tracking.predictor_loaded,
+        error=models.error,
+        loading=models.loading,
+        preset=settings.preset,
+        random_weights=settings.random_weights,
+        backbone_runs=models.backbone_runs,
+        image_cache=models.cache_stats(),
+        active_sessions=len(tracking.sessions),
+        video_predictor_error=tracking.predictor_error,
+    )

@@ -1,0 +1,83 @@
+"""Service settings, read from the environment (and an optional ``.env`` file).
+
+The variable names are part of the wire contract (``service-contract.md``); every one is documented in
+``.env.example``. Settings are a frozen value object: ``create_app(settings)`` takes one, and tests build
+their own instead of patching the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of the service. Field ``x`` is read from the environment variable named in its alias."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True, populate_by_name=True
+    )
+
+    # --- binding (used by run_sam.sh / uvicorn, reported for completeness)
+    host: str = Field("127.0.0.1", validation_alias="SAM_SERVICE_HOST")
+    port: int = Field(8001, ge=1, le=65535, validation_alias="SAM_SERVICE_PORT")
+
+    # --- model
+    checkpoint: str = Field("models/sam3/sam3.pt", validation_alias="SAM3_CHECKPOINT")
+    auto_download: bool = Field(True, validation_alias="SAM3_AUTO_DOWNLOAD")
+    device: str | None = Field(None, validation_alias="SAM3_DEVICE")
+    preset: str = Field("sam3", validation_alias="SAM3_PRESET")
+    random_weights: bool = Field(False, validation_alias="SAM3_RANDOM_WEIGHTS")
+    confidence: float = Field(0.5, ge=0.0, le=1.0, validation_alias="SAM3_CONFIDENCE")
+    image_cache_mb: int = Field(1024, ge=0, validation_alias="SAM3_IMAGE_CACHE_MB")
+    # Load the model in a background thread so that /health answers while a 3.4 GB download runs.
+    load_in_background: bool = Field(True, validation_alias="SAM3_LOAD_IN_BACKGROUND")
+
+    # --- request limits
+    max_upload_mb: float = Field(25.0, gt=0, validation_alias="SAM_MAX_UPLOAD_MB")
+    max_image_pixels: int = Field(40_000_000, gt=0, validation_alias="SAM_MAX_IMAGE_PIXELS")
+    max_text_length: int = Field(500, ge=1, validation_alias="SAM_MAX_TEXT_LENGTH")
+    max_points: int = Field(64, ge=1, validation_alias="SAM_MAX_POINTS")
+    # Requests allowed to wait for the model at once; more get 429 (queue full).
+    max_queue: int = Field(64, ge=1, validation_alias="SAM_MAX_QUEUE")
+
+    # --- video tracking
+    media_roots: str = Field("", validation_alias="SAM_MEDIA_ROOTS")
+    max_sessions: int = Field(4, ge=1, validation_alias="SAM_MAX_SESSIONS")
+    session_ttl_s: float = Field(1800.0, gt=0, validation_alias="SAM_SESSION_TTL_S")
+    max_video_frames: int = Field(3000, ge=1, validation_alias="SAM_MAX_VIDEO_FRAMES")
+
+    # --- HTTP
+    cors_origins: str = Field("*", validation_alias=AliasChoices("SAM_CORS_ORIGINS"))
+
+    @field_validator("device", mode="before")
+    @classmethod
+    def _auto_means_none(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().lower() in ("", "auto"):
+            return None
+        return value
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, value: str) -> str:
+        if value not in ("sam3", "tiny"):
+            raise ValueError(f"SAM3_PRESET must be 'sam3' or 'tiny', got {value!r}")
+        return value
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+    @cached_property
+    def media_root_paths(self) -> tuple[Path, ...]:
+        """Resolved allowed media folders; an empty setting means the working directory."""
+        parts = [p for p in self.media_roots.split(os.pathsep) if p.strip()] or [os.getcwd()]
+        return tuple(Path(p).expanduser().resolve() for p in parts)
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
