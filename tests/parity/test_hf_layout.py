@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from sam3 import checkpoint as ck
+from sam3 import hf_layout as hl
 from sam3.build import build_sam3_image_model
 from sam3.config import get_config
 from sam3.modeling.sam3_model import Sam3Model
@@ -40,7 +41,7 @@ def _shapes(state):
 
 def test_ours_to_hf_matches_transformers(hf_state):
     ours = _ours_on_meta("sam3")
-    converted = ck.ours_to_hf(ours)
+    converted = hl.ours_to_hf(ours)
     assert sorted(set(hf_state) - set(converted)) == []
     assert sorted(set(converted) - set(hf_state)) == []
     assert _shapes(converted) == _shapes(hf_state)
@@ -48,7 +49,7 @@ def test_ours_to_hf_matches_transformers(hf_state):
 
 def test_hf_to_ours_inverts_the_names(hf_state):
     ours = _ours_on_meta("sam3")
-    back = ck.hf_to_ours(hf_state)
+    back = hl.hf_to_ours(hf_state)
     assert set(back) <= set(ours)
     assert all(k.endswith(ABSENT_FROM_HF[0]) or k.startswith(ABSENT_FROM_HF[1]) for k in set(ours) - set(back))
     assert _shapes(back) == {k: s for k, s in _shapes(ours).items() if k in back}
@@ -60,7 +61,7 @@ def test_roundtrip_through_safetensors(tmp_path):
     torch.manual_seed(0)
     model = build_sam3_image_model(preset="tiny", random_weights=True, device="cpu")
     ours = {k: v.clone() for k, v in model.state_dict().items()}
-    hf = ck.ours_to_hf(ours)
+    hf = hl.ours_to_hf(ours)
     assert not any(k.endswith("freqs_cis") for k in hf)
     path = tmp_path / "model.safetensors"
     save_file(hf, str(path))
@@ -79,10 +80,10 @@ def test_roundtrip_through_safetensors(tmp_path):
 
 def test_unknown_hf_tensor_is_named():
     with pytest.raises(ck.CheckpointError, match="detector_model.mystery.weight"):
-        ck.hf_to_ours({"detector_model.mystery.weight": torch.zeros(1)})
+        hl.hf_to_ours({"detector_model.mystery.weight": torch.zeros(1)})
 
 
 def test_incomplete_qkv_is_reported():
     q = "detector_model.detr_encoder.layers.0.self_attn.q_proj.weight"
     with pytest.raises(ck.CheckpointError, match=r"lacks the \['k', 'v'\] projection"):
-        ck.hf_to_ours({q: torch.zeros(4, 4)})
+        hl.hf_to_ours({q: torch.zeros(4, 4)})
