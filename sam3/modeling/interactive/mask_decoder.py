@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from sam3.config import Sam3Config
-from sam3.modeling.interactive.prompt_encoder import LayerNorm2d
+from sam3.modeling.layers.norm import LayerNorm2d
 from sam3.modeling.interactive.two_way_transformer import TwoWayTransformer
 from sam3.modeling.layers.mlp import MLP
 

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sam3.config import Sam3Config
-from sam3.modeling.interactive.prompt_encoder import LayerNorm2d
+from sam3.modeling.layers.norm import LayerNorm2d
 from sam3.modeling.layers.position_encoding import PositionEmbeddingSine
 
 
