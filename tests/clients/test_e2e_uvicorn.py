@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import importlib.util
 import json
 
 import httpx
@@ -103,10 +102,6 @@ def test_oversized_upload_is_refused_with_413(live_server):
     assert httpx.get(f"{live_server.url}/health").status_code == 200
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("sam3.inference.video_predictor") is None,
-    reason="sam3.inference.video_predictor is not written yet",
-)
 def test_tracking_manager_session(live_server, astronaut, tmp_path):
     video = write_video(live_server.media_root / "pan.mp4", moving_crops(astronaut, 5))
     with TrackingManager(live_server.url) as tracker:
