@@ -40,3 +40,22 @@ def coffee() -> np.ndarray:
     from skimage import data
 
     return data.coffee()
+
+
+def checkpoint_entries(prefix: str = "") -> dict[str, tuple[tuple[int, ...], str]]:
+    """name -> (shape, dtype) of the ``sam3.pt`` tensors under ``prefix`` (prefix stripped), read from
+    ../shared/reference/keys_video.tsv; the calling test is skipped, saying so, when that file is absent."""
+    path = shared_path("reference", "keys_video.tsv")
+    if path is None:
+        pytest.skip(f"{SHARED / 'reference' / 'keys_video.tsv'} is not beside this checkout")
+    out = {}
+    for line in path.read_text().splitlines():
+        name, shape, dtype = line.split("\t")
+        if name.startswith(prefix):
+            out[name[len(prefix) :]] = (tuple(int(s) for s in shape.strip("()").split(",") if s.strip()), dtype)
+    return out
+
+
+def checkpoint_shapes(prefix: str = "") -> dict[str, tuple[int, ...]]:
+    """name -> shape of the ``sam3.pt`` tensors under ``prefix`` (see ``checkpoint_entries``)."""
+    return {name: shape for name, (shape, _) in checkpoint_entries(prefix).items()}

@@ -8,7 +8,7 @@ import torch
 from sam3.config import get_config
 from sam3.modeling.detector.decoder import DetrDecoder
 from sam3.modeling.outputs import DecoderOutput
-from tests.conftest import shared_path
+from tests.conftest import checkpoint_shapes
 
 PREFIX = "detector.transformer.decoder."
 
@@ -124,16 +124,9 @@ def test_no_buffers_and_meta_construction(tiny):
 
 
 def test_state_dict_matches_checkpoint_names_at_sam3_preset():
-    tsv = shared_path("reference", "keys_video.tsv")
-    if tsv is None:
-        pytest.skip("../shared/reference/keys_video.tsv is not beside this checkout")
     cfg = get_config("sam3")
     with torch.device("meta"):
         dec = DetrDecoder(cfg.decoder, cfg.d_model)
-    expected = {}
-    for line in tsv.read_text().splitlines():
-        name, shape, _ = line.split("\t")
-        if name.startswith(PREFIX):
-            expected[name[len(PREFIX) :]] = tuple(int(s) for s in shape.strip("()").split(",") if s.strip())
+    expected = checkpoint_shapes(PREFIX)
     ours = {k: tuple(v.shape) for k, v in dec.state_dict().items()}
     assert ours == expected

@@ -15,9 +15,14 @@ from sam3.modeling.detector.geometry_encoder import GeometryEncoder
 from sam3.modeling.detector.scoring import DotProductScoring
 from sam3.modeling.detector.segmentation_head import SegmentationHead
 from sam3.modeling.layers.position_encoding import PositionEmbeddingSine
-from sam3.modeling.outputs import BackboneFeatures, GeometricPrompt, GroundingOutput, TextFeatures
+from sam3.modeling.outputs import (
+    BackboneFeatures,
+    GeometricPrompt,
+    GroundingOutput,
+    TextFeatures,
+)
 from sam3.ops.boxes import inverse_sigmoid
-from tests.conftest import shared_path
+from tests.conftest import checkpoint_shapes
 
 
 def _heads(cfg: Sam3Config, backbone: nn.Module | None = None) -> Sam3Detector:
@@ -149,14 +154,7 @@ def test_real_photo_end_to_end(tiny, astronaut):
 
 
 def _checkpoint_layout() -> dict[str, tuple[int, ...]]:
-    path = shared_path("reference", "keys_video.tsv")
-    if path is None:
-        pytest.skip("../shared/reference/keys_video.tsv is not beside this checkout")
-    layout = {}
-    for line in path.read_text().splitlines():
-        name, shape, _ = line.split("\t")
-        layout[name] = tuple(int(x) for x in shape.strip("()").split(",") if x.strip())
-    return layout
+    return checkpoint_shapes()
 
 
 def test_head_names_and_shapes_match_the_checkpoint():

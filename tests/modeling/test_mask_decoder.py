@@ -8,7 +8,7 @@ import torch
 from sam3.config import get_config
 from sam3.modeling.interactive.mask_decoder import MaskDecoder
 from sam3.modeling.interactive.prompt_encoder import PromptEncoder
-from tests.modeling.test_prompt_encoder import _checkpoint_shapes
+from tests.conftest import checkpoint_shapes
 
 CFG = get_config("tiny")
 G = CFG.feature_size
@@ -53,7 +53,7 @@ def test_state_dict_matches_checkpoint_layout_on_meta():
     with torch.device("meta"):
         dec = MaskDecoder.from_config(get_config("sam3"))
     ours = {k: tuple(v.shape) for k, v in dec.state_dict().items()}
-    assert ours == _checkpoint_shapes("tracker.sam_mask_decoder.")
+    assert ours == checkpoint_shapes("tracker.sam_mask_decoder.")
 
 
 @torch.no_grad()

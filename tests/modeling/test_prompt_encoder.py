@@ -9,7 +9,7 @@ import torch
 
 from sam3.config import get_config
 from sam3.modeling.interactive.prompt_encoder import PromptEncoder
-from tests.conftest import shared_path
+from tests.conftest import checkpoint_shapes
 
 
 @pytest.fixture()
@@ -22,19 +22,13 @@ def encoder() -> PromptEncoder:
     return enc
 
 
-def _checkpoint_shapes(prefix: str) -> dict[str, tuple[int, ...]]:
-    path = shared_path("reference", "keys_video.tsv")
-    if path is None:
-        pytest.skip("../shared/reference/keys_video.tsv is not beside this checkout")
-    rows = [line.split("\t") for line in path.read_text().splitlines() if line.startswith(prefix)]
-    return {name[len(prefix) :]: tuple(eval(shape)) for name, shape, _ in rows}
 
 
 def test_state_dict_matches_checkpoint_layout_on_meta():
     with torch.device("meta"):
         enc = PromptEncoder.from_config(get_config("sam3"))
     ours = {k: tuple(v.shape) for k, v in enc.state_dict().items()}
-    assert ours == _checkpoint_shapes("tracker.sam_prompt_encoder.")
+    assert ours == checkpoint_shapes("tracker.sam_prompt_encoder.")
 
 
 def test_points_get_a_padding_point_and_label_embeddings(encoder):

@@ -7,7 +7,7 @@ import torch
 
 from sam3.config import get_config
 from sam3.modeling.detector.segmentation_head import SegmentationHead
-from tests.conftest import shared_path
+from tests.conftest import checkpoint_shapes
 
 PREFIX = "detector.segmentation_head."
 
@@ -73,12 +73,5 @@ def test_meta_construction_and_checkpoint_names_at_sam3_preset():
     with torch.device("meta"):
         head = SegmentationHead(cfg.scoring, cfg.d_model)
     assert list(head.buffers()) == []
-    tsv = shared_path("reference", "keys_video.tsv")
-    if tsv is None:
-        pytest.skip("../shared/reference/keys_video.tsv is not beside this checkout")
-    expected = {}
-    for line in tsv.read_text().splitlines():
-        name, shape, _ = line.split("\t")
-        if name.startswith(PREFIX):
-            expected[name[len(PREFIX) :]] = tuple(int(s) for s in shape.strip("()").split(",") if s.strip())
+    expected = checkpoint_shapes(PREFIX)
     assert {k: tuple(v.shape) for k, v in head.state_dict().items()} == expected

@@ -3,10 +3,6 @@ of the released language backbone (built on the meta device)."""
 
 from __future__ import annotations
 
-import ast
-import os
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -14,8 +10,7 @@ from sam3.config import get_config
 from sam3.modeling.text.text_encoder import TextEncoder
 from sam3.modeling.text.tokenizer import Tokenizer
 from sam3.modeling.vl_backbone import VisionLanguageBackbone
-
-KEYS_TSV = Path(os.environ.get("SAM3_KEYS_TSV", "/work/shared/reference/keys_video.tsv"))
+from tests.conftest import checkpoint_entries
 
 
 @pytest.fixture(scope="module")
@@ -100,14 +95,7 @@ def test_text_without_language_backbone_raises():
 
 
 def test_state_dict_matches_checkpoint_layout():
-    if not KEYS_TSV.is_file():
-        pytest.skip(f"checkpoint key list {KEYS_TSV} not found (set SAM3_KEYS_TSV)")
-    prefix = "detector.backbone.language_backbone."
-    expected = {}
-    for line in KEYS_TSV.read_text().splitlines():
-        name, shape, dtype = line.split("\t")
-        if name.startswith(prefix):
-            expected[name[len(prefix) :]] = (tuple(ast.literal_eval(shape)), dtype)
+    expected = checkpoint_entries("detector.backbone.language_backbone.")
     cfg = get_config("sam3")
     with torch.device("meta"):
         encoder = TextEncoder(cfg.text, cfg.d_model)

@@ -6,9 +6,14 @@ import pytest
 import torch
 
 from sam3.config import get_config
-from sam3.modeling.tracker.state import FrameMemory, MemoryBank, PointInputs, TrackerFeatures
+from sam3.modeling.tracker.state import (
+    FrameMemory,
+    MemoryBank,
+    PointInputs,
+    TrackerFeatures,
+)
 from sam3.modeling.tracker.tracker import Sam3Tracker
-from tests.conftest import shared_path
+from tests.conftest import checkpoint_shapes
 
 PREFIX = "tracker."
 
@@ -51,14 +56,7 @@ def test_state_dict_is_the_checkpoint_layout():
     sd = model.state_dict()
     assert len(sd) == 309
     assert sum(p.numel() for p in model.parameters()) == 11_743_362
-    keys = shared_path("reference", "keys_video.tsv")
-    if keys is None:
-        pytest.skip("../shared/reference/keys_video.tsv not available")
-    expected = {}
-    for line in keys.read_text().splitlines():
-        name, shape, _ = line.split("\t")
-        if name.startswith(PREFIX):
-            expected[name[len(PREFIX) :]] = tuple(int(s) for s in shape.strip("()").split(",") if s.strip())
+    expected = checkpoint_shapes(PREFIX)
     assert set(sd) == set(expected)
     assert {k: tuple(v.shape) for k, v in sd.items()} == expected
 

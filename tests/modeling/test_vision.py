@@ -3,10 +3,6 @@ tiled position table, and the state-dict layout of the released model (built on 
 
 from __future__ import annotations
 
-import ast
-import os
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -17,22 +13,9 @@ from sam3.config import get_config
 from sam3.modeling.layers.position_encoding import PositionEmbeddingSine
 from sam3.modeling.vision.neck import DualFpnNeck
 from sam3.modeling.vision.rope import apply_axial_rope, axial_rope_table
-from sam3.modeling.vision.vit import ViT, Block
+from sam3.modeling.vision.vit import Block, ViT
 from sam3.modeling.vl_backbone import VisionLanguageBackbone
-
-KEYS_TSV = Path(os.environ.get("SAM3_KEYS_TSV", "/work/shared/reference/keys_video.tsv"))
-
-
-def checkpoint_entries(prefix: str) -> dict[str, tuple[tuple[int, ...], str]]:
-    """name -> (shape, dtype) of the sam3.pt tensors under ``prefix`` (prefix stripped)."""
-    if not KEYS_TSV.is_file():
-        pytest.skip(f"checkpoint key list {KEYS_TSV} not found (set SAM3_KEYS_TSV)")
-    out = {}
-    for line in KEYS_TSV.read_text().splitlines():
-        name, shape, dtype = line.split("\t")
-        if name.startswith(prefix):
-            out[name[len(prefix) :]] = (tuple(ast.literal_eval(shape)), dtype)
-    return out
+from tests.conftest import checkpoint_entries
 
 
 def astronaut(size: int) -> torch.Tensor:
