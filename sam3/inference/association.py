@@ -46,12 +46,17 @@ REMOVED_SCORE = -1e4
 
 
 def mask_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """IoU of binary masks: a (N, H, W) bool, b (M, H, W) bool -> (N, M) float (0 where both are empty)."""
-    n, m = a.shape[0], b.shape[0]
-    af = a.reshape(n, 1, -1)
-    bf = b.reshape(1, m, -1)
-    inter = (af & bf).sum(-1).float()
-    union = (af | bf).sum(-1).float()
+    """IoU of binary masks: a (N, H, W) bool, b (M, H, W) bool -> (N, M) float (0 where both are empty).
+
+    The intersections are one matmul of the 0/1 masks (exact: counts stay far below 2^24), not an
+    (N, M, H*W) broadcast, which needs N*M*H*W bytes (tens of GiB with a few hundred objects at 288^2).
+    """
+    af = a.reshape(a.shape[0], -1).float()
+    bf = b.reshape(b.shape[0], -1).float()
+    if af.shape[1] >= 1 << 24:
+        raise ValueError(f"masks of {af.shape[1]} pixels are too large for exact float32 counts")
+    inter = af @ bf.T
+    union = af.sum(1)[:, None] + bf.sum(1)[None, :] - inter
     return inter / union.clamp(min=1)
 
 

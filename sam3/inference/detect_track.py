@@ -25,23 +25,13 @@ from sam3.inference.association import (
     process_hotstart,
 )
 from sam3.inference.tracklets import TrackletBatch, TrackletRunner, non_overlap
-from sam3.inference.video_state import FrameFeatures, FrameResult, VideoSession
+from sam3.inference.video_state import Detections, FrameFeatures, FrameResult, VideoSession
 from sam3.modeling.outputs import GeometricPrompt, TextFeatures
 from sam3.modeling.sam3_model import Sam3Model
 from sam3.ops.boxes import box_cxcywh_to_xyxy, masks_to_boxes
 from sam3.ops.masks import fill_holes_in_mask_scores
 
 VISUAL_TEXT = "visual"  # the text paired with box-only prompts
-
-
-@dataclass
-class Detections:
-    """Detector output on one frame after NMS and thresholding: boxes (N, 4) normalised xyxy,
-    masks (N, 4g, 4g) logits, scores (N,)."""
-
-    boxes: torch.Tensor
-    masks: torch.Tensor
-    scores: torch.Tensor
 
 
 @dataclass
@@ -90,23 +80,52 @@ class DetectTrackEngine:
         row = 0 if session.text is not None else 1
         return TextFeatures(feats.features[row : row + 1], feats.mask[row : row + 1])
 
-    def detect(self, session: VideoSession, frame_idx: int, reverse: bool, allow_new: bool) -> Detections:
-        feats = self.frame_features(session, frame_idx)
-        # keep only this frame and its successor's features (the previous one is no longer needed)
+    def visit_frame(self, session: VideoSession, frame_idx: int, reverse: bool) -> int:
+        """Record a visit of the detector to ``frame_idx``; returns the frame whose box prompt it uses there.
+
+        As released, the detector works one frame ahead (its multi-GPU prefetch): on frame t it also
+        computes frame t+1 (t-1 in reverse) -- with frame t's prompt -- and keeps that output until it is
+        read or evicted, even if the next request starts elsewhere. So a box prompt on frame t also reaches
+        the detections of the frame after it. We keep which prompt each frame got, evicted as released, but
+        compute a frame's detections only when they are read (same inputs, same result), and keep them
+        while the frame stays in that window (a propagation starts by re-reading the prompted frame).
+        """
+        src = session.detector_prompt_frame
+        used = src.setdefault(frame_idx, frame_idx)
+        behind = frame_idx + 1 if reverse else frame_idx - 1
+        src.pop(behind, None)
+        session.detections.pop(behind, None)
+        ahead = frame_idx - 1 if reverse else frame_idx + 1
+        if 0 <= ahead < session.num_frames:
+            src.setdefault(ahead, frame_idx)
+        # keep only this frame and the next one's features (the previous one is no longer needed)
         session.features.pop(frame_idx + 1 if reverse else frame_idx - 1, None)
-        prompt = session.visual_prompt.get(frame_idx) or GeometricPrompt.empty(1, self.device)
+        return used
+
+    def detect(self, session: VideoSession, frame_idx: int, reverse: bool, allow_new: bool) -> Detections:
+        """The frame's detections above the score threshold (none when new detections are not allowed)."""
+        prompt_frame = self.visit_frame(session, frame_idx, reverse)
+        every = session.detections.get(frame_idx)
+        if every is None:
+            every = session.detections[frame_idx] = self._ground(session, frame_idx, prompt_frame)
+        probs = every.scores
+        if not allow_new:
+            probs = probs - 1e8
+        pos = probs > self.cfg.score_threshold_detection
+        return Detections(every.boxes[pos], every.masks[pos], probs[pos])
+
+    def _ground(self, session: VideoSession, frame_idx: int, prompt_frame: int) -> Detections:
+        """Every query of the detector on a frame, with the box prompt of ``prompt_frame``; queries removed
+        by the mask NMS get their logit lowered by 1e4 (as released)."""
+        feats = self.frame_features(session, frame_idx)
+        prompt = session.visual_prompt.get(prompt_frame) or GeometricPrompt.empty(1, self.device)
         out = self.model.detector.forward_grounding(feats.backbone, self.text_features(session), prompt, joint_scores=True)
         logits = out.pred_logits[0].clone()  # (Q,)
         masks = out.pred_masks[0]
         if self.cfg.det_nms_thresh > 0:
             keep = nms_masks(logits.sigmoid(), masks, self.cfg.score_threshold_detection, self.cfg.det_nms_thresh)
             logits = logits - 1e4 * (~keep).float()
-        probs = logits.sigmoid()
-        if not allow_new:
-            probs = probs - 1e8
-        pos = probs > self.cfg.score_threshold_detection
-        boxes = box_cxcywh_to_xyxy(out.pred_boxes[0])
-        return Detections(boxes[pos], masks[pos], probs[pos])
+        return Detections(box_cxcywh_to_xyxy(out.pred_boxes[0]), masks, logits.sigmoid())
 
     # ---------------------------------------------------------------- tracker steps
     def propagate_tracks(self, session: VideoSession, frame_idx: int, reverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -123,6 +142,23 @@ class DetectTrackEngine:
             return torch.zeros(0, size, size, device=self.device), torch.zeros(0, device=self.device)
         low = fill_holes_in_mask_scores(torch.cat(masks)[:, None], self.cfg.fill_hole_area)[:, 0]
         return low, torch.cat(scores)
+
+    def track_objects(
+        self, session: VideoSession, frame_idx: int, reverse: bool, batches: list[TrackletBatch], obj_ids
+    ) -> dict[int, tuple[torch.Tensor, float]]:
+        """Tracker-only step of a partial propagation: ``batches`` one frame on, each encoding its own
+        predictions as memory; no detection, no heuristics. -> id -> ((4g, 4g) logits with holes filled,
+        object-score logit) for the objects of ``obj_ids``."""
+        self.visit_frame(session, frame_idx, reverse)  # the released code runs the detector here too
+        feats = self.frame_features(session, frame_idx).tracker
+        out = {}
+        for batch in batches:
+            low, scores = self.runner.step(batch, frame_idx, reverse, feats, run_mem_encoder=True)
+            low = fill_holes_in_mask_scores(low, self.cfg.fill_hole_area)
+            for k, i in enumerate(batch.obj_ids):
+                if i in obj_ids:
+                    out[i] = (low[k, 0], float(scores[k]))
+        return out
 
     def add_new_objects(self, session: VideoSession, frame_idx: int, obj_ids: list[int], masks: torch.Tensor) -> None:
         """Start a batch for objects first seen on this frame, from (N, 4g, 4g) detection logits."""
@@ -185,7 +221,8 @@ class DetectTrackEngine:
         new_idx = assoc.new_det_indices
         if len(prev_ids) + len(new_idx) > self.cfg.max_num_objects:
             room = max(self.cfg.max_num_objects - len(prev_ids), 0)
-            new_idx = np.sort(new_idx[np.argsort(-det_scores[new_idx], kind="stable")[:room]])
+            # the most confident ones, in that order (as released: it decides which ids they get)
+            new_idx = new_idx[np.argsort(det_scores[new_idx])[::-1][:room]]
         new_ids = reg.max_obj_id + 1 + np.arange(len(new_idx))
         removed_now = process_hotstart(reg.hotstart, frame_idx, reverse, assoc, new_ids, self.cfg)
 

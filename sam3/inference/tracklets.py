@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from sam3.modeling.tracker.state import FrameMemory, MemoryBank, PointInputs, TrackerFeatures
-from sam3.modeling.tracker.tracker import Sam3Tracker
+from sam3.modeling.tracker.tracker import Sam3Tracker, memory_selection_score
 
 NO_OBJ_SCORE = -1024.0
 # The released model stores spatial memories in bf16: the rounding changes the tracks, so we round the
@@ -294,17 +294,31 @@ class TrackletRunner:
 
     # ---------------------------------------------------------------- removal
     def remove_object(self, batch: TrackletBatch, obj_id: int) -> None:
-        """Forget one object everywhere in the batch (a batch left empty should be dropped by the caller)."""
+        """Forget one object everywhere in the batch (a batch left empty should be dropped by the caller).
+
+        As released: a frame that only this object prompted stops being a conditioning frame (and when
+        no conditioning frame is left, the batch loses all its memories), and every remaining frame's
+        memory-selection score is recomputed for the remaining objects (also on frames that had none).
+        """
         if obj_id not in batch.obj_ids:
             return
+        if len(batch.obj_ids) == 1:
+            batch.obj_ids.clear()
+            return
+        prompted = set(batch.point_inputs[obj_id]) | set(batch.mask_inputs[obj_id])
+        for t in sorted(prompted):
+            batch.point_inputs[obj_id].pop(t, None)
+            batch.mask_inputs[obj_id].pop(t, None)
+            batch.pending[obj_id].pop(t, None)
+            if not any(t in batch.point_inputs[o] or t in batch.mask_inputs[o] for o in batch.obj_ids):
+                self._downgrade_frame(batch, t)
         keep = [i for i, o in enumerate(batch.obj_ids) if o != obj_id]
         for store in (batch.bank.cond, batch.bank.non_cond):
             for t, m in list(store.items()):
                 sliced = slice_memory(m, keep)
-                if sliced.iou_score is not None and m.eff_iou_score is not None:
-                    from sam3.modeling.tracker.tracker import memory_selection_score
-
-                    sliced = replace(sliced, eff_iou_score=memory_selection_score(sliced.object_score_logits, sliced.iou_score))
+                if sliced.iou_score is not None:
+                    score = memory_selection_score(sliced.object_score_logits, sliced.iou_score)
+                    sliced = replace(sliced, eff_iou_score=score)
                 store[t] = sliced
         batch.obj_ids.remove(obj_id)
         for d in (batch.point_inputs, batch.mask_inputs, batch.pending):
@@ -316,9 +330,25 @@ class TrackletRunner:
             batch.point_inputs[obj_id].pop(frame_idx, None)
             batch.mask_inputs[obj_id].pop(frame_idx, None)
             batch.pending[obj_id].pop(frame_idx, None)
+        self._downgrade_frame(batch, frame_idx)
+
+    def _downgrade_frame(self, batch: TrackletBatch, frame_idx: int) -> None:
+        """A frame left without prompts: its conditioning memory becomes an ordinary one; with no
+        conditioning frame left at all, the batch forgets every memory (it must be prompted again)."""
         batch.consolidated_cond.discard(frame_idx)
         batch.consolidated_non_cond.discard(frame_idx)
         mem = batch.bank.cond.pop(frame_idx, None)
         if mem is not None:
             batch.bank.non_cond[frame_idx] = mem
             batch.tracked_frames.pop(frame_idx, None)
+        if not batch.bank.cond:
+            batch.bank = MemoryBank()
+            batch.consolidated_cond.clear()
+            batch.consolidated_non_cond.clear()
+            batch.tracked_frames.clear()
+            batch.hidden_non_cond.clear()
+            batch.tracking_started = False
+            for obj in batch.obj_ids:
+                batch.point_inputs[obj].clear()
+                batch.mask_inputs[obj].clear()
+                batch.pending[obj].clear()

@@ -144,8 +144,8 @@ class Sam3VideoPredictor:
         if lab.shape[0] != pts.shape[0]:
             raise ValueError(f"{pts.shape[0]} points but {lab.shape[0]} labels")
         coords = pts / torch.tensor([w, h]) * self.model.config.image_size
+        eng.visit_frame(s, frame_idx, reverse=False)  # the released code runs the detector here too
         feats = eng.frame_features(s, frame_idx)
-        s.features.pop(frame_idx - 1, None)
 
         batch = next((b for b in s.batches if obj_id in b.obj_ids), None)
         if batch is None:
@@ -200,7 +200,11 @@ class Sam3VideoPredictor:
         start_frame: int | None = None,
         max_frames: int | None = None,
     ) -> Iterator[FrameResult]:
-        """Yield per-frame results: forward first, then backward for "both" (backward excludes the start)."""
+        """Per-frame results: forward first, then backward for "both" (backward excludes the start).
+
+        ``start_frame`` None starts at the earliest frame with outputs. Bad arguments raise here, before
+        the first frame is processed.
+        """
         if direction not in ("forward", "backward", "both"):
             raise ValueError(f"direction must be forward, backward or both, not {direction!r}")
         if max_frames is not None and max_frames < 0:
@@ -210,12 +214,16 @@ class Sam3VideoPredictor:
             if start_frame is not None and not 0 <= start_frame < s.num_frames:
                 raise ValueError(f"start_frame {start_frame} is outside the video (0..{s.num_frames - 1})")
             if start_frame is None:
-                prompted = s.frames_with_outputs | {t for b in s.batches for per in b.point_inputs.values() for t in per}
-                if not prompted:
-                    raise ValueError("add a prompt before propagating")
-                start_frame = min(prompted)
-        for reverse in {"forward": [False], "backward": [True], "both": [False, True]}[direction]:
-            yield from self._propagate(s, start_frame, max_frames, reverse)
+                self._start_frame(s)  # raises when nothing was prompted yet
+        passes = {"forward": [False], "backward": [True], "both": [False, True]}[direction]
+        return (r for reverse in passes for r in self._propagate(s, start_frame, max_frames, reverse))
+
+    def _start_frame(self, s: VideoSession) -> int:
+        """The default start: the earliest frame with outputs (a clicked frame when nothing ran yet)."""
+        frames = s.frames_with_outputs or {t for b in s.batches for per in b.point_inputs.values() for t in per}
+        if not frames:
+            raise ValueError("add a prompt before propagating")
+        return min(frames)
 
     def _order(self, s: VideoSession, start: int, max_frames: int | None, reverse: bool) -> range:
         n = s.num_frames if max_frames is None else max_frames
@@ -245,11 +253,12 @@ class Sam3VideoPredictor:
                 ids.extend(a.obj_ids or [])
         return ("propagation_partial", sorted(set(ids))) if ids else ("propagation_fetch", None)
 
-    def _propagate(self, s: VideoSession, start: int, max_frames: int | None, reverse: bool) -> Iterator[FrameResult]:
+    def _propagate(self, s: VideoSession, start: int | None, max_frames: int | None, reverse: bool) -> Iterator[FrameResult]:
         with self.lock, torch.inference_mode():
+            order = self._order(s, self._start_frame(s) if start is None else start, max_frames, reverse)
             kind, obj_ids = self._plan(s)
+            # the start as requested (None = default): the next plan reads it, as released
             s.actions.append(Action(kind, start, obj_ids))
-            order = self._order(s, start, max_frames, reverse)
         if kind == "propagation_full":
             yield from self._propagate_full(s, order, reverse)
         elif kind == "propagation_partial":
@@ -296,16 +305,11 @@ class Sam3VideoPredictor:
                 eng.runner.consolidate(b, lambda t: eng.frame_features(s, t).tracker)
         for t in order:
             with self.lock, torch.inference_mode():
-                feats = eng.frame_features(s, t).tracker
-                s.features.pop(t + 1 if reverse else t - 1, None)
                 refined = {}
-                for b in batches:
-                    low, scores = eng.runner.step(b, t, reverse, feats, run_mem_encoder=True)
-                    low = fill_holes_in_mask_scores(low, self.cfg.fill_hole_area)
-                    for k, i in enumerate(b.obj_ids):
-                        if i in obj_ids:
-                            s.objects.tracker_score[t][i] = float(scores[k])
-                            refined[i] = F.interpolate(low[k : k + 1], size=(h, w), mode="bilinear", align_corners=False)[0] > 0
+                for i, (low, score) in eng.track_objects(s, t, reverse, batches, obj_ids).items():
+                    # as released, the partial pass records the raw object-score logit (not its sigmoid)
+                    s.objects.tracker_score[t][i] = score
+                    refined[i] = F.interpolate(low[None, None], size=(h, w), mode="bilinear", align_corners=False)[0] > 0
                 masks = dict(s.cached_masks.get(t, {}))
                 masks.update(refined)
                 hidden = s.objects.suppressed[t]

@@ -28,6 +28,16 @@ class FrameFeatures:
 
 
 @dataclass
+class Detections:
+    """Detector output on one frame: boxes (N, 4) normalised xyxy, masks (N, 4g, 4g) logits, scores (N,)
+    (every query, or those above the score threshold)."""
+
+    boxes: torch.Tensor
+    masks: torch.Tensor
+    scores: torch.Tensor
+
+
+@dataclass
 class ObjectRegistry:
     """What the session knows about its objects (the official "tracker metadata").
 
@@ -67,6 +77,8 @@ class VideoSession:
     visual_prompt: dict[int, GeometricPrompt] = field(default_factory=dict)  # frame -> the one visual box
     text_cache: dict[tuple[str, ...], TextFeatures] = field(default_factory=dict)
     features: dict[int, FrameFeatures] = field(default_factory=dict)
+    detector_prompt_frame: dict[int, int] = field(default_factory=dict)  # frame -> frame whose box it sees
+    detections: dict[int, Detections] = field(default_factory=dict)  # frame -> every query (<= 2 frames)
     batches: list[TrackletBatch] = field(default_factory=list)
     objects: ObjectRegistry = field(default_factory=ObjectRegistry)
     frames_with_outputs: set[int] = field(default_factory=set)
@@ -87,6 +99,8 @@ class VideoSession:
         self.text = None
         self.visual_prompt.clear()
         self.features.clear()
+        self.detector_prompt_frame.clear()
+        self.detections.clear()
         self.batches.clear()
         self.objects = ObjectRegistry()
         self.frames_with_outputs.clear()
