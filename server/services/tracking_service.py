@@ -129,12 +129,8 @@ class TrackingService:
         try:
             from sam3.inference.video_predictor import Sam3VideoPredictor
 
-            model = self.models.model
-            if hasattr(Sam3VideoPredictor, "from_image_model"):
-                predictor = Sam3VideoPredictor.from_image_model(model)
-            else:
-                predictor = Sam3VideoPredictor(model)
-            self.predictor, self.predictor_error = predictor, None
+            # the same Sam3Model object as the image processor: one copy of the weights
+            self.predictor, self.predictor_error = Sam3VideoPredictor(self.models.model), None
             log.info("video predictor ready (sharing the image model's weights)")
         except Exception as exc:  # missing module, incompatible model, out of memory...
             self.predictor_error = describe_error(exc)

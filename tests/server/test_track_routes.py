@@ -163,6 +163,9 @@ def test_session_lifecycle(client, video, frame_folder):
     assert info["session_id"] == "pan" and info["num_frames"] == 6
     assert (info["width"], info["height"]) == (96, 96)
     assert client.get("/health").json()["video_predictor_loaded"] is True
+    # The video predictor tracks with the image model's own weights: no second copy in memory.
+    state = client.app.state
+    assert state.tracking.predictor.model is state.models.model
 
     assert_error(client.post("/track/start", json={"video_path": str(video), "session_id": "pan"}), 409, "session_id")
     # Propagating before any prompt is the wrong state.
