@@ -27,6 +27,14 @@ def repo_root() -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny():
+    """The tiny preset's config."""
+    from sam3.config import get_config
+
+    return get_config("tiny")
+
+
+@pytest.fixture(scope="session")
 def astronaut() -> np.ndarray:
     """A real 512x512 RGB photo (HxWx3 uint8)."""
     from skimage import data

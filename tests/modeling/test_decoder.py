@@ -27,11 +27,6 @@ def _inputs(cfg, batch: int = 2, prompt_len: int = 9, hw: tuple[int, int] | None
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    return get_config("tiny")
-
-
-@pytest.fixture(scope="module")
 def decoder(tiny):
     torch.manual_seed(0)
     dec = DetrDecoder(tiny.decoder, tiny.d_model).eval()

@@ -37,11 +37,6 @@ def _heads(cfg: Sam3Config, backbone: nn.Module | None = None) -> Sam3Detector:
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    return get_config("tiny")
-
-
-@pytest.fixture(scope="module")
 def detector(tiny):
     torch.manual_seed(0)
     det = _heads(tiny).eval()

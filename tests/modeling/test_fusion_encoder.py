@@ -13,11 +13,6 @@ from sam3.modeling.detector.fusion_encoder import FusionEncoder, FusionEncoderLa
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    return get_config("tiny")
-
-
-@pytest.fixture(scope="module")
 def encoder(tiny):
     torch.manual_seed(0)
     enc = FusionEncoder(tiny.encoder, tiny.d_model).eval()

@@ -13,11 +13,6 @@ from sam3.ops.boxes import box_cxcywh_to_xyxy
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    return get_config("tiny")
-
-
-@pytest.fixture(scope="module")
 def encoder(tiny):
     torch.manual_seed(0)
     return GeometryEncoder(tiny.geometry, tiny.d_model).eval()

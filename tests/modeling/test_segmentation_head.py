@@ -13,11 +13,6 @@ PREFIX = "detector.segmentation_head."
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    return get_config("tiny")
-
-
-@pytest.fixture(scope="module")
 def head(tiny):
     torch.manual_seed(0)
     return SegmentationHead(tiny.scoring, tiny.d_model).eval()

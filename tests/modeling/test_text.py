@@ -14,11 +14,6 @@ from tests.conftest import checkpoint_entries
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    return get_config("tiny")
-
-
-@pytest.fixture(scope="module")
 def encoder(tiny):
     torch.manual_seed(0)
     return TextEncoder(tiny.text, tiny.d_model).eval()

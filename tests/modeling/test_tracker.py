@@ -19,11 +19,6 @@ PREFIX = "tracker."
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    return get_config("tiny")
-
-
-@pytest.fixture(scope="module")
 def tracker(tiny):
     torch.manual_seed(0)
     return Sam3Tracker(tiny).eval()

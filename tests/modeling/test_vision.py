@@ -26,11 +26,6 @@ def astronaut(size: int) -> torch.Tensor:
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    return get_config("tiny")
-
-
-@pytest.fixture(scope="module")
 def neck(tiny):
     torch.manual_seed(0)
     return DualFpnNeck(ViT(tiny.vision), tiny.vision, tiny.d_model, with_sam2_neck=True).eval()
