@@ -89,6 +89,14 @@ async def predict_mask(
     return Response(png, media_type="image/png", headers={"X-Mask-Score": f"{best.score:.6f}"})
 
 
+async def _detect_text(settings, models, image, text: str, confidence: float | None):
+    """The decoded upload and its detections for ``text`` (the settings' default confidence if none given)."""
+    conf = settings.confidence if confidence is None else confidence
+    models.require_loaded()
+    pil = await read_image(image, settings)
+    return pil, await models.detect(pil, text, conf)
+
+
 @router.post("/detect", response_model=DetectResponse)
 async def detect(
     settings: SettingsDep,
@@ -99,10 +107,7 @@ async def detect(
 ) -> DetectResponse:
     """Text-prompted detection: every matching object with its mask, box and score, best first."""
     text = check_text(text, settings)
-    conf = settings.confidence if confidence is None else confidence
-    models.require_loaded()
-    pil = await read_image(image, settings)
-    detections = await models.detect(pil, text, conf)
+    pil, detections = await _detect_text(settings, models, image, text, confidence)
     masks = await anyio.to_thread.run_sync(lambda: [mask_to_b64png(d.mask) for d in detections])
     objects = [DetectedObject(mask=m, bbox=d.box, score=d.score, label=text) for m, d in zip(masks, detections)]
     return DetectResponse(objects=objects, count=len(objects), width=pil.size[0], height=pil.size[1])
@@ -118,10 +123,7 @@ async def segment_text(
 ) -> Response:
     """The union of every detected object's mask, as one PNG (for inpainting)."""
     text = check_text(text, settings)
-    conf = settings.confidence if confidence is None else confidence
-    models.require_loaded()
-    pil = await read_image(image, settings)
-    detections = await models.detect(pil, text, conf)
+    pil, detections = await _detect_text(settings, models, image, text, confidence)
 
     def union_png() -> bytes:
         union = np.zeros((pil.size[1], pil.size[0]), dtype=bool)
