@@ -8,11 +8,9 @@ decoded, so a small file that declares a huge size (a decompression bomb) costs 
 
 from __future__ import annotations
 
-import base64
 import io
 import struct
 
-import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from server.errors import BadValue, TooLarge, UnsupportedMedia
@@ -90,23 +88,3 @@ def decode_image(data: bytes, *, max_bytes: int, max_pixels: int, field: str = "
         raise TooLarge(f"{field}: {exc}") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise BadValue(f"{field}: truncated or corrupt {image.format or 'image'} data ({exc})") from None
-
-
-def mask_to_png(mask: np.ndarray) -> bytes:
-    """Encode a 2-D mask (bool, or numbers where > 0 is foreground) as a single-channel 8-bit PNG of 0/255."""
-    mask = np.asarray(mask)
-    if mask.ndim != 2:
-        raise ValueError(f"mask must be 2-D (H, W), got shape {mask.shape}")
-    pixels = np.where(mask > 0, np.uint8(255), np.uint8(0)) if mask.dtype != np.bool_ else mask.astype(np.uint8) * 255
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def png_b64(png: bytes) -> str:
-    """Base64 text of PNG bytes, as masks travel inside JSON."""
-    return base64.b64encode(png).decode("ascii")
-
-
-def mask_to_b64png(mask: np.ndarray) -> str:
-    return png_b64(mask_to_png(mask))

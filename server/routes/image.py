@@ -12,7 +12,8 @@ from PIL import Image
 
 from server.dependencies import ModelsDep, SettingsDep
 from server.errors import BadValue, TooLarge, Unprocessable
-from server.imaging import decode_image, mask_to_b64png, mask_to_png
+from server.imaging import decode_image
+from server.mask_codec import mask_to_b64png, mask_to_png
 from server.prompts import parse_json_field, validate_boxes, validate_labels, validate_points
 from server.schemas import DetectedObject, DetectResponse, MultiMaskResponse
 from server.settings import Settings

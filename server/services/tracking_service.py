@@ -22,7 +22,7 @@ import anyio
 import numpy as np
 
 from server.errors import BadValue, Conflict, NotFound, ServiceError, TooBusy, Unavailable
-from server.imaging import mask_to_b64png
+from server.mask_codec import mask_to_b64png
 from server.prompts import Box
 from server.services.model_service import ModelService, describe_error, to_numpy
 from server.settings import Settings
