@@ -146,3 +146,59 @@ def test_notebook_click_call_on_the_model(tiny_checkpoint, coffee):
     m, s, lo = model.predict_inst_batch(batch, [kwargs["point_coords"]] * 2, [kwargs["point_labels"]] * 2)
     assert len(m) == 2 and m[0].shape == (3, 400, 600)
     np.testing.assert_array_equal(m[0], masks)
+
+
+def test_readme_video_example(tiny_checkpoint, astronaut, tmp_path):
+    from tests.server.media import moving_crops, write_video
+
+    video = write_video(tmp_path / "clip.mp4", moving_crops(astronaut, 6, size=96))
+    code = fill(
+        README_VIDEO,
+        **{
+            "<YOUR_VIDEO_PATH>": str(video),
+            "<YOUR_TEXT_PROMPT>": "a person",
+            "build_sam3_video_predictor()": f"build_sam3_video_predictor(checkpoint_path={str(tiny_checkpoint)!r}, "
+            "preset='tiny')",
+        },
+    )
+    scope: dict = {}
+    exec(compile(code, "README.md (video)", "exec"), scope)
+    output, predictor = scope["output"], scope["video_predictor"]
+    n = len(output["out_obj_ids"])
+    assert output["out_binary_masks"].shape == (n, 96, 96) and output["out_binary_masks"].dtype == bool
+    assert output["out_boxes_xywh"].shape == (n, 4) and output["out_probs"].shape == (n,)
+    assert scope["response"]["frame_index"] == 0
+
+    # the rest of the official request vocabulary (the video notebook), on a second session
+    session_id = predictor.handle_request(dict(type="start_session", resource_path=str(video)))["session_id"]
+    click = predictor.handle_request(dict(type="add_prompt", session_id=session_id, frame_index=2,
+                                          points=[[0.5, 0.5]], point_labels=[1], obj_id=7))
+    assert click["frame_index"] == 2 and set(click["outputs"]) == set(output)
+    assert click["outputs"]["out_binary_masks"].shape[1:] == (96, 96)
+    frames = list(predictor.handle_stream_request(dict(type="propagate_in_video", session_id=session_id,
+                                                       propagation_direction="both", start_frame_index=2)))
+    assert sorted(f["frame_index"] for f in frames) == list(range(6))
+    assert all(f["outputs"]["out_binary_masks"].shape[0] == len(f["outputs"]["out_obj_ids"]) for f in frames)
+    assert predictor.handle_request(dict(type="remove_object", session_id=session_id, obj_id=7)) == {"is_success": True}
+    assert predictor.handle_request(dict(type="reset_session", session_id=session_id)) == {"is_success": True}
+    assert predictor.handle_request(dict(type="close_session", session_id=session_id)) == {"is_success": True}
+    assert predictor.handle_request(dict(type="close_session", session_id=session_id)) == {"is_success": True}
+    with pytest.raises(RuntimeError, match="Cannot find session"):
+        predictor.handle_request(dict(type="reset_session", session_id=session_id))
+    with pytest.raises(RuntimeError, match="invalid request type"):
+        predictor.handle_request(dict(type="explode"))
+
+    # the translation: official fractions / [x, y, w, h] give what our predictor gives for pixels / [cx, cy, w, h]
+    ours = predictor.predictor
+    for official, native in [
+        (dict(points=[[0.25, 0.5]], point_labels=[1], obj_id=3), dict(points=[[24.0, 48.0]], labels=[1], obj_id=3)),
+        (dict(bounding_boxes=[[0.2, 0.3, 0.5, 0.4]], bounding_box_labels=[1]), dict(boxes=[[0.45, 0.5, 0.5, 0.4]])),
+    ]:
+        sid = predictor.handle_request(dict(type="start_session", resource_path=str(video)))["session_id"]
+        got = predictor.handle_request(dict(type="add_prompt", session_id=sid, frame_index=1, **official))["outputs"]
+        info = ours.start_session(str(video))
+        want = ours.add_prompt(info.session_id, 1, **native)
+        np.testing.assert_array_equal(got["out_obj_ids"], want.obj_ids)
+        np.testing.assert_array_equal(got["out_binary_masks"], want.masks)
+        predictor.handle_request(dict(type="close_session", session_id=sid))
+        ours.close_session(info.session_id)
