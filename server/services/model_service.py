@@ -70,6 +70,8 @@ class ModelService:
         self._thread_lock = threading.Lock()
         self._waiting = 0
         self._loaded_event = threading.Event()
+        # Observer of every model call: (seconds waited for the lock, seconds holding it); set for metrics.
+        self.on_call: Callable[[float, float], None] | None = None
 
     # ------------------------------------------------------------------ loading
     @property
@@ -172,6 +174,11 @@ class ModelService:
         return dict(value) if isinstance(value, dict) else {"stats": str(value)}
 
     # ------------------------------------------------------------------ serialised execution
+    @property
+    def queue_depth(self) -> int:
+        """Model calls waiting for the lock or running under it."""
+        return self._waiting
+
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(*args)`` in a worker thread, one model call at a time (429 when too many wait)."""
         if self._waiting >= self.settings.max_queue:
@@ -180,10 +187,16 @@ class ModelService:
                 retry_after_s=2,
             )
         self._waiting += 1
+        queued = time.perf_counter()
         try:
             async with self._async_lock:
-                # run_sync is not abandoned on cancellation: the lock is held until the thread is done.
-                return await anyio.to_thread.run_sync(self._locked, fn, *args)
+                locked = time.perf_counter()
+                try:
+                    # run_sync is not abandoned on cancellation: the lock is held until the thread is done.
+                    return await anyio.to_thread.run_sync(self._locked, fn, *args)
+                finally:
+                    if self.on_call is not None:
+                        self.on_call(locked - queued, time.perf_counter() - locked)
         finally:
             self._waiting -= 1
 
