@@ -177,6 +177,10 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
         status, detail = 413, f"form: a form field is too large ({detail})"
     elif status == 400 and "multipart" in detail.lower():
         detail = f"form: {detail}"
+    elif status == 400 and isinstance(exc.__cause__, RecursionError):
+        detail = "body: JSON nested too deeply"
+    elif status == 400 and detail == "There was an error parsing the body":
+        detail = "body: could not be parsed"
     return JSONResponse({"detail": detail}, status_code=status, headers=getattr(exc, "headers", None))
 
 
