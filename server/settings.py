@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     # --- request limits
     max_upload_mb: float = Field(25.0, gt=0, validation_alias="SAM_MAX_UPLOAD_MB")
     max_image_pixels: int = Field(40_000_000, gt=0, validation_alias="SAM_MAX_IMAGE_PIXELS")
+    # Beside the pixel limit: a very thin image (1 x 40M) passes it and explodes in pre-processing.
+    max_image_side: int = Field(16384, gt=0, validation_alias="SAM_MAX_IMAGE_SIDE")
+    max_image_aspect: float = Field(20.0, ge=1.0, validation_alias="SAM_MAX_IMAGE_ASPECT")
     max_text_length: int = Field(500, ge=1, validation_alias="SAM_MAX_TEXT_LENGTH")
     max_points: int = Field(64, ge=1, validation_alias="SAM_MAX_POINTS")
     # Requests allowed to wait for the model at once; more get 429 (queue full).
