@@ -52,7 +52,9 @@ class DetectResponse(BaseModel):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """JSON bodies of /track/*: unknown fields and wrong JSON types (``"frame_idx": "0"``) are a 422."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class TrackStartRequest(_Strict):
