@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from server.errors import install_error_handlers
 from server.routes import health, image, track
+from server.routes.docs import install_docs
 from server.services.model_service import ModelService
 from server.services.tracking_service import TrackingService
 from server.settings import Settings
@@ -107,6 +108,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         summary="Segment Anything 3: click, box and text segmentation of images, and video object tracking.",
         lifespan=lifespan,
+        docs_url=None,  # served offline by install_docs (no CDN)
+        redoc_url=None,
     )
     app.state.settings = settings
     install_error_handlers(app)
@@ -121,6 +124,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(image.router)
     app.include_router(track.router)
+    install_docs(app)
     return app
 
 
