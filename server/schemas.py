@@ -27,6 +27,7 @@ class Health(BaseModel):
     image_cache: dict | None = None
     active_sessions: int = 0
     video_predictor_error: str | None = None
+    note: str | None = None  # what a person will see (development mode: random weights)
 
 
 class MultiMaskResponse(BaseModel):

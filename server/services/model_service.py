@@ -95,6 +95,10 @@ class ModelService:
                 preset=self.settings.preset,
                 random_weights=self.settings.random_weights,
             )
+            if self.settings.random_weights:  # dev mode: spread the random scores so objects show up
+                from sam3.dev_weights import make_visible
+
+                make_visible(model)
             model.eval()
             processor = self._make_processor(Sam3Processor, model)
             with self._thread_lock:
