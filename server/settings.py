@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     # JSON bodies (/track/*) are small; their own limit keeps a huge body from being buffered and parsed.
     max_json_kb: int = Field(1024, ge=1, validation_alias="SAM_MAX_JSON_KB")
     max_image_pixels: int = Field(40_000_000, gt=0, validation_alias="SAM_MAX_IMAGE_PIXELS")
+    # Beside the pixel limit: a very thin image (1 x 40M) passes it and explodes in pre-processing.
+    max_image_side: int = Field(16384, gt=0, validation_alias="SAM_MAX_IMAGE_SIDE")
+    max_image_aspect: float = Field(20.0, ge=1.0, validation_alias="SAM_MAX_IMAGE_ASPECT")
     max_text_length: int = Field(500, ge=1, validation_alias="SAM_MAX_TEXT_LENGTH")
     max_points: int = Field(64, ge=1, validation_alias="SAM_MAX_POINTS")
     # Requests allowed to wait for the model at once; more get 429 (queue full).
