@@ -27,14 +27,13 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import anyio
 import numpy as np
 
 from server.errors import BadValue, NotFound, TooBusy, Unavailable
-from server.imaging import decode_image
+from server.imaging import ImageLimits, decode_image
 from server.prompts import Box, validate_labels, validate_points
 from server.settings import Settings
 
@@ -49,11 +48,11 @@ T = TypeVar("T")
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
-HF_REPO = "facebook/sam3"
 # Refinement logits kept (one (4g, 4g) float map per (image_id, object_id): 330 kB each for the released model).
 MAX_OBJECT_LOGITS = 256
 # Kept detections of recent concept requests (low-res logits, boxes, scores of the kept objects only).
 DETECTION_CACHE_BYTES = 256 * 1024 * 1024
+
 
 
 @dataclass(frozen=True)
@@ -188,6 +187,8 @@ class ModelService:
         self._thread_lock = threading.Lock()
         self._waiting = 0
         self._loaded_event = threading.Event()
+        # Observer of every model call: (seconds waited for the lock, seconds holding it); set for metrics.
+        self.on_call: Callable[[float, float], None] | None = None
         # Both only touched under _thread_lock (inside the model slot).
         self._object_logits: _LRU[tuple[str, str], np.ndarray] = _LRU(MAX_OBJECT_LOGITS)
         self._kept: _LRU[tuple, _KeptObjects] = _LRU(64, DETECTION_CACHE_BYTES, _KeptObjects.nbytes)
@@ -219,6 +220,10 @@ class ModelService:
                 preset=self.settings.preset,
                 random_weights=self.settings.random_weights,
             )
+            if self.settings.random_weights:  # dev mode: spread the random scores so objects show up
+                from sam3.dev_weights import make_visible
+
+                make_visible(model)
             model.eval()
             processor = self._make_processor(Sam3Processor, model)
             with self._thread_lock:
@@ -243,27 +248,12 @@ class ModelService:
         )
 
     def _find_checkpoint(self) -> str:
-        """The local checkpoint, downloading ``facebook/sam3`` into its folder when allowed."""
-        path = Path(self.settings.checkpoint).expanduser()
-        if path.is_file():
-            return str(path)
-        if not self.settings.auto_download:
-            raise FileNotFoundError(
-                f"checkpoint {path} not found and SAM3_AUTO_DOWNLOAD=false "
-                "(set SAM3_CHECKPOINT to a sam3.pt / model.safetensors file, or enable the download)"
-            )
-        filename = path.name if path.name in ("sam3.pt", "model.safetensors") else "sam3.pt"
-        log.info("checkpoint %s not found: downloading %s/%s", path, HF_REPO, filename)
-        try:
-            from huggingface_hub import hf_hub_download
+        """``SAM3_CHECKPOINT``, downloading ``facebook/sam3`` into its folder when ``SAM3_AUTO_DOWNLOAD`` allows
+        (the one lookup, ``sam3.checkpoint.resolve_checkpoint``: fast failure offline, both ways out named)."""
+        from sam3.checkpoint import resolve_checkpoint
 
-            return hf_hub_download(HF_REPO, filename, local_dir=str(path.parent))
-        except Exception as exc:
-            raise RuntimeError(
-                f"checkpoint {path} not found and the download of {HF_REPO}/{filename} failed ({describe_error(exc)}); "
-                "the repository is gated: accept its licence on the Hub and log in with `hf auth login`, "
-                "or place the file at SAM3_CHECKPOINT"
-            ) from exc
+        found = resolve_checkpoint(self.settings.checkpoint, self.settings.auto_download, download_missing=True)
+        return str(found)
 
     def wait_loaded(self, timeout: float | None = None) -> bool:
         """Block until a load attempt has finished (for tests and scripts)."""
@@ -285,18 +275,32 @@ class ModelService:
         return None if self.processor is None else dict(self.processor.cache_stats())
 
     # ------------------------------------------------------------------ serialised execution
+    @property
+    def queue_depth(self) -> int:
+        """Model calls waiting for the lock or running under it."""
+        return self._waiting
+
     @asynccontextmanager
     async def _slot(self) -> AsyncIterator[None]:
-        """A place in the model queue (429 when ``SAM_MAX_QUEUE`` requests already wait), then the model lock."""
+        """A place in the model queue (429 when ``SAM_MAX_QUEUE`` requests already wait), then the model lock.
+
+        ``on_call`` (metrics) hears how long the request waited for the lock and how long it held it.
+        """
         if self._waiting >= self.settings.max_queue:
             raise TooBusy(
                 f"request queue full: {self._waiting} requests are waiting for the model (SAM_MAX_QUEUE)",
                 retry_after_s=2,
             )
         self._waiting += 1
+        queued = time.perf_counter()
         try:
             async with self._async_lock:
-                yield
+                locked = time.perf_counter()
+                try:
+                    yield
+                finally:
+                    if self.on_call is not None:
+                        self.on_call(locked - queued, time.perf_counter() - locked)
         finally:
             self._waiting -= 1
 
@@ -333,8 +337,7 @@ class ModelService:
                     f"image_id: {image_id} is not in the image cache (unknown, or evicted); send the image again"
                 )
             return work(state)
-        settings = self.settings
-        image = decode_image(data, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_image_pixels)
+        image = decode_image(data, limits=ImageLimits.from_settings(self.settings))
         del data
         state = processor.set_image(image)
         del image  # only the features are kept (in the processor's cache)
