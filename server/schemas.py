@@ -33,13 +33,31 @@ class Health(BaseModel):
 class MultiMaskResponse(BaseModel):
     masks: list[str] = Field(description="base64 PNG masks, best first")
     scores: list[float]
+    # Extensions (service-contract.md, "Extensions")
+    image_id: str | None = Field(None, description="feature-cache key of the image: send it instead of the image")
+    refined: bool | None = Field(None, description="with object_id: whether the object's previous mask was the input")
+    low_res_logits: list[str] | None = Field(
+        None, description="with return_logits: base64 of little-endian float32 (H, W) logits per mask, best first"
+    )
+    logits_shape: list[int] | None = Field(None, description="(H, W) of each low_res_logits entry")
 
 
 class DetectedObject(BaseModel):
-    mask: str = Field(description="base64 PNG, 0/255, image size")
+    mask: str | dict = Field(description="base64 PNG, 0/255, image size; or COCO RLE with mask_format=rle")
     bbox: list[float] = Field(description="pixel [x0, y0, x1, y1]")
     score: float
     label: str
+    prompt_index: int = Field(0, description="index into texts (0 for text or an exemplar-only prompt)")
+
+
+class PromptSummary(BaseModel):
+    """Extension: one concept prompt of a /detect request."""
+
+    index: int
+    text: str | None = Field(description="the text, or null for exemplar boxes alone")
+    num_boxes: int
+    confidence: float
+    count: int = Field(description="objects this prompt found")
 
 
 class DetectResponse(BaseModel):
@@ -47,6 +65,9 @@ class DetectResponse(BaseModel):
     count: int
     width: int
     height: int
+    # Extensions (service-contract.md, "Extensions")
+    image_id: str | None = None
+    prompts: list[PromptSummary] = []
 
 
 # --- /track/*
