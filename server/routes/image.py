@@ -18,12 +18,6 @@ from fastapi.responses import Response
 
 from server.dependencies import ModelsDep, SettingsDep
 from server.errors import BadValue, TooLarge, Unprocessable
-<<<<<<< HEAD
-from server.imaging import ImageLimits, decode_image
-from server.mask_codec import mask_to_b64png, mask_to_png
-from server.prompts import parse_json_field, validate_boxes, validate_labels, validate_points
-from server.schemas import DetectedObject, DetectResponse, MultiMaskResponse
-=======
 from server.image_fields import (
     EXEMPLAR_LABEL,
     parse_concepts,
@@ -37,7 +31,6 @@ from server.mask_codec import encode_mask, mask_to_b64png, mask_to_png
 from server.prompts import parse_json_field, validate_boxes
 from server.schemas import DetectedObject, DetectResponse, MultiMaskResponse, PromptSummary
 from server.services.model_service import ClickPrompt, Concept, DetectResult, ModelService
->>>>>>> vocab
 from server.settings import Settings
 
 router = APIRouter(tags=["image"])
@@ -70,13 +63,6 @@ def image_reader(image: UploadFile | None, image_id: str | None, settings: Setti
             f"image: the upload is {image.size / 2**20:.1f} MB, over the {settings.max_upload_mb:g} MB limit "
             "(SAM_MAX_UPLOAD_MB)"
         )
-<<<<<<< HEAD
-    data = await upload.read(settings.max_upload_bytes + 1)
-    return await anyio.to_thread.run_sync(
-        lambda: decode_image(data, limits=ImageLimits.from_settings(settings))
-    )
-=======
->>>>>>> vocab
 
     async def read() -> bytes:
         return await image.read(settings.max_upload_bytes + 1)

@@ -27,18 +27,13 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-<<<<<<< HEAD
-from typing import Any, TypeVar
-=======
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
->>>>>>> vocab
 
 import anyio
 import numpy as np
 
 from server.errors import BadValue, NotFound, TooBusy, Unavailable
-from server.imaging import decode_image
+from server.imaging import ImageLimits, decode_image
 from server.prompts import Box, validate_labels, validate_points
 from server.settings import Settings
 
@@ -53,15 +48,10 @@ T = TypeVar("T")
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
-<<<<<<< HEAD
-=======
-HF_REPO = "facebook/sam3"
 # Refinement logits kept (one (4g, 4g) float map per (image_id, object_id): 330 kB each for the released model).
 MAX_OBJECT_LOGITS = 256
 # Kept detections of recent concept requests (low-res logits, boxes, scores of the kept objects only).
 DETECTION_CACHE_BYTES = 256 * 1024 * 1024
-
->>>>>>> vocab
 
 @dataclass(frozen=True)
 class MaskCandidate:
@@ -195,14 +185,11 @@ class ModelService:
         self._thread_lock = threading.Lock()
         self._waiting = 0
         self._loaded_event = threading.Event()
-<<<<<<< HEAD
         # Observer of every model call: (seconds waited for the lock, seconds holding it); set for metrics.
         self.on_call: Callable[[float, float], None] | None = None
-=======
         # Both only touched under _thread_lock (inside the model slot).
         self._object_logits: _LRU[tuple[str, str], np.ndarray] = _LRU(MAX_OBJECT_LOGITS)
         self._kept: _LRU[tuple, _KeptObjects] = _LRU(64, DETECTION_CACHE_BYTES, _KeptObjects.nbytes)
->>>>>>> vocab
 
     # ------------------------------------------------------------------ loading
     @property
@@ -286,19 +273,14 @@ class ModelService:
         return None if self.processor is None else dict(self.processor.cache_stats())
 
     # ------------------------------------------------------------------ serialised execution
-<<<<<<< HEAD
     @property
     def queue_depth(self) -> int:
         """Model calls waiting for the lock or running under it."""
         return self._waiting
 
-    async def call(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn(*args)`` in a worker thread, one model call at a time (429 when too many wait)."""
-=======
     @asynccontextmanager
     async def _slot(self) -> AsyncIterator[None]:
         """A place in the model queue (429 when ``SAM_MAX_QUEUE`` requests already wait), then the model lock."""
->>>>>>> vocab
         if self._waiting >= self.settings.max_queue:
             raise TooBusy(
                 f"request queue full: {self._waiting} requests are waiting for the model (SAM_MAX_QUEUE)",
@@ -308,17 +290,12 @@ class ModelService:
         queued = time.perf_counter()
         try:
             async with self._async_lock:
-<<<<<<< HEAD
                 locked = time.perf_counter()
                 try:
-                    # run_sync is not abandoned on cancellation: the lock is held until the thread is done.
-                    return await anyio.to_thread.run_sync(self._locked, fn, *args)
+                    yield
                 finally:
                     if self.on_call is not None:
                         self.on_call(locked - queued, time.perf_counter() - locked)
-=======
-                yield
->>>>>>> vocab
         finally:
             self._waiting -= 1
 
@@ -356,7 +333,7 @@ class ModelService:
                 )
             return work(state)
         settings = self.settings
-        image = decode_image(data, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_image_pixels)
+        image = decode_image(data, limits=ImageLimits.from_settings(settings))
         del data
         state = processor.set_image(image)
         del image  # only the features are kept (in the processor's cache)
