@@ -19,14 +19,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import numpy as np
 from PIL import Image
 
 from server.errors import TooBusy, Unavailable
+from server.services.runtime import call_context, prepare_for_serving
 from server.settings import Settings
+
+if TYPE_CHECKING:
+    from sam3.device import Precision
 
 log = logging.getLogger("sam3.server")
 T = TypeVar("T")
@@ -64,6 +68,7 @@ class ModelService:
         self.model: Any = None
         self.processor: Any = None
         self.device: str = "cpu"
+        self.precision: Precision | None = None  # resolved at load; entered around every model call
         self.error: str | None = None
         self.loading = False
         self._async_lock = anyio.Lock()
@@ -82,10 +87,11 @@ class ModelService:
         self.error = None
         started = time.perf_counter()
         try:
-            from sam3.device import device_name, resolve_device
+            from sam3.device import device_name, resolve_device, resolve_precision
 
             device = resolve_device(self.settings.device)
             self.device = device_name(device)
+            precision = resolve_precision(self.settings.precision, device)
             checkpoint = None if self.settings.random_weights else self._find_checkpoint()
             from sam3.build import build_sam3_image_model
             from sam3.inference.processor import Sam3Processor
@@ -99,6 +105,8 @@ class ModelService:
                 random_weights=self.settings.random_weights,
             )
             model.eval()
+            prepare_for_serving(model, precision, self.settings)  # precision, compile, threads, warm-up
+            self.precision = precision
             processor = self._make_processor(Sam3Processor, model)
             with self._thread_lock:
                 self.model, self.processor = model, processor
@@ -188,7 +196,8 @@ class ModelService:
             self._waiting -= 1
 
     def _locked(self, fn: Callable[..., T], *args: Any) -> T:
-        with self._thread_lock:
+        # The resolved precision (autocast, TF32; nothing for fp32 / int8) and SAM3_NUM_THREADS.
+        with self._thread_lock, call_context(self.precision, self.settings):
             return fn(*args)
 
     # ------------------------------------------------------------------ inference (run inside call())
