@@ -19,6 +19,8 @@ class Health(BaseModel):
     device: str
     video_predictor_loaded: bool
     error: str | None
+    # The precision in use after "auto" was resolved (fp32 | bf16 | fp16 | int8); null until the model loaded.
+    precision: str | None = None
     # Extensions (not in the contract; clients must not depend on them)
     loading: bool = False
     preset: str

@@ -34,6 +34,11 @@ class Settings(BaseSettings):
     random_weights: bool = Field(False, validation_alias="SAM3_RANDOM_WEIGHTS")
     confidence: float = Field(0.5, ge=0.0, le=1.0, validation_alias="SAM3_CONFIDENCE")
     image_cache_mb: int = Field(1024, ge=0, validation_alias="SAM3_IMAGE_CACHE_MB")
+    # Speed and precision (README "Speed and precision"; the policy is sam3.device.resolve_precision).
+    precision: str = Field("auto", validation_alias="SAM3_PRECISION")
+    compile: bool = Field(False, validation_alias="SAM3_COMPILE")
+    warmup: bool = Field(True, validation_alias="SAM3_WARMUP")
+    num_threads: int | None = Field(None, ge=1, validation_alias="SAM3_NUM_THREADS")
     # Load the model in a background thread so that /health answers while a 3.4 GB download runs.
     load_in_background: bool = Field(True, validation_alias="SAM3_LOAD_IN_BACKGROUND")
 
@@ -65,6 +70,23 @@ class Settings(BaseSettings):
     @classmethod
     def _auto_means_none(cls, value: object) -> object:
         if isinstance(value, str) and value.strip().lower() in ("", "auto"):
+            return None
+        return value
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _known_precision(cls, value: object) -> object:
+        from sam3.device import PRECISION_MODES
+
+        text = "auto" if value is None else str(value).strip().lower() or "auto"
+        if text not in PRECISION_MODES:
+            raise ValueError(f"SAM3_PRECISION must be one of {', '.join(PRECISION_MODES)}, got {value!r}")
+        return text
+
+    @field_validator("num_threads", mode="before")
+    @classmethod
+    def _empty_threads_means_default(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().lower() in ("", "auto", "0"):
             return None
         return value
 
