@@ -39,17 +39,16 @@ class Received:
     body: bytes = b""
 
 
-class ScriptedServer:
-    def __init__(self) -> None:
-        self.scripts: dict[str, list[Script]] = {}
-        self.received: list[Received] = []
+class ThreadedUvicorn:
+    """Any ASGI app under a real uvicorn on a free 127.0.0.1 port, in a daemon thread."""
+
+    def __init__(self, app: Any) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        app = Starlette(routes=[Route("/{path:path}", self._handle, methods=["GET", "POST"])])
         self._server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off"))
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._thread: threading.Thread | None = None
 
-    def start(self, delay_s: float = 0.0) -> "ScriptedServer":
+    def start(self, delay_s: float = 0.0):
         """Start serving, after ``delay_s`` (to test a client that starts before the service)."""
         def run() -> None:
             time.sleep(delay_s)
@@ -65,12 +64,20 @@ class ScriptedServer:
         deadline = time.monotonic() + timeout_s
         while not self._server.started:
             if time.monotonic() > deadline:
-                raise RuntimeError("scripted server did not start")
+                raise RuntimeError("uvicorn did not start")
             time.sleep(0.02)
 
     def stop(self) -> None:
         self._server.should_exit = True
-        self._thread.join(10)
+        if self._thread is not None:
+            self._thread.join(10)
+
+
+class ScriptedServer(ThreadedUvicorn):
+    def __init__(self) -> None:
+        self.scripts: dict[str, list[Script]] = {}
+        self.received: list[Received] = []
+        super().__init__(Starlette(routes=[Route("/{path:path}", self._handle, methods=["GET", "POST"])]))
 
     def script(self, path: str, *answers: Script) -> None:
         """Answer the next requests to ``path`` with ``answers`` in order (the last one repeats)."""
@@ -145,12 +152,14 @@ def slow(seconds: float, then: Script) -> Script:
     return answer
 
 
-def ndjson(lines: list[str], pause_s: float) -> Script:
-    """A streamed NDJSON answer: one line, then ``pause_s``, then the next."""
+def ndjson(lines: list[str], pause_s: float, sent: list[float] | None = None) -> Script:
+    """A streamed NDJSON answer: one line, then ``pause_s``, then the next; ``sent`` gets each line's time."""
     async def body():
         for k, line in enumerate(lines):
             if k:
                 await asyncio.sleep(pause_s)
+            if sent is not None:
+                sent.append(time.monotonic())
             yield (line + "\n").encode()
 
     return lambda request, record: StreamingResponse(body(), media_type="application/x-ndjson")
