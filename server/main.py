@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from server.errors import install_error_handlers
 from server.routes import health, image, track
+from server.routes import media, ui
 from server.services.model_service import ModelService
 from server.services.tracking_service import TrackingService
 from server.settings import Settings
@@ -121,6 +122,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(image.router)
     app.include_router(track.router)
+    app.include_router(media.router)
+    app.include_router(ui.router)
     return app
 
 
