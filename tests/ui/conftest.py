@@ -20,6 +20,7 @@ from tests.clients.conftest import LiveServer, start_server, stop_server
 from tests.server.media import moving_crops, write_video
 
 VIDEO_FRAMES = 6
+LONG_FRAMES = 40
 
 
 def chromium_path() -> str:
@@ -32,6 +33,7 @@ def chromium_path() -> str:
 def fill_media(media: Path, photo: np.ndarray) -> None:
     """A short video, a folder of frames, and things the listing must leave out."""
     write_video(media / "clip.mp4", moving_crops(photo, VIDEO_FRAMES, size=160, step=8))
+    write_video(media / "long.mp4", moving_crops(photo, LONG_FRAMES, size=64, step=6))  # to cancel
     shots = media / "shots"
     shots.mkdir()
     for i, frame in enumerate(moving_crops(photo, 3, size=64)):

@@ -8,13 +8,14 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 import time
 
 import httpx
 import numpy as np
 from PIL import Image
 
-from tests.ui.conftest import VIDEO_FRAMES
+from tests.ui.conftest import LONG_FRAMES, VIDEO_FRAMES
 
 # Tinted pixels on a stage's mask layer (the layer holds nothing but masks).
 MASK_PIXELS = """(stage) => {
@@ -27,6 +28,15 @@ MASK_PIXELS = """(stage) => {
 }"""
 # Non-black pixels on a stage's picture layer.
 PICTURE_PIXELS = MASK_PIXELS.replace(".layer-mask", ".layer-image").replace("if (data[i])", "if (data[i - 1] + data[i - 2] + data[i - 3])")
+
+
+def form_fields(server, path: str) -> set[str]:
+    """The form fields the running service's OpenAPI lists for POST ``path``."""
+    spec = httpx.get(server.url + "/openapi.json").json()
+    schema = next(iter(spec["paths"][path]["post"]["requestBody"]["content"].values()))["schema"]
+    if "$ref" in schema:
+        schema = spec["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
+    return set(schema["properties"])
 
 
 def set_range(page, selector: str, value: float) -> None:
@@ -106,6 +116,19 @@ def test_image_clicks_text_and_download(page, ui_server, coffee, tmp_path):
     assert set(np.unique(mask)) <= {0, 255}
     assert (mask == 255).sum() == page.evaluate(MASK_PIXELS, "image-stage")  # exactly what the overlay shows
 
+    # Several prompts, comma-separated, go as `texts`; a service without `texts` answers 422 (a toast).
+    page.fill("#text-input", "cup, spoon")
+    with page.expect_response("**/detect") as answer:
+        page.press("#text-input", "Enter")
+    if "texts" in form_fields(ui_server, "/detect"):
+        assert answer.value.ok
+        labels = {o["label"] for o in answer.value.json()["objects"]}
+        page.wait_for_function(f"document.querySelectorAll('#object-list li').length === {1 + len(answer.value.json()['objects'])}")
+        assert set(items.locator(".label").all_inner_texts()[1:]) == labels <= {"cup", "spoon"}
+    else:
+        assert answer.value.status == 422
+        page.locator(".toast", has_text="422 /detect").wait_for()
+
 
 def test_service_errors_show_as_toasts_and_the_page_keeps_working(page, ui_server, astronaut, tmp_path):
     photo = tmp_path / "astronaut.png"
@@ -119,8 +142,16 @@ def test_service_errors_show_as_toasts_and_the_page_keeps_working(page, ui_serve
     toast.wait_for()
     assert toast.inner_text().startswith("422 ")
     page.screenshot(path=tmp_path / "toast.png")
-    # The same page still segments afterwards.
-    page.locator("#image-stage .layer-marks").click(position={"x": 100, "y": 100})
+    # The same page still segments afterwards: a dragged box this time.
+    box = page.locator("#image-stage .layer-marks").bounding_box()
+    # (no click was made, so the service's 200 means the box went: it needs points or boxes)
+    with page.expect_response("**/predict/mask") as answer:
+        page.mouse.move(box["x"] + 0.3 * box["width"], box["y"] + 0.2 * box["height"])
+        page.mouse.down()
+        page.mouse.move(box["x"] + 0.5 * box["width"], box["y"] + 0.4 * box["height"], steps=5)
+        page.mouse.move(box["x"] + 0.7 * box["width"], box["y"] + 0.6 * box["height"], steps=5)
+        page.mouse.up()
+    assert answer.value.ok, answer.value.text()
     page.locator("#click-info", has_text="score").wait_for()
     assert page.evaluate(MASK_PIXELS, "image-stage") > 0
 
@@ -148,7 +179,7 @@ def test_video_end_to_end(page, ui_server, tmp_path):
     page.click("nav .tab[data-mode=video]")
     options = page.locator("#video-select option")
     page.wait_for_function("document.querySelectorAll('#video-select option').length >= 2")
-    assert sorted(options.all_inner_texts()) == ["clip.mp4", "shots/ (frames)"]
+    assert sorted(options.all_inner_texts()) == ["clip.mp4", "long.mp4", "shots/ (frames)"]
     page.select_option("#video-select", label="clip.mp4")
     page.click("#video-open")
     page.locator("#video-info", has_text=f"{VIDEO_FRAMES} frames").wait_for()
@@ -214,6 +245,26 @@ def test_video_end_to_end(page, ui_server, tmp_path):
         time.sleep(0.1)
     assert httpx.get(ui_server.url + "/health").json()["active_sessions"] == 0
     assert httpx.post(ui_server.url + "/track/stop", json={"session_id": session}).json()["closed"] is False
+
+
+def test_video_propagation_can_be_cancelled(page, ui_server):
+    page.goto(ui_server.url + "/ui")
+    page.click("nav .tab[data-mode=video]")
+    page.wait_for_function("document.querySelectorAll('#video-select option').length >= 2")
+    page.select_option("#video-select", label="long.mp4")
+    page.click("#video-open")
+    page.locator("#video-info", has_text=f"{LONG_FRAMES} frames").wait_for()
+    marks = page.locator("#video-stage .layer-marks")
+    with page.expect_response("**/track/prompt"):
+        marks.click(position={"x": 20, "y": 20})
+    page.select_option("#direction", "forward")
+    page.click("#propagate")
+    page.locator("#cancel:enabled").wait_for()
+    page.click("#cancel")
+    page.locator(".toast.info", has_text=re.compile(r"Cancelled after \d+ frames|Propagation stopped")).wait_for()
+    page.locator("#propagate:enabled").wait_for()
+    assert page.locator("#cancel").is_disabled()
+    assert "100%" not in page.inner_text("#progress-text")
 
 
 def test_frame_endpoint_serves_jpeg_for_the_page(ui_server):

@@ -215,11 +215,10 @@ function setRunning(running) {
 
 async function cancel() {
   if (!v.session || !v.propagation) return;
-  try {
-    await postJSON("/track/cancel", { session_id: v.session.session_id }, { quiet: true });
-  } catch {
-    v.propagation?.abort(); // no cancel endpoint: dropping the stream stops the service too
-  }
+  const answer = await postJSON("/track/cancel", { session_id: v.session.session_id }, { quiet: true }).catch(() => null);
+  // Nothing to cancel yet (the propagation has not started there) or no /track/cancel: drop the request,
+  // which stops the service's propagation too.
+  if (!answer?.cancelled) v.propagation?.abort();
 }
 
 /** Replace the page's results with what the service has stored (after it changed them). */
