@@ -107,6 +107,7 @@ class TrackingService:
         self.predictor: Any = None
         self.predictor_error: str | None = None
         self.sessions: dict[str, Session] = {}
+        self.frames_propagated = 0  # frames processed by propagations since start (for /metrics)
 
     # ------------------------------------------------------------------ predictor
     @property
@@ -276,6 +277,7 @@ class TrackingService:
 
         results = await self._call_predictor(run, refusal=Conflict, field="session_id")
         session.touch()
+        self.frames_propagated += len(results)
         frames = await _encode_frames_off_loop(results, None, media.width, media.height)
         by_index = {f["frame_idx"]: f for f in frames}  # "both" may yield the start frame twice
         return [by_index[i] for i in sorted(by_index)]

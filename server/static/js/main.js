@@ -26,6 +26,7 @@ async function pollHealth() {
     }
     badge.title = JSON.stringify(health, null, 2);
     $("dev-banner").hidden = !health.random_weights;
+    if (health.note) $("dev-banner").textContent = `Random weights: ${health.note}.`;
   } catch (error) {
     badge.className = "health bad";
     badge.textContent = `service unreachable (${error.message})`;
