@@ -31,6 +31,7 @@ router = APIRouter(prefix="/media", tags=["media"])
 MAX_DEPTH = 4
 MAX_ITEMS = 500
 MAX_ENTRIES_SCANNED = 20_000
+MAX_FRAME_INDEX = 2**31 - 1
 
 
 class MediaItem(BaseModel):
@@ -143,12 +144,16 @@ async def videos(settings: SettingsDep) -> MediaList:
 @router.get("/frame", response_class=Response, responses={200: {"content": {"image/jpeg": {}}}})
 async def frame(
     settings: SettingsDep,
-    video_path: Annotated[str, Query(min_length=1, description="as for /track/start")],
-    frame_idx: Annotated[int, Query(ge=0)] = 0,
+    video_path: Annotated[str, Query(min_length=1, max_length=4096, description="as for /track/start")],
+    frame_idx: Annotated[int, Query(ge=0, le=MAX_FRAME_INDEX)] = 0,
 ) -> Response:
     """One decoded frame of a video file or frame folder inside the media roots, as JPEG."""
-    path = resolve_in_roots(video_path, settings.media_root_paths)
-    if not path.exists():
+    try:
+        path = resolve_in_roots(video_path, settings.media_root_paths)
+        exists = path.exists()
+    except (OSError, RuntimeError) as exc:  # a name too long, a symlink loop, ~nosuchuser
+        raise BadValue(f"video_path: cannot resolve {video_path[:200]!r} ({exc})") from None
+    if not exists:
         raise BadValue(f"video_path: no such file or folder: {path}")
 
     def encode() -> bytes:

@@ -61,7 +61,7 @@ def browser():
 
 
 @pytest.fixture()
-def page(browser, ui_server):
+def page(ui_server, browser):
     """A fresh page on the service; fails the test on any uncaught JavaScript error."""
     context = browser.new_context(viewport={"width": 1280, "height": 860}, accept_downloads=True)
     page = context.new_page()

@@ -26,7 +26,7 @@ async function pollHealth() {
     }
     badge.title = JSON.stringify(health, null, 2);
     $("dev-banner").hidden = !health.random_weights;
-    if (health.note) $("dev-banner").textContent = `Random weights: ${health.note}.`;
+    if (health.note) $("dev-banner").textContent = `${health.note[0].toUpperCase()}${health.note.slice(1)}.`;
   } catch (error) {
     badge.className = "health bad";
     badge.textContent = `service unreachable (${error.message})`;
