@@ -236,6 +236,18 @@ def test_video_end_to_end(page, ui_server, tmp_path):
         page.locator(".toast", has_text="404 /track/remove_object").wait_for()
         assert page.locator("#video-objects li").count() == 1
 
+    # A text prompt on this frame: a new concept, the list shows exactly the objects the service found.
+    page.fill("#video-text", "a face")
+    with page.expect_response("**/track/prompt") as answer:
+        page.press("#video-text", "Enter")
+    assert answer.value.ok, answer.value.text()
+    found = answer.value.json()
+    names = [f"object {i}" for i in sorted(found["object_ids"])]
+    page.wait_for_function(f"document.querySelectorAll('#video-objects li').length === {len(names)}")
+    assert page.locator("#video-objects li .label").all_inner_texts() == names
+    expect_overlay(page, any_mask(found["masks"]))
+    page.screenshot(path=tmp_path / "video_text.png")
+
     # Closing the page stops the session.
     session = page.inner_text("#video-info").rsplit("session ", 1)[1]
     assert httpx.get(ui_server.url + "/health").json()["active_sessions"] == 1

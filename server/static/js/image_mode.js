@@ -151,7 +151,7 @@ function renderList() {
   list.replaceChildren(
     ...state.objects.map((o) => {
       const item = document.createElement("li");
-      item.className = o.selected ? "selected" : "";
+      item.className = o.selected ? "selected" : "off";
       item.innerHTML = `<span class="swatch"></span><span class="label"></span><span class="score"></span>`;
       item.querySelector(".swatch").style.background = o.colour;
       item.querySelector(".label").textContent = o.label;
