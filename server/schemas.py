@@ -27,6 +27,7 @@ class Health(BaseModel):
     image_cache: dict | None = None
     active_sessions: int = 0
     video_predictor_error: str | None = None
+    note: str | None = None  # what a person will see (development mode: random weights)
 
 
 class MultiMaskResponse(BaseModel):
@@ -56,7 +57,9 @@ TrackMaskFormat = Literal["png", "rle"]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """JSON bodies of /track/*: unknown fields and wrong JSON types (``"frame_idx": "0"``) are a 422."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class RleMask(BaseModel):

@@ -12,7 +12,7 @@ from PIL import Image
 
 from server.dependencies import ModelsDep, SettingsDep
 from server.errors import BadValue, TooLarge, Unprocessable
-from server.imaging import decode_image
+from server.imaging import ImageLimits, decode_image
 from server.mask_codec import mask_to_b64png, mask_to_png
 from server.prompts import parse_json_field, validate_boxes, validate_labels, validate_points
 from server.schemas import DetectedObject, DetectResponse, MultiMaskResponse
@@ -35,7 +35,7 @@ async def read_image(upload: UploadFile, settings: Settings) -> Image.Image:
         )
     data = await upload.read(settings.max_upload_bytes + 1)
     return await anyio.to_thread.run_sync(
-        lambda: decode_image(data, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_image_pixels)
+        lambda: decode_image(data, limits=ImageLimits.from_settings(settings))
     )
 
 

@@ -18,7 +18,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
@@ -30,8 +29,6 @@ from server.settings import Settings
 
 log = logging.getLogger("sam3.server")
 T = TypeVar("T")
-
-HF_REPO = "facebook/sam3"
 
 
 @dataclass(frozen=True)
@@ -70,6 +67,8 @@ class ModelService:
         self._thread_lock = threading.Lock()
         self._waiting = 0
         self._loaded_event = threading.Event()
+        # Observer of every model call: (seconds waited for the lock, seconds holding it); set for metrics.
+        self.on_call: Callable[[float, float], None] | None = None
 
     # ------------------------------------------------------------------ loading
     @property
@@ -98,6 +97,10 @@ class ModelService:
                 preset=self.settings.preset,
                 random_weights=self.settings.random_weights,
             )
+            if self.settings.random_weights:  # dev mode: spread the random scores so objects show up
+                from sam3.dev_weights import make_visible
+
+                make_visible(model)
             model.eval()
             processor = self._make_processor(Sam3Processor, model)
             with self._thread_lock:
@@ -122,27 +125,12 @@ class ModelService:
         )
 
     def _find_checkpoint(self) -> str:
-        """The local checkpoint, downloading ``facebook/sam3`` into its folder when allowed."""
-        path = Path(self.settings.checkpoint).expanduser()
-        if path.is_file():
-            return str(path)
-        if not self.settings.auto_download:
-            raise FileNotFoundError(
-                f"checkpoint {path} not found and SAM3_AUTO_DOWNLOAD=false "
-                "(set SAM3_CHECKPOINT to a sam3.pt / model.safetensors file, or enable the download)"
-            )
-        filename = path.name if path.name in ("sam3.pt", "model.safetensors") else "sam3.pt"
-        log.info("checkpoint %s not found: downloading %s/%s", path, HF_REPO, filename)
-        try:
-            from huggingface_hub import hf_hub_download
+        """``SAM3_CHECKPOINT``, downloading ``facebook/sam3`` into its folder when ``SAM3_AUTO_DOWNLOAD`` allows
+        (the one lookup, ``sam3.checkpoint.resolve_checkpoint``: fast failure offline, both ways out named)."""
+        from sam3.checkpoint import resolve_checkpoint
 
-            return hf_hub_download(HF_REPO, filename, local_dir=str(path.parent))
-        except Exception as exc:
-            raise RuntimeError(
-                f"checkpoint {path} not found and the download of {HF_REPO}/{filename} failed ({describe_error(exc)}); "
-                "the repository is gated: accept its licence on the Hub and log in with `hf auth login`, "
-                "or place the file at SAM3_CHECKPOINT"
-            ) from exc
+        found = resolve_checkpoint(self.settings.checkpoint, self.settings.auto_download, download_missing=True)
+        return str(found)
 
     def wait_loaded(self, timeout: float | None = None) -> bool:
         """Block until a load attempt has finished (for tests and scripts)."""
@@ -172,6 +160,11 @@ class ModelService:
         return dict(value) if isinstance(value, dict) else {"stats": str(value)}
 
     # ------------------------------------------------------------------ serialised execution
+    @property
+    def queue_depth(self) -> int:
+        """Model calls waiting for the lock or running under it."""
+        return self._waiting
+
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(*args)`` in a worker thread, one model call at a time (429 when too many wait)."""
         if self._waiting >= self.settings.max_queue:
@@ -180,10 +173,16 @@ class ModelService:
                 retry_after_s=2,
             )
         self._waiting += 1
+        queued = time.perf_counter()
         try:
             async with self._async_lock:
-                # run_sync is not abandoned on cancellation: the lock is held until the thread is done.
-                return await anyio.to_thread.run_sync(self._locked, fn, *args)
+                locked = time.perf_counter()
+                try:
+                    # run_sync is not abandoned on cancellation: the lock is held until the thread is done.
+                    return await anyio.to_thread.run_sync(self._locked, fn, *args)
+                finally:
+                    if self.on_call is not None:
+                        self.on_call(locked - queued, time.perf_counter() - locked)
         finally:
             self._waiting -= 1
 

@@ -118,6 +118,7 @@ class TrackingService:
         self.predictor: Sam3VideoPredictor | None = None
         self.predictor_error: str | None = None
         self.sessions: dict[str, Session] = {}
+        self.frames_propagated = 0  # frames processed by propagations since start (for /metrics)
 
     # ------------------------------------------------------------------ predictor
     @property
@@ -338,6 +339,7 @@ class TrackingService:
                 ahead = prop.order[prop.done + 1] if prop.done + 1 < prop.total else t
                 await self._decode(lambda: video.video.prefetch(t, ahead))
                 results = await self._predictor_call(prop.step, refusal=Conflict, field="session_id", step=True)
+                self.frames_propagated += 1
                 for frame in await frames_to_wire(results, mask_format):
                     yield frame
         finally:

@@ -2,7 +2,7 @@
 
 An oracle subprocess (``tests/parity/oracle/video_official.py``) builds the official video model at the tiny
 preset with deterministic random weights, saves them as a ``sam3.pt`` and runs the official predictor on the
-first 8 frames of ``../shared/data/video_0001`` for a plan of requests (text and box prompts with forward /
+first 8 frames of a real video (``tests/data/video_0001``) for a plan of requests (text and box prompts with forward /
 backward / both propagation, clicks that refine a detected object or add a new one, a removal, propagations
 that re-run, re-track only the clicked objects, or fetch). Our predictor loads that checkpoint and runs the
 same requests; every step is compared:
@@ -32,9 +32,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.parity.harness import INSTALL_HINT, ROOT, oracle_available, run_oracle
+from tests.conftest import VIDEO_FRAMES
+from tests.parity.harness import INSTALL_HINT, oracle_available, run_oracle
 
-VIDEO_DIR = ROOT.parent / "shared" / "data" / "video_0001"
+VIDEO_DIR = VIDEO_FRAMES
 NUM_FRAMES = 8
 RTOL = 1e-4
 PROB_BAND = 1e-3
@@ -92,7 +93,7 @@ def _skip_reason() -> str | None:
     if not oracle_available():
         return INSTALL_HINT
     if not VIDEO_DIR.is_dir() or len(sorted(VIDEO_DIR.glob("*.jpg"))) < NUM_FRAMES:
-        return f"the shared video {VIDEO_DIR} (>= {NUM_FRAMES} JPEG frames) is absent"
+        return f"the video frames {VIDEO_DIR} (>= {NUM_FRAMES} JPEG frames) are absent"
     return None
 
 
