@@ -60,8 +60,7 @@ class _CachedImage:
     hw: tuple[int, int]  # original (height, width)
 
     def nbytes(self) -> int:
-        sam = [] if self.sam is None else [self.sam.image_embed, *self.sam.high_res]
-        return self.features.nbytes() + sum(t.numel() * t.element_size() for t in sam)
+        return self.features.nbytes() + (self.sam.nbytes() if self.sam is not None else 0)
 
 
 @dataclass

@@ -35,11 +35,13 @@ import numpy as np
 from server.errors import BadValue, NotFound, TooBusy, Unavailable
 from server.imaging import ImageLimits, decode_image
 from server.prompts import Box, validate_labels, validate_points
+from server.services.runtime import call_context, prepare_for_serving
 from server.settings import Settings
 
 if TYPE_CHECKING:
     import torch
 
+    from sam3.device import Precision
     from sam3.inference.processor import ImageState, Sam3Processor
     from sam3.modeling.sam3_model import Sam3Model
 
@@ -181,6 +183,7 @@ class ModelService:
         self.model: Sam3Model | None = None
         self.processor: Sam3Processor | None = None
         self.device: str = "cpu"
+        self.precision: Precision | None = None  # resolved at load; entered around every model call
         self.error: str | None = None
         self.loading = False
         self._async_lock = anyio.Lock()
@@ -204,10 +207,11 @@ class ModelService:
         self.error = None
         started = time.perf_counter()
         try:
-            from sam3.device import device_name, resolve_device
+            from sam3.device import device_name, resolve_device, resolve_precision
 
             device = resolve_device(self.settings.device)
             self.device = device_name(device)
+            precision = resolve_precision(self.settings.precision, device)
             checkpoint = None if self.settings.random_weights else self._find_checkpoint()
             from sam3.build import build_sam3_image_model
             from sam3.inference.processor import Sam3Processor
@@ -225,6 +229,8 @@ class ModelService:
 
                 make_visible(model)
             model.eval()
+            prepare_for_serving(model, precision, self.settings)  # precision, compile, threads, warm-up
+            self.precision = precision
             processor = self._make_processor(Sam3Processor, model)
             with self._thread_lock:
                 self.model, self.processor = model, processor
@@ -311,7 +317,8 @@ class ModelService:
             return await anyio.to_thread.run_sync(self._locked, fn, *args)
 
     def _locked(self, fn: Callable[..., T], *args: Any) -> T:
-        with self._thread_lock:
+        # The resolved precision (autocast, TF32; nothing for fp32 / int8) and SAM3_NUM_THREADS.
+        with self._thread_lock, call_context(self.precision, self.settings):
             return fn(*args)
 
     async def run_on_image(
