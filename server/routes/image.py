@@ -129,7 +129,7 @@ async def _detect(
     confidence, object_indices: list[int] | None = None,
 ) -> tuple[list[Concept], list[float], DetectResult]:  # fmt: skip
     """Parse the concept fields, then detect (the image decoded inside the model slot)."""
-    if text is None and "text" in await request.form():
+    if text is None and texts is None and "text" in await request.form():
         text = ""  # FastAPI reads an empty optional form field as absent; an empty text is its own error
     image_id = parse_image_id(image_id)
     concepts = parse_concepts(text, texts, boxes, box_labels, settings)
