@@ -391,8 +391,12 @@ class TrackingService:
             def read() -> list[dict]:
                 with predictor.lock:  # a propagation may be adding frames meanwhile
                     computed = sorted(t for t in video.stored_masks if start <= t <= last)
-                results = [predictor.frame_result(video, t) for t in computed]
-                return [frame_to_wire(r, mask_format) for r in results if r is not None]
+                out = []
+                for t in computed:  # one full-size frame result at a time: encoded, then dropped
+                    result = predictor.frame_result(video, t)
+                    if result is not None:
+                        out.append(frame_to_wire(result, mask_format))
+                return out
 
             return await anyio.to_thread.run_sync(read)
 

@@ -39,7 +39,7 @@ def server(tmp_path_factory, astronaut):
         stop_server(srv)
 
 
-def post(srv, path: str, body: dict, timeout: float = 120) -> httpx.Response:
+def post(srv, path: str, body: dict, timeout: float = 1200) -> httpx.Response:
     return httpx.post(f"{srv.url}{path}", json=body, timeout=timeout)
 
 
