@@ -139,7 +139,7 @@ class RssSampler:
     def __init__(self, pid: int):
         self.pid, self.peak, self._stop = pid, 0.0, False
 
-    def __enter__(self) -> "RssSampler":
+    def __enter__(self) -> RssSampler:
         import threading
 
         self.before = peak_rss_mb(self.pid)[0]

@@ -218,7 +218,7 @@ class Sam3VideoPredictor:
         direction: str = "both",
         start_frame: int | None = None,
         max_frames: int | None = None,
-    ) -> "Propagation":
+    ) -> Propagation:
         """Per-frame results: forward first, then backward for "both" (backward excludes the start).
 
         ``start_frame`` None starts at the earliest frame with outputs; ``max_frames`` None (or < 0) means
