@@ -29,7 +29,7 @@ SIZE = 96
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, astronaut):
-    srv = start_server(tmp_path_factory.mktemp("track_stream"), {"SAM_MAX_SESSIONS": "4"}, timeout_s=1200)
+    srv = start_server(tmp_path_factory.mktemp("track_stream"), {"SAM_MAX_SESSIONS": "16"}, timeout_s=1200)
     try:
         health = httpx.get(f"{srv.url}/health").json()
         assert health["model_loaded"], srv.log()
