@@ -1,10 +1,12 @@
 """Peak memory of the service while it tracks one object through long videos.
 
-For each length, a fresh ``uvicorn server.main:app`` (tiny preset, random weights, CPU) opens a generated
-1280x720 clip (a disk moving over a textured background, H.264 or MPEG-4 via PyAV) or a folder of JPEG
-frames, takes one click on frame 0 and propagates forward through every frame. The peak resident set of the
-service process (``VmHWM``) is read at the end; the slope between the shortest and the longest clip is the
-memory cost per 1000 extra frames.
+A ``uvicorn server.main:app`` (tiny preset, random weights, CPU) opens a generated 1280x720 clip (a disk
+moving over a textured background, H.264 or MPEG-4 via PyAV) or a folder of JPEG frames, takes one click on
+frame 0, propagates forward through every frame and stops the session. The resident set of the service
+process is sampled every 20 ms during each session: its peak minus the resident set before the session is
+that session's growth, and the slope of the growth between the shortest and the longest clip is the memory
+cost per 1000 extra frames. Sessions run one after the other in one process (``--fresh`` starts a new
+process per clip, where the process's own peak ``VmHWM`` is the figure, at the cost of a model load each).
 
 ``--repo`` runs another checkout of the service (e.g. the code before this change, from ``git worktree add
 /tmp/before 4fd74dc``) with the same clips and the same client, so the two slopes compare like with like.
@@ -94,32 +96,71 @@ def peak_rss_mb(pid: int) -> tuple[float, float]:
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
 
 
-def run_one(repo: Path, media: Path, video: Path, threads: int) -> dict:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SAM_", "SAM3_"))}
-    env.update(SAM3_PRESET="tiny", SAM3_RANDOM_WEIGHTS="true", SAM3_DEVICE="cpu", SAM3_AUTO_DOWNLOAD="false",
-               SAM_MEDIA_ROOTS=str(media), SAM_MAX_VIDEO_FRAMES="100000", PYTHONPATH=str(repo),
-               OMP_NUM_THREADS=str(threads), SAM3_WARMUP="false")
-    log = open(media / f"server_{port}.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "server.main:app", "--host", "127.0.0.1",
-                             "--port", str(port)], cwd=media, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 300
+class Service:
+    """A ``uvicorn server.main:app`` process of the checkout ``repo`` (tiny preset, random weights, CPU)."""
+
+    def __init__(self, repo: Path, media: Path, threads: int):
+        port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("SAM_", "SAM3_"))}
+        env.update(SAM3_PRESET="tiny", SAM3_RANDOM_WEIGHTS="true", SAM3_DEVICE="cpu", SAM3_AUTO_DOWNLOAD="false",
+                   SAM_MEDIA_ROOTS=str(media), SAM_MAX_VIDEO_FRAMES="100000", PYTHONPATH=str(repo),
+                   OMP_NUM_THREADS=str(threads), SAM3_WARMUP="false")
+        self.log = open(media / f"server_{port}.log", "wb")
+        self.proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "server.main:app", "--host", "127.0.0.1",
+                                      "--port", str(port)], cwd=media, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        self.url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 1800
         while True:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"service did not start:\n{(media / log.name).read_text()[-2000:]}")
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.close()
+                raise RuntimeError(f"service did not start:\n{Path(self.log.name).read_text()[-2000:]}")
             try:
-                health = httpx.get(f"{url}/health", timeout=2).json()
-                if health.get("model_loaded"):
+                if httpx.get(f"{self.url}/health", timeout=5).json().get("model_loaded"):
                     break
             except httpx.HTTPError:
                 pass
             time.sleep(0.5)
-        idle_rss, _ = peak_rss_mb(proc.pid)
-        client = httpx.Client(base_url=url, timeout=3600)
-        streams = "stream" in json.dumps(client.get("/openapi.json").json()["components"]["schemas"].get(
-            "TrackPropagateRequest", {}))
+        self.client = httpx.Client(base_url=self.url, timeout=7200)
+        schemas = self.client.get("/openapi.json").json()["components"]["schemas"]
+        self.streams = "stream" in json.dumps(schemas.get("TrackPropagateRequest", {}))
+
+    def close(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+class RssSampler:
+    """The largest resident set of a process while a block runs (sampled every 20 ms)."""
+
+    def __init__(self, pid: int):
+        self.pid, self.peak, self._stop = pid, 0.0, False
+
+    def __enter__(self) -> RssSampler:
+        import threading
+
+        self.before = peak_rss_mb(self.pid)[0]
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop:
+            self.peak = max(self.peak, peak_rss_mb(self.pid)[0])
+            time.sleep(0.02)
+
+    def __exit__(self, *exc) -> None:
+        self._stop = True
+        self.thread.join()
+
+
+def track_one(svc: Service, video: Path) -> dict:
+    """Open ``video``, click the disk on frame 0, propagate forward through every frame, stop."""
+    client = svc.client
+    with RssSampler(svc.proc.pid) as rss:
         t0 = time.perf_counter()
         info = client.post("/track/start", json={"video_path": str(video), "session_id": "bench"})
         info.raise_for_status()
@@ -128,7 +169,8 @@ def run_one(repo: Path, media: Path, video: Path, threads: int) -> dict:
                                           "points": [[200, 360]], "obj_id": 1}).raise_for_status()
         first = None
         body = {"session_id": "bench", "direction": "forward"}
-        if streams:
+        t_prop = time.perf_counter()
+        if svc.streams:
             with client.stream("POST", "/track/propagate", json={**body, "stream": True, "mask_format": "rle"}) as r:
                 r.raise_for_status()
                 frames = 0
@@ -136,7 +178,7 @@ def run_one(repo: Path, media: Path, video: Path, threads: int) -> dict:
                     event = json.loads(raw)
                     if event["event"] == "frame":
                         frames += 1
-                        first = first or time.perf_counter() - t0
+                        first = first or time.perf_counter() - t_prop
                     elif event["event"] == "error":
                         raise RuntimeError(event)
         else:
@@ -144,16 +186,9 @@ def run_one(repo: Path, media: Path, video: Path, threads: int) -> dict:
             r.raise_for_status()
             frames = r.json()["num_frames_processed"]
         seconds = time.perf_counter() - t0
-        rss, peak = peak_rss_mb(proc.pid)
-        return {"frames": n, "propagated": frames, "idle_mb": idle_rss, "peak_mb": peak, "end_mb": rss,
-                "seconds": seconds, "first_frame_s": first, "streamed": streams}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+    client.post("/track/stop", json={"session_id": "bench"}).raise_for_status()
+    return {"frames": n, "propagated": frames, "before_mb": rss.before, "peak_mb": rss.peak,
+            "growth_mb": rss.peak - rss.before, "seconds": seconds, "first_frame_s": first, "streamed": svc.streams}
 
 
 def main() -> None:
@@ -164,27 +199,43 @@ def main() -> None:
                     help="lengths for the JPEG-folder runs (default: the shortest and the longest clip)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--workdir", type=Path, default=None, help="where to write the clips (kept for reuse)")
+    ap.add_argument("--fresh", action="store_true",
+                    help="a new service process per clip (default: one process, sessions one after the other)")
     args = ap.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="video_memory_"))
     work.mkdir(parents=True, exist_ok=True)
     folder_lengths = args.folder if args.folder is not None else [min(args.lengths), max(args.lengths)]
-    print(f"service: {args.repo} ({subprocess.run(['git', '-C', str(args.repo), 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True).stdout.strip()})")
+    rev = subprocess.run(["git", "-C", str(args.repo), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    print(f"service: {args.repo} ({rev.stdout.strip() or 'not a git checkout'})")
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; tiny preset, CPU, {W}x{H}")
     rows = {}
-    for kind, lengths in (("file", args.lengths), ("folder", folder_lengths)):
-        for n in lengths:
+    jobs = [("file", n) for n in args.lengths] + [("folder", n) for n in folder_lengths]
+    for kind, n in jobs:
+        src = work / (f"clip_{n}.mp4" if kind == "file" else f"frames_{n}")
+        if not src.exists():
+            (write_clip if kind == "file" else write_folder)(src, n)
+    svc = None
+    try:
+        for kind, n in jobs:
+            if svc is None or args.fresh:
+                if svc is not None:
+                    svc.close()
+                svc = Service(args.repo, work, args.threads)
             src = work / (f"clip_{n}.mp4" if kind == "file" else f"frames_{n}")
-            if not src.exists():
-                (write_clip if kind == "file" else write_folder)(src, n)
-            r = run_one(args.repo, work, src, args.threads)
+            r = track_one(svc, src)
+            r["hwm_mb"] = peak_rss_mb(svc.proc.pid)[1]
             rows[(kind, n)] = r
             first = f"{r['first_frame_s']:.2f}" if r["first_frame_s"] else "-"
-            print(f"{kind:6} {n:5d} frames: peak RSS {r['peak_mb']:7.0f} MB (idle {r['idle_mb']:.0f}), "
-                  f"{r['seconds']:6.1f} s, first frame after {first} s, streamed={r['streamed']}", flush=True)
+            print(f"{kind:6} {n:5d} frames: peak RSS {r['peak_mb']:7.0f} MB, +{r['growth_mb']:6.0f} MB over the "
+                  f"{r['before_mb']:.0f} MB before the session (VmHWM {r['hwm_mb']:.0f}), {r['seconds']:6.1f} s, "
+                  f"first frame after {first} s, streamed={r['streamed']}", flush=True)
+    finally:
+        if svc is not None:
+            svc.close()
     for kind, lengths in (("file", args.lengths), ("folder", folder_lengths)):
         if len(lengths) >= 2:
             lo, hi = rows[(kind, min(lengths))], rows[(kind, max(lengths))]
-            slope = (hi["peak_mb"] - lo["peak_mb"]) / (hi["frames"] - lo["frames"]) * 1000
+            slope = (hi["growth_mb"] - lo["growth_mb"]) / (hi["frames"] - lo["frames"]) * 1000
             print(f"{kind}: {slope:.0f} MB per 1000 extra frames ({min(lengths)} -> {max(lengths)} frames)")
     if args.workdir is None:
         shutil.rmtree(work, ignore_errors=True)

@@ -25,7 +25,12 @@ from sam3.inference.association import (
     process_hotstart,
 )
 from sam3.inference.tracklets import TrackletBatch, TrackletRunner, non_overlap
-from sam3.inference.video_state import Detections, FrameFeatures, FrameResult, VideoSession
+from sam3.inference.video_state import (
+    Detections,
+    FrameFeatures,
+    FrameResult,
+    VideoSession,
+)
 from sam3.modeling.outputs import GeometricPrompt, TextFeatures
 from sam3.modeling.sam3_model import Sam3Model
 from sam3.ops.boxes import box_cxcywh_to_xyxy, masks_to_boxes

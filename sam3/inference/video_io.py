@@ -266,7 +266,7 @@ def read_frame_file(path: Path, roots, limits: VideoLimits) -> Image.Image:
                 return im.copy()
         except VideoReadError:
             raise
-        except Exception as exc:  # PIL signals broken files with many exception types
+        except Exception as exc:  # noqa: BLE001 -- PIL signals broken files with many exception types
             raise VideoReadError(f"frame {path.name} is unreadable ({type(exc).__name__})") from None
 
 
@@ -369,7 +369,7 @@ def open_video(
     limits = limits or VideoLimits()
     real = resolve_media_path(path, roots)
     mode = _stat(real, real.name or str(real)).st_mode
-    kw = dict(image_size=image_size, mean=mean, std=std, limits=limits)
+    kw = {"image_size": image_size, "mean": mean, "std": std, "limits": limits}
     if stat.S_ISDIR(mode):
         files = list_frame_files(real, limits.max_frames)
         if not files:

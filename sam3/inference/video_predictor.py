@@ -218,7 +218,7 @@ class Sam3VideoPredictor:
         direction: str = "both",
         start_frame: int | None = None,
         max_frames: int | None = None,
-    ) -> "Propagation":
+    ) -> Propagation:
         """Per-frame results: forward first, then backward for "both" (backward excludes the start).
 
         ``start_frame`` None starts at the earliest frame with outputs; ``max_frames`` None (or < 0) means
@@ -300,6 +300,7 @@ class Propagation:
         self._removed: set[int] = set()
         self._pending: list[FrameResult] = []
         self._stopped = False
+        self._action: Action | None = None
 
     @property
     def finished(self) -> bool:
@@ -356,6 +357,10 @@ class Propagation:
         with self.predictor.lock, torch.inference_mode():
             out = [self._emit(o) for o in self._buffer] if not self.session.closed else []
             self._buffer = []
+            if not self.finished and self.session.actions and self.session.actions[-1] is self._action:
+                # an interrupted pass does not count: the next propagation plans as if it had not been asked
+                # for (otherwise the released planning would only fetch frames that were never computed)
+                self.session.actions.pop()
             self.done = self.total
             self._stopped = True
             return out
@@ -385,7 +390,8 @@ class Propagation:
         p, s = self.predictor, self.session
         kind, obj_ids = p._plan(s)
         # the start as requested (None = default): the next plan reads it, as released
-        s.actions.append(Action(kind, self.requested_start, obj_ids))
+        self._action = Action(kind, self.requested_start, obj_ids)
+        s.actions.append(self._action)
         self._kind, self._obj_ids = kind, obj_ids or []
         self._buffer, self._removed = [], set()
         frames = self.passes[self._pass][1]

@@ -149,7 +149,7 @@ class TrackingService:
             self.predictor = Sam3VideoPredictor(self.models.model, memory_frames=s.video_memory_frames, limits=limits)
             self.predictor_error = None
             log.info("video predictor ready (sharing the image model's weights)")
-        except Exception as exc:  # missing module, incompatible model, out of memory...
+        except Exception as exc:  # noqa: BLE001 -- missing module, incompatible model, out of memory...
             self.predictor_error = describe_error(exc)
             log.error("video predictor not available: %s", self.predictor_error)
 
@@ -218,7 +218,7 @@ class TrackingService:
         if session.video is not None and self.predictor is not None:
             try:
                 self.predictor.close_session(session.video)
-            except Exception as exc:  # freeing must not fail the caller
+            except Exception as exc:  # noqa: BLE001 -- freeing must not fail the caller
                 log.warning("close_session(%s) failed: %s", session.session_id, describe_error(exc))
         session.video = None
 
@@ -337,7 +337,7 @@ class TrackingService:
                     break
                 t = prop.next_frame
                 ahead = prop.order[prop.done + 1] if prop.done + 1 < prop.total else t
-                await self._decode(lambda: video.video.prefetch(t, ahead))
+                await self._decode(lambda t=t, ahead=ahead: video.video.prefetch(t, ahead))
                 results = await self._predictor_call(prop.step, refusal=Conflict, field="session_id", step=True)
                 self.frames_propagated += 1
                 for frame in await frames_to_wire(results, mask_format):
@@ -391,8 +391,12 @@ class TrackingService:
             def read() -> list[dict]:
                 with predictor.lock:  # a propagation may be adding frames meanwhile
                     computed = sorted(t for t in video.stored_masks if start <= t <= last)
-                results = [predictor.frame_result(video, t) for t in computed]
-                return [frame_to_wire(r, mask_format) for r in results if r is not None]
+                out = []
+                for t in computed:  # one full-size frame result at a time: encoded, then dropped
+                    result = predictor.frame_result(video, t)
+                    if result is not None:
+                        out.append(frame_to_wire(result, mask_format))
+                return out
 
             return await anyio.to_thread.run_sync(read)
 

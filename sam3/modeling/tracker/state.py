@@ -36,9 +36,9 @@ class TrackerFeatures:
     def feat_hw(self) -> tuple[int, int]:
         return (self.image_embed.shape[-2], self.image_embed.shape[-1])
 
-    def expand(self, batch_size: int) -> "TrackerFeatures":
+    def expand(self, batch_size: int) -> TrackerFeatures:
         """Broadcast a batch-of-one frame to ``batch_size`` objects (views, no copies)."""
-        ex = lambda t: t.expand(batch_size, *t.shape[1:])  # noqa: E731
+        ex = lambda t: t.expand(batch_size, *t.shape[1:])
         return TrackerFeatures(ex(self.image_embed), ex(self.image_pos), [ex(t) for t in self.high_res])
 
 
@@ -101,7 +101,7 @@ class FrameMemory:
     iou_score: torch.Tensor | None = None
     eff_iou_score: torch.Tensor | None = None
 
-    def with_memory(self, features: torch.Tensor, pos: torch.Tensor) -> "FrameMemory":
+    def with_memory(self, features: torch.Tensor, pos: torch.Tensor) -> FrameMemory:
         """A copy carrying a (re-)encoded spatial memory."""
         return replace(self, maskmem_features=features, maskmem_pos=pos)
 
