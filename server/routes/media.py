@@ -3,7 +3,7 @@ roots) and GET /media/frame (one decoded frame as JPEG).
 
 Both stay inside ``SAM_MEDIA_ROOTS`` exactly as ``/track/start`` does: every listed entry is resolved and
 checked against the roots (a symlink that leaves them is skipped), and ``/media/frame`` checks its path with
-the same :func:`server.video_probe.resolve_in_roots` before touching the file.
+the loader's own :func:`sam3.inference.video_io.resolve_media_path` before touching the file.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from pydantic import BaseModel
 
 from server.dependencies import SettingsDep
 from server.errors import BadValue, Forbidden, UnsupportedMedia
-from server.video_probe import resolve_in_roots
-from sam3.inference.video_io import IMAGE_EXTS, VIDEO_EXTS, list_frame_files
+from sam3.inference.video_io import IMAGE_EXTS, VIDEO_EXTS, VideoReadError, list_frame_files, resolve_media_path
+from server.services.tracking_service import video_error
 
 router = APIRouter(prefix="/media", tags=["media"])
 
@@ -32,6 +32,14 @@ MAX_DEPTH = 4
 MAX_ITEMS = 500
 MAX_ENTRIES_SCANNED = 20_000
 MAX_FRAME_INDEX = 2**31 - 1
+
+
+def resolve_in_roots(raw: str, roots: tuple[Path, ...]) -> Path:
+    """The resolved path inside the media roots, checked as /track/start checks it (403 / 400 naming video_path)."""
+    try:
+        return resolve_media_path(raw, roots)
+    except VideoReadError as exc:
+        raise video_error(exc) from None
 
 
 class MediaItem(BaseModel):
