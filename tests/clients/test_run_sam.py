@@ -33,10 +33,11 @@ def test_media_root_is_the_launch_folder(tmp_path):
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline and process.poll() is None:
             try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).json().get("model_loaded"):
                     break
             except httpx.HTTPError:
-                time.sleep(0.5)
+                pass
+            time.sleep(0.5)
         log_text = log_path.read_text(errors="replace")
         assert process.poll() is None, log_text
         assert f"(SAM_MEDIA_ROOTS): {launch.resolve()}" in log_text, log_text
