@@ -247,3 +247,17 @@ def test_accepted_formats_still_open(coffee):
 def test_broken_images_are_400():
     with pytest.raises(BadValue):
         decode_image(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, limits=LIMITS)
+
+
+def test_16bit_png_over_http_gives_the_masks_of_its_picture(client, astronaut):
+    """The issue's case end to end: the 16-bit upload is answered as its 8-bit twin, not as a white picture."""
+    gray8 = np.asarray(Image.fromarray(astronaut[:128, :128]).convert("L"))
+    point = {"points": "[[60, 60]]"}
+    eight = client.post("/predict/mask", data=point, files={"image": ("8.png", _save(Image.fromarray(gray8), "PNG"))})
+    sixteen = client.post("/predict/mask", data=point,
+                          files={"image": ("16.png", _save(Image.fromarray(gray8.astype(np.uint16) * 257), "PNG"))})
+    white = client.post("/predict/mask", data=point,
+                        files={"image": ("w.png", _save(Image.fromarray(np.full_like(gray8, 255)), "PNG"))})
+    assert eight.status_code == sixteen.status_code == white.status_code == 200
+    assert np.array_equal(decode_mask(sixteen.content), decode_mask(eight.content))
+    assert sixteen.headers["X-Mask-Score"] == eight.headers["X-Mask-Score"] != white.headers["X-Mask-Score"]
