@@ -259,15 +259,19 @@ class TrackingService:
                 f"{self.settings.max_sessions} (SAM_MAX_SESSIONS); stop one with /track/stop or retry later",
                 retry_after_s=self._retry_after_s(),
             )
+        from sam3.inference.video_io import VideoReadError, resolve_media_path
+
+        roots = self.settings.media_root_paths
+        try:  # the roots first: a path outside them is 403 whatever the model's state (the loader checks again)
+            await anyio.to_thread.run_sync(resolve_media_path, video_path, roots)
+        except VideoReadError as exc:
+            raise video_error(exc) from None
         self.models.require_loaded()
         sid = session_id or uuid.uuid4().hex
         session = Session(sid)
         self.sessions[sid] = session  # reserve the slot before any await
         try:
             predictor = await self.ensure_predictor()
-            from sam3.inference.video_io import VideoReadError
-
-            roots = self.settings.media_root_paths
             try:
                 # checks and the first frame, in a worker thread: not under the model lock
                 video = await anyio.to_thread.run_sync(lambda: predictor.start_session(video_path, sid, roots=roots))
