@@ -52,10 +52,6 @@ async function postImage(path, fields) {
 
 async function openImage(file) {
   if (!file) return;
-  if (!file.type.startsWith("image/")) {
-    report(new Error(`${file.name}: not an image`));
-    return;
-  }
   const bitmap = await createImageBitmap(file).catch(() => null);
   if (!bitmap) {
     report(new Error(`${file.name}: the browser cannot decode this image`));
@@ -84,7 +80,7 @@ async function segmentClicks() {
     const score = Number(response.headers.get("X-Mask-Score"));
     const mask = await tintedMask(await response.blob(), colour(0));
     if (ticket !== state.requests) return;
-    state.current = { mask, score };
+    state.current = { mask, score, refined: response.headers.get("X-Refined") === "true" };
   } catch (error) {
     report(error);
   }
@@ -141,7 +137,8 @@ function redraw() {
     if (o.bbox) drawBox(ctx, o.bbox, o.colour, o.selected ? `${o.label} ${o.score.toFixed(2)}` : "", !o.selected);
   }
   $("click-info").textContent = state.current
-    ? `Clicked object: score ${state.current.score.toFixed(3)}, ${state.current.mask.area} px`
+    ? `Clicked object: score ${state.current.score.toFixed(3)}, ${state.current.mask.area} px` +
+      (state.current.refined ? " (refined)" : "")
     : state.clicks.length || state.box ? "Segmenting…" : "No clicks yet.";
   renderList();
 }
@@ -184,7 +181,10 @@ async function downloadMask() {
 }
 
 export function setupImageMode() {
-  $("image-file").addEventListener("change", (event) => openImage(event.target.files[0]));
+  $("image-file").addEventListener("change", (event) => {
+    openImage(event.target.files[0]);
+    event.target.value = ""; // choosing the same file again opens it again
+  });
   const area = $("image-stage");
   area.addEventListener("dragover", (event) => {
     event.preventDefault();
