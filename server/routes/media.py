@@ -2,8 +2,9 @@
 roots) and GET /media/frame (one decoded frame as JPEG).
 
 Both stay inside ``SAM_MEDIA_ROOTS`` exactly as ``/track/start`` does: every listed entry is resolved and
-checked against the roots (a symlink that leaves them is skipped), and ``/media/frame`` checks its path with
-the loader's own :func:`sam3.inference.video_io.resolve_media_path` before touching the file.
+checked against the roots (a symlink that leaves them is skipped), and ``/media/frame`` reads through the
+tracker's own loader checks (``sam3.inference.video_io``: ``resolve_media_path``, ``open_regular``,
+``read_frame_file``, the size limits), its failures reported as ``/track/start`` reports them.
 """
 
 from __future__ import annotations
@@ -21,9 +22,20 @@ from PIL import Image
 from pydantic import BaseModel
 
 from server.dependencies import SettingsDep
-from server.errors import BadValue, Forbidden, UnsupportedMedia
-from sam3.inference.video_io import IMAGE_EXTS, VIDEO_EXTS, VideoReadError, list_frame_files, resolve_media_path
+from server.errors import BadValue
 from server.services.tracking_service import video_error
+from server.settings import Settings
+from sam3.inference.video_io import (
+    IMAGE_EXTS,
+    VIDEO_EXTS,
+    VideoLimits,
+    VideoReadError,
+    VideoUnsupported,
+    list_frame_files,
+    open_regular,
+    read_frame_file,
+    resolve_media_path,
+)
 
 router = APIRouter(prefix="/media", tags=["media"])
 
@@ -32,14 +44,6 @@ MAX_DEPTH = 4
 MAX_ITEMS = 500
 MAX_ENTRIES_SCANNED = 20_000
 MAX_FRAME_INDEX = 2**31 - 1
-
-
-def resolve_in_roots(raw: str, roots: tuple[Path, ...]) -> Path:
-    """The resolved path inside the media roots, checked as /track/start checks it (403 / 400 naming video_path)."""
-    try:
-        return resolve_media_path(raw, roots)
-    except VideoReadError as exc:
-        raise video_error(exc) from None
 
 
 class MediaItem(BaseModel):
@@ -57,8 +61,8 @@ class MediaList(BaseModel):
 
 def _inside(path: Path, roots: tuple[Path, ...]) -> bool:
     try:
-        resolve_in_roots(str(path), roots)
-    except Forbidden:
+        resolve_media_path(path, roots)
+    except VideoReadError:  # outside the roots, or not resolvable (a loop): not listed
         return False
     return True
 
@@ -113,34 +117,38 @@ def list_media(roots: tuple[Path, ...]) -> MediaList:
     return MediaList(roots=[str(r) for r in roots], items=items, truncated=truncated)
 
 
-def _read_frame(path: Path, index: int) -> Image.Image:
-    """Frame ``index`` of a video file or frame folder, in the order the tracker's loader reads them."""
+def _limits(settings: Settings) -> VideoLimits:
+    return VideoLimits(
+        max_frames=settings.max_video_frames, max_side=settings.max_video_side, max_pixels=settings.max_video_pixels
+    )
+
+
+def _read_frame(path: Path, index: int, roots: tuple[Path, ...], limits: VideoLimits) -> Image.Image:
+    """Frame ``index`` of a video file or frame folder, in the order the tracker's loader reads them, with the
+    loader's own checks (roots for every file opened, frame count and size limits)."""
     if path.is_dir():
-        files = list_frame_files(path)
+        files = list_frame_files(path, limits.max_frames)
         if not files:
-            raise UnsupportedMedia(f"video_path: the folder {path.name} holds no JPEG/PNG frames")
+            raise VideoUnsupported(f"the folder {path.name} holds no JPEG/PNG frames")
         if index >= len(files):
             raise BadValue(f"frame_idx: {index} is past the last frame ({len(files) - 1})")
-        try:
-            with Image.open(files[index]) as image:
-                return image.convert("RGB")
-        except Exception as exc:  # PIL signals broken files with many exception types
-            raise BadValue(f"video_path: frame {files[index].name} is unreadable ({type(exc).__name__})") from None
+        return read_frame_file(files[index], roots, limits).convert("RGB")
     if path.suffix.lower() not in VIDEO_EXTS:
-        raise UnsupportedMedia(f"video_path: {path.name!r} is not a video file or a folder of frames")
+        raise VideoUnsupported(f"{path.name!r} is not a video file or a folder of JPEG/PNG frames")
     import av
 
     try:
-        with av.open(str(path)) as container:
+        with open_regular(path, roots, path.name) as fh, av.open(fh) as container:
             if not container.streams.video:
-                raise UnsupportedMedia(f"video_path: {path.name} has no video stream")
-            # Decoded in order, as the loader does, so frame i here is frame i of the session.
+                raise VideoUnsupported(f"{path.name} has no video stream")
+            # Decoded in presentation order, as the loader counts frames, so frame i here is frame i there.
             frame = next(itertools.islice(container.decode(video=0), index, None), None)
             if frame is None:
                 raise BadValue(f"frame_idx: {index} is past the last frame of {path.name}")
+            limits.check_size(frame.width, frame.height, f"{path.name} frame {index}")
             return frame.to_image()
     except av.error.FFmpegError as exc:
-        raise UnsupportedMedia(f"video_path: {path.name} is not a readable video ({exc})") from None
+        raise VideoUnsupported(f"{path.name} is not a readable video ({type(exc).__name__})") from None
 
 
 @router.get("/videos", response_model=MediaList)
@@ -156,17 +164,18 @@ async def frame(
     frame_idx: Annotated[int, Query(ge=0, le=MAX_FRAME_INDEX)] = 0,
 ) -> Response:
     """One decoded frame of a video file or frame folder inside the media roots, as JPEG."""
-    try:
-        path = resolve_in_roots(video_path, settings.media_root_paths)
-        exists = path.exists()
-    except (OSError, RuntimeError) as exc:  # a name too long, a symlink loop, ~nosuchuser
-        raise BadValue(f"video_path: cannot resolve {video_path[:200]!r} ({exc})") from None
-    if not exists:
-        raise BadValue(f"video_path: no such file or folder: {path}")
+    roots = settings.media_root_paths
 
     def encode() -> bytes:
+        try:
+            path = resolve_media_path(video_path, roots)  # the roots first: nothing said about other paths
+            if not os.path.exists(path):
+                raise VideoReadError(f"no such file or folder: {video_path[:300]}")
+            image = _read_frame(path, frame_idx, roots, _limits(settings))
+        except VideoReadError as exc:
+            raise video_error(exc) from None
         buffer = io.BytesIO()
-        _read_frame(path, frame_idx).save(buffer, format="JPEG", quality=88)
+        image.save(buffer, format="JPEG", quality=88)
         return buffer.getvalue()
 
     jpeg = await anyio.to_thread.run_sync(encode)

@@ -15,6 +15,7 @@ import httpx
 import numpy as np
 from PIL import Image
 
+from tests.clients.conftest import start_server, stop_server
 from tests.ui.conftest import LONG_FRAMES, VIDEO_FRAMES
 
 # Tinted pixels on a stage's mask layer (the layer holds nothing but masks).
@@ -71,11 +72,11 @@ def test_image_clicks_text_and_download(page, ui_server, coffee, tmp_path):
     page.locator("#click-info", has_text="score").wait_for()
     first = page.evaluate(MASK_PIXELS, "image-stage")
     assert first > 0
-    first_info = page.inner_text("#click-info")
-    # A negative (shift) click refines the same object: a new answer arrives.
-    marks.click(position={"x": box["width"] * 0.2, "y": box["height"] * 0.2}, modifiers=["Shift"])
-    page.wait_for_function("(before) => document.getElementById('click-info').textContent !== before", arg=first_info)
-    assert "score" in page.inner_text("#click-info")
+    # A negative (shift) click refines the same object: the service feeds its previous mask back in.
+    with page.expect_response("**/predict/mask") as answer:
+        marks.click(position={"x": box["width"] * 0.2, "y": box["height"] * 0.2}, modifiers=["Shift"])
+    assert answer.value.ok and answer.value.headers["x-refined"] == "true"
+    page.locator("#click-info", has_text="(refined)").wait_for()
     page.screenshot(path=tmp_path / "image_clicks.png")
 
     # Keep the clicked object, then detect by text at a low confidence (random weights score ~0.33).
@@ -284,3 +285,26 @@ def test_frame_endpoint_serves_jpeg_for_the_page(ui_server):
     answer = httpx.get(ui_server.url + "/media/frame", params={"video_path": clip, "frame_idx": 2})
     assert answer.status_code == 200 and answer.headers["content-type"] == "image/jpeg"
     assert Image.open(io.BytesIO(answer.content)).size == (160, 160)
+
+
+def test_page_without_a_model_says_why_and_shows_503s(browser, tmp_path, astronaut):
+    server = start_server(tmp_path, {"SAM3_RANDOM_WEIGHTS": "false", "SAM3_CHECKPOINT": str(tmp_path / "none.pt")})
+    context = browser.new_context(viewport={"width": 1280, "height": 860})
+    try:
+        error = httpx.get(server.url + "/health").json()["error"]
+        assert error
+        page = context.new_page()
+        page.goto(server.url + "/ui")
+        page.locator("#health.bad", has_text="model not loaded").wait_for()
+        assert page.inner_text("#error-banner") == f"Model not loaded: {error}"
+        assert page.locator("#dev-banner").is_hidden()
+        photo = tmp_path / "astronaut.jpg"
+        Image.fromarray(astronaut).save(photo)
+        page.set_input_files("#image-file", str(photo))
+        page.locator("#image-stage .layer-marks").click(position={"x": 50, "y": 50})
+        page.locator(".toast", has_text="503 /predict/mask: model not loaded").wait_for()
+        assert page.inner_text("#click-info") == "No clicks yet."  # the failed click is not kept
+        page.screenshot(path=tmp_path / "no_model.png")
+    finally:
+        context.close()
+        stop_server(server)

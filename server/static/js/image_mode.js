@@ -15,19 +15,15 @@ const state = {
   current: null, // {mask, score} of the object being clicked
   clickCount: 0, // numbers the click objects: object_id "click-N"
   requests: 0, // numbers the click requests, so that a late answer to an older click is dropped
+  pending: null, // {clicks, box} of the click request on its way
   nextColour: 1, // colour(0) is the object being clicked; kept and detected objects take the next ones
   objects: [], // {label, score, bbox, mask, colour, selected}, kept clicks first, then detections
 };
 
 const stage = new Stage($("image-stage"), {
-  onPoint: (x, y, label) => {
-    state.clicks.push({ x, y, label });
-    segmentClicks();
-  },
-  onBox: (box) => {
-    state.box = box;
-    segmentClicks();
-  },
+  // a click made while the previous one is still on its way builds on that one
+  onPoint: (x, y, label) => segmentClicks([...(state.pending || state).clicks, { x, y, label }], (state.pending || state).box),
+  onBox: (box) => segmentClicks((state.pending || state).clicks, box),
 });
 
 /** POST an image form: image_id when the service has the image, else the image itself (again on a 404). */
@@ -52,42 +48,45 @@ async function postImage(path, fields) {
 
 async function openImage(file) {
   if (!file) return;
-  if (!file.type.startsWith("image/")) {
-    report(new Error(`${file.name}: not an image`));
-    return;
-  }
   const bitmap = await createImageBitmap(file).catch(() => null);
   if (!bitmap) {
     report(new Error(`${file.name}: the browser cannot decode this image`));
     return;
   }
-  Object.assign(state, { file, imageId: null, clicks: [], box: null, current: null, objects: [] });
+  Object.assign(state, { file, imageId: null, objects: [] });
+  resetClicks();
   stage.showPicture(bitmap);
   bitmap.close();
   redraw();
 }
 
-async function segmentClicks() {
+/** Segment the object being clicked with these clicks and box; kept only when the service answers. */
+async function segmentClicks(clicks, box) {
   if (!state.file) return;
   const refine = state.current !== null;
-  if (!refine) state.clickCount += 1;
-  const fields = { object_id: `click-${state.clickCount}`, refine: String(refine) };
-  if (state.clicks.length) {
-    fields.points = JSON.stringify(state.clicks.map((c) => [c.x, c.y]));
-    fields.labels = JSON.stringify(state.clicks.map((c) => c.label));
+  const objectId = state.clickCount + (refine ? 0 : 1);
+  const fields = { object_id: `click-${objectId}`, refine: String(refine) };
+  if (clicks.length) {
+    fields.points = JSON.stringify(clicks.map((c) => [c.x, c.y]));
+    fields.labels = JSON.stringify(clicks.map((c) => c.label));
   }
-  if (state.box) fields.boxes = JSON.stringify(stage.normalisedBox(state.box));
-  redraw();
+  if (box) fields.boxes = JSON.stringify(stage.normalisedBox(box));
+  stage.drawMarks(clicks, box);
+  $("click-info").textContent = "Segmenting…";
   const ticket = ++state.requests;
+  state.pending = { clicks, box };
   try {
     const response = await postImage("/predict/mask", fields);
     const score = Number(response.headers.get("X-Mask-Score"));
     const mask = await tintedMask(await response.blob(), colour(0));
-    if (ticket !== state.requests) return;
-    state.current = { mask, score };
+    if (ticket !== state.requests) return; // a newer click is on its way
+    Object.assign(state, { clicks, box, clickCount: objectId });
+    state.current = { mask, score, refined: response.headers.get("X-Refined") === "true" };
   } catch (error) {
-    report(error);
+    report(error); // the clicks stay as they were before this one
+    if (ticket !== state.requests) return;
   }
+  state.pending = null;
   redraw();
 }
 
@@ -99,8 +98,14 @@ function commitClicks() {
     const kept = { ...mask, canvas: tint(mask, hue) };
     state.objects.unshift({ label: `click ${state.clickCount}`, score, bbox: state.box, mask: kept, colour: hue, selected: true, clicked: true });
   }
-  Object.assign(state, { clicks: [], box: null, current: null });
+  resetClicks();
   redraw();
+}
+
+/** Start a new click object; an answer still on its way for the old one is dropped. */
+function resetClicks() {
+  Object.assign(state, { clicks: [], box: null, current: null, pending: null });
+  state.requests += 1;
 }
 
 async function detect(event) {
@@ -141,8 +146,9 @@ function redraw() {
     if (o.bbox) drawBox(ctx, o.bbox, o.colour, o.selected ? `${o.label} ${o.score.toFixed(2)}` : "", !o.selected);
   }
   $("click-info").textContent = state.current
-    ? `Clicked object: score ${state.current.score.toFixed(3)}, ${state.current.mask.area} px`
-    : state.clicks.length || state.box ? "Segmenting…" : "No clicks yet.";
+    ? `Clicked object: score ${state.current.score.toFixed(3)}, ${state.current.mask.area} px` +
+      (state.current.refined ? " (refined)" : "")
+    : "No clicks yet.";
   renderList();
 }
 
@@ -184,7 +190,10 @@ async function downloadMask() {
 }
 
 export function setupImageMode() {
-  $("image-file").addEventListener("change", (event) => openImage(event.target.files[0]));
+  $("image-file").addEventListener("change", (event) => {
+    openImage(event.target.files[0]);
+    event.target.value = ""; // choosing the same file again opens it again
+  });
   const area = $("image-stage");
   area.addEventListener("dragover", (event) => {
     event.preventDefault();
@@ -198,7 +207,7 @@ export function setupImageMode() {
   });
   $("new-object").addEventListener("click", commitClicks);
   $("clear-clicks").addEventListener("click", () => {
-    Object.assign(state, { clicks: [], box: null, current: null });
+    resetClicks();
     redraw();
   });
   $("text-form").addEventListener("submit", detect);

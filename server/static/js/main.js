@@ -21,15 +21,18 @@ async function pollHealth() {
       next = 2000;
     } else {
       badge.className = "health bad";
-      badge.textContent = `model not loaded: ${health.error || "unknown reason"}`;
+      badge.textContent = "model not loaded";
       next = 10000;
     }
+    $("error-banner").hidden = health.model_loaded || health.loading;
+    $("error-banner").textContent = `Model not loaded: ${health.error || "unknown reason"}`;
     badge.title = JSON.stringify(health, null, 2);
     $("dev-banner").hidden = !health.random_weights;
     if (health.note) $("dev-banner").textContent = `${health.note[0].toUpperCase()}${health.note.slice(1)}.`;
   } catch (error) {
     badge.className = "health bad";
-    badge.textContent = `service unreachable (${error.message})`;
+    badge.textContent = "service unreachable";
+    badge.title = error.message;
     next = 5000;
   }
   setTimeout(pollHealth, next);

@@ -180,7 +180,7 @@ async function propagate() {
     }
     if ((response.headers.get("Content-Type") || "").includes("ndjson")) {
       for await (const event of ndjson(response)) {
-        if (event.event === "start") total = event.total;
+        if (event.event === "start") setProgress(0, (total = event.total));
         else if (event.event === "frame") {
           store(event);
           setProgress(event.done, event.total);
