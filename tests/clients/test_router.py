@@ -220,10 +220,10 @@ def test_streamed_propagation_passes_through_as_it_arrives(scripted, tmp_path):
         assert received[0][0] < sent[-1]  # the first line was read before the service sent the last one
         # A caller that goes away makes the backend go away from the service: the rest is never sent.
         sent.clear()
-        scripted.script("/track/propagate", s.ndjson(lines, 0.6, sent))
+        scripted.script("/track/propagate", s.ndjson(lines, 1.0, sent))
         with httpx.stream("POST", f"{backend.url}/track/propagate", json={"session_id": "s", "stream": True}, timeout=30) as answer:
             next(answer.iter_lines())
-        time.sleep(2.5)
+        time.sleep(3.0)
         assert 1 <= len(sent) < len(lines), sent
         # Without "stream" the propagation is an ordinary JSON call.
         scripted.script("/track/propagate", s.json_answer('{"session_id": "s", "direction": "forward", "num_frames_processed": 0, "frames": []}'))
@@ -234,7 +234,7 @@ def test_streamed_propagation_passes_through_as_it_arrives(scripted, tmp_path):
 
 def test_backend_stays_free_while_a_sam_call_is_in_flight(scripted, tmp_path):
     backend = s.ThreadedUvicorn(backend_app(scripted.url, tmp_path)).start()
-    scripted.script("/detect", s.slow(2.0, s.json_answer('{"objects": [], "count": 0, "width": 1, "height": 1}')))
+    scripted.script("/detect", s.slow(4.0, s.json_answer('{"objects": [], "count": 0, "width": 1, "height": 1}')))
 
     async def run():
         async with httpx.AsyncClient(base_url=backend.url, timeout=30) as http:
@@ -248,7 +248,7 @@ def test_backend_stays_free_while_a_sam_call_is_in_flight(scripted, tmp_path):
 
     health, health_s, pending, detect = asyncio.run(run())
     backend.stop()
-    assert health.json() == {"backend": "ok"} and pending and health_s < 0.5, health_s
+    assert health.json() == {"backend": "ok"} and pending and health_s < 2.0, health_s  # blocked: >= 3.6 s
     assert detect.status_code == 200 and detect.json()["count"] == 0
 
 
