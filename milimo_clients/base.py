@@ -36,7 +36,7 @@ from milimo_clients.errors import (
     error_for_response,
     json_body,
 )
-from milimo_clients.retry import RetryPolicy, tenacity_kwargs
+from milimo_clients.retry import DEFAULT_RETRY, RetryPolicy, tenacity_kwargs
 
 DEFAULT_SERVICE_URL = "http://localhost:8001"
 #: Where masks go when a call is given no ``output_path`` (``SAM_OUTPUT_DIR``, else ./sam_masks).
@@ -58,7 +58,7 @@ class _ClientConfig:
         *,
         timeout: float = 300.0,
         connect_timeout: float = 5.0,
-        retry: RetryPolicy | None = RetryPolicy(),
+        retry: RetryPolicy | None = DEFAULT_RETRY,
         output_dir: str | os.PathLike | None = None,
     ):
         if timeout <= 0 or connect_timeout <= 0:

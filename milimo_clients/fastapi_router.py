@@ -42,7 +42,7 @@ from milimo_clients.base import AsyncServiceClient
 from milimo_clients.call import Call
 from milimo_clients.errors import SamServiceError, SamServiceTimeout, json_body
 from milimo_clients.export import export_session
-from milimo_clients.retry import RetryPolicy
+from milimo_clients.retry import DEFAULT_RETRY, RetryPolicy
 
 PASSED_HEADERS = ("content-type", "x-mask-score", "x-object-count", "x-image-id", "retry-after", "x-request-id")
 IMAGE_ROUTES = {"/edit/segment": "/predict/mask", "/edit/detect": "/detect", "/edit/segment-text": "/segment/text"}
@@ -125,7 +125,7 @@ def create_sam_router(
     *,
     timeout: float = 300.0,
     stream_timeout: float = 1800.0,
-    retry: RetryPolicy | None = RetryPolicy(),
+    retry: RetryPolicy | None = DEFAULT_RETRY,
     client: httpx.AsyncClient | None = None,
 ) -> APIRouter:
     """An ``APIRouter`` serving the description's 5.4 routes as proxies to the service at ``service_url``

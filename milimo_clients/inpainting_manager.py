@@ -12,10 +12,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import httpx
 
@@ -63,7 +63,7 @@ class DetectionResult:
     prompts: list[dict[str, Any]] = field(default_factory=list)  # per prompt: index, text, confidence, count
 
     @classmethod
-    def from_json(cls, body: dict[str, Any]) -> "DetectionResult":
+    def from_json(cls, body: dict[str, Any]) -> DetectionResult:
         objects = [
             DetectedObject(
                 mask=o["mask"] if isinstance(o["mask"], dict) else base64.b64decode(o["mask"]),
@@ -301,7 +301,10 @@ class _InpaintingCalls:
         mask_format: str = "png",
     ):
         """Every object matching the prompts (``text``, several ``texts``, box exemplars with
-        ``box_labels`` 1 = positive, 0 = negative) with its mask, pixel box, score and ``prompt_index``."""
+        ``box_labels`` 1 = positive, 0 = negative) with its mask, pixel box, score and ``prompt_index``.
+
+        ``confidence``: a threshold in 0..1, a list with one per prompt, or None for the service's default
+        (0.5; the same for ``get_mask_from_text`` and ``merge_selected``)."""
         files, data = self._image_form(image, image_id)
         data.update(self._prompt_form(text, texts, boxes, box_labels, confidence))
         if mask_format != "png":

@@ -44,7 +44,7 @@ def test_image_id_clicks_and_refinement(live_server, photo):
         (logits, *_) = with_logits.logits_arrays()
         assert logits.dtype == np.float32 and logits.ndim == 2
         with pytest.raises(SamServiceError) as err:
-            sam.predict_mask(image_id="0" * 64, points=[[1, 1]])
+            sam.predict_mask(image_id="0" * 32, points=[[1, 1]])
         assert err.value.status_code == 404 and str(err.value).startswith("image_id")
 
 
