@@ -7,7 +7,7 @@
 | ``POST /edit/segment``      | ``/predict/mask``  | multipart, every field and file forwarded as received |
 | ``POST /edit/detect``       | ``/detect``        | multipart                                             |
 | ``POST /edit/segment-text`` | ``/segment/text``  | multipart                                             |
-| ``POST /track/{action}``    | ``/track/{action}``| JSON, forwarded byte for byte; ``start``, ``prompt``, ``propagate``, ``stop`` (the description's), and ``cancel``, ``frames``, ``remove_object``, ``reset`` |
+| ``POST /track/<action>``    | ``/track/<action>``| JSON, forwarded byte for byte; ``start``, ``prompt``, ``propagate``, ``stop`` (the description's), and ``cancel``, ``frames``, ``remove_object``, ``reset`` |
 | ``POST /edit/track/save``   | ``/track/frames`` when no frames are given | JSON ``TrackingSaveRequest`` |
 
 The service's answer comes back as it is: status, body, and its headers that matter (content type,
@@ -46,6 +46,18 @@ from milimo_clients.retry import DEFAULT_RETRY, RetryPolicy
 
 PASSED_HEADERS = ("content-type", "x-mask-score", "x-object-count", "x-image-id", "retry-after", "x-request-id")
 IMAGE_ROUTES = {"/edit/segment": "/predict/mask", "/edit/detect": "/detect", "/edit/segment-text": "/segment/text"}
+_PROMPTS = ("text", "texts", "boxes", "box_labels", "confidence")
+IMAGE_FIELDS = {  # documented in /docs; every field the caller sends is forwarded, listed here or not
+    "/edit/segment": ("points", "labels", "boxes", "multimask", "object_id", "refine", "return_logits"),
+    "/edit/detect": (*_PROMPTS, "mask_format"),
+    "/edit/segment-text": (*_PROMPTS, "object_indices"),
+}
+
+
+def _multipart_doc(fields: tuple[str, ...]) -> dict[str, Any]:
+    properties: dict[str, Any] = {"image": {"type": "string", "format": "binary"}, "image_id": {"type": "string"}}
+    properties.update({name: {"type": "string"} for name in fields})
+    return {"requestBody": {"content": {"multipart/form-data": {"schema": {"type": "object", "properties": properties}}}}}
 TRACK_ACTIONS = {  # action -> may be retried (changes nothing when repeated)
     "start": False, "prompt": False, "propagate": False, "stop": True,
     "cancel": True, "frames": True, "remove_object": True, "reset": True,
@@ -147,20 +159,31 @@ def create_sam_router(
             return await upstream.send(call)
 
         proxy.__name__ = "proxy_" + backend_path.strip("/").replace("/", "_").replace("-", "_")
-        router.add_api_route(backend_path, proxy, methods=["POST"], summary=f"Proxy to the SAM service's {service_path} (multipart)")
+        router.add_api_route(
+            backend_path, proxy, methods=["POST"], summary=f"Proxy to the SAM service's {service_path} (multipart)",
+            openapi_extra=_multipart_doc(IMAGE_FIELDS[backend_path]),
+        )
 
     for backend_path, service_path in IMAGE_ROUTES.items():
         image_route(backend_path, service_path)
 
-    @router.post("/track/{action}", summary="Proxy to the SAM service's /track/* (JSON; streamed propagation passed through)")
-    async def track(action: str, request: Request) -> Response:
-        if action not in TRACK_ACTIONS:
-            return _error(404, f"action: unknown tracking action {action!r}; expected one of {', '.join(TRACK_ACTIONS)}")
-        body = await request.body()
-        call = Call("POST", f"/track/{action}", parse=lambda r: r, idempotent=TRACK_ACTIONS[action], content=body, headers=_forward_headers(request))
-        if action == "propagate" and _wants_stream(body):
-            return await _stream(tracking, call, stream_timeout)
-        return await tracking.send(call)
+    def track_route(action: str, idempotent: bool) -> None:
+        async def proxy(request: Request) -> Response:
+            body = await request.body()
+            call = Call("POST", f"/track/{action}", parse=lambda r: r, idempotent=idempotent, content=body, headers=_forward_headers(request))
+            if action == "propagate" and _wants_stream(body):
+                return await _stream(tracking, call, stream_timeout)
+            return await tracking.send(call)
+
+        proxy.__name__ = f"proxy_track_{action}"
+        summary = f"Proxy to the SAM service's /track/{action} (JSON body forwarded as is)"
+        if action == "propagate":
+            summary += "; with \"stream\": true the NDJSON lines are passed through as they come"
+        router.add_api_route(f"/track/{action}", proxy, methods=["POST"], summary=summary,
+                             openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}}})
+
+    for action, idempotent in TRACK_ACTIONS.items():
+        track_route(action, idempotent)
 
     @router.post(
         "/edit/track/save",
