@@ -24,6 +24,7 @@ from server.metrics import MetricsMiddleware, ServiceMetrics
 from server.request_id import HEADER as REQUEST_ID_HEADER
 from server.request_id import RequestIdFilter, RequestIdMiddleware
 from server.routes import health, image, track
+from server.routes import media, ui
 from server.routes import metrics as metrics_route
 from server.routes.docs import install_docs
 from server.services.model_service import ModelService
@@ -116,6 +117,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(
         track.router, max_body_size=settings.max_json_bytes, responses=error_responses(400, 403, 404, 409, 429, 503)
     )
+    app.include_router(media.router, responses=error_responses(400, 403, 415))
+    app.include_router(ui.router)
     if settings.metrics:
         app.include_router(metrics_route.router)
     install_docs(app)

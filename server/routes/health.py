@@ -24,6 +24,7 @@ def health(settings: SettingsDep, models: ModelsDep, tracking: TrackingDep) -> H
         device=models.device,
         video_predictor_loaded=tracking.predictor_loaded,
         error=models.error,
+        precision=models.precision.mode if models.precision is not None else None,
         loading=models.loading,
         preset=settings.preset,
         random_weights=settings.random_weights,

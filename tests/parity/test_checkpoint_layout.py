@@ -14,14 +14,14 @@ import pytest
 import torch
 
 from sam3.config import get_config
-from sam3.modeling.sam3_model import Sam3Model
+from sam3.build import compose_sam3_model
 from tests.conftest import read_keys_video
 from tests.parity import harness
 
 
 def _our_layout(preset: str) -> list[tuple[str, list[int], str]]:
     with torch.device("meta"):
-        model = Sam3Model(get_config(preset), enable_inst_interactivity=True)
+        model = compose_sam3_model(get_config(preset), enable_inst_interactivity=True)
     return [(k, list(v.shape), str(v.dtype).replace("torch.", "")) for k, v in model.state_dict().items()]
 
 

@@ -192,7 +192,7 @@ def run_ours(model, official: dict, frames: Path, plan: list[dict]) -> list[list
     for scenario, off in zip(plan, official["scenarios"]):
         predictor = Sam3VideoPredictor(model, TrackingHeuristics(**scenario["heuristics"]))
         rec = OurLogits(predictor.engine)
-        sid = predictor.start_session(str(frames)).session_id
+        sid = predictor.start_session(str(frames))  # frames decoded on demand (lazy)
         steps = []
         for step, off_step in zip(scenario["steps"], off["steps"]):
             kind, results = step[0], []
@@ -206,7 +206,7 @@ def run_ours(model, official: dict, frames: Path, plan: list[dict]) -> list[list
                 points = off_step["points_px"].tolist()
                 results = [predictor.add_prompt(sid, step[1], points=points, labels=step[4], obj_id=off_step["obj_id"])]
             elif kind == "propagate":
-                results = list(predictor.propagate_in_video(sid, step[1], step[2], step[3]))
+                results = list(predictor.propagate(sid, step[1], step[2], step[3]))
             elif kind == "remove":
                 assert predictor.remove_object(sid, off_step["obj_id"])
             steps.append(OurStep([rec.frame(r) for r in results], list(rec.detections)))
