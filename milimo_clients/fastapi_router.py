@@ -95,7 +95,7 @@ class _Upstream(AsyncServiceClient):
     loop is not used on another (a test client's loop, then the server's)."""
 
     def __init__(self, service_url: str | None, client: httpx.AsyncClient | None, **kwargs: Any):
-        super().__init__(service_url, client=client or httpx.AsyncClient(), **kwargs)
+        super().__init__(service_url, client=client, **kwargs)
         self._given = client is not None
         self._loop: asyncio.AbstractEventLoop | None = None
 
