@@ -134,7 +134,7 @@ def _add_middleware(app: FastAPI, settings: Settings) -> None:
         allow_origins=settings.cors_origin_list,
         allow_methods=["GET", "POST", "OPTIONS"],
         allow_headers=["*"],
-        expose_headers=["X-Mask-Score", "X-Object-Count", "Retry-After", REQUEST_ID_HEADER],
+        expose_headers=["X-Mask-Score", "X-Object-Count", "X-Image-ID", "X-Refined", "Retry-After", REQUEST_ID_HEADER],
     )
     if settings.metrics:
         app.state.metrics = ServiceMetrics(app.state)

@@ -193,12 +193,14 @@ def test_readme_video_example(tiny_checkpoint, astronaut, tmp_path):
     for official, native in [
         (dict(points=[[0.25, 0.5]], point_labels=[1], obj_id=3), dict(points=[[24.0, 48.0]], labels=[1], obj_id=3)),
         (dict(bounding_boxes=[[0.2, 0.3, 0.5, 0.4]], bounding_box_labels=[1]), dict(boxes=[[0.45, 0.5, 0.5, 0.4]])),
+        (dict(text="a face", bounding_boxes=[[0.2, 0.3, 0.5, 0.4]], bounding_box_labels=[0]),
+         dict(text="a face", boxes=[[0.45, 0.5, 0.5, 0.4]], box_labels=[0])),
     ]:
         sid = predictor.handle_request(dict(type="start_session", resource_path=str(video)))["session_id"]
         got = predictor.handle_request(dict(type="add_prompt", session_id=sid, frame_index=1, **official))["outputs"]
-        info = ours.start_session(str(video))
-        want = ours.add_prompt(info.session_id, 1, **native)
+        session = ours.start_session(str(video))
+        want = ours.add_prompt(session, 1, **native)
         np.testing.assert_array_equal(got["out_obj_ids"], want.obj_ids)
         np.testing.assert_array_equal(got["out_binary_masks"], want.masks)
         predictor.handle_request(dict(type="close_session", session_id=sid))
-        ours.close_session(info.session_id)
+        ours.close_session(session)

@@ -15,8 +15,8 @@ boxes), and our typed :class:`FrameResult` back to the official ``outputs`` dict
     {"out_obj_ids": (N,) int64, "out_probs": (N,) float32, "out_boxes_xywh": (N, 4) float32 normalised,
      "out_binary_masks": (N, H, W) bool, "frame_stats": None}
 
-Written against the session-id API of ``sam3.inference.video_predictor`` (the typed-session rewrite had not
-landed when this was written); unknown sessions raise ``RuntimeError`` as in the official predictor.
+Our predictor takes typed sessions and keeps no table of them; this adapter keeps the official
+``{session_id: session}`` table. Unknown sessions raise ``RuntimeError`` as in the official predictor.
 """
 
 from __future__ import annotations
@@ -30,8 +30,7 @@ import numpy as np
 if TYPE_CHECKING:
     import torch
 
-    from sam3.inference.video_predictor import SessionInfo
-    from sam3.inference.video_state import FrameResult
+    from sam3.inference.video_state import FrameResult, VideoSession
     from sam3.modeling.sam3_model import Sam3Model
 
 _DIRECTIONS = ("both", "forward", "backward")
@@ -94,7 +93,7 @@ class Sam3VideoPredictor:
             )
         self.model = model
         self.predictor = Predictor(model)
-        self._sessions: dict[str, SessionInfo] = {}
+        self._sessions: dict[str, VideoSession] = {}
 
     # ---------------------------------------------------------------- the request interface
     def handle_request(self, request: dict) -> dict:
@@ -135,9 +134,11 @@ class Sam3VideoPredictor:
 
     # ---------------------------------------------------------------- the official methods
     def start_session(self, resource_path: str, session_id: str | None = None) -> dict:
-        info = self.predictor.start_session(str(resource_path), session_id or None)
-        self._sessions[info.session_id] = info
-        return {"session_id": info.session_id}
+        if session_id and session_id in self._sessions:
+            raise RuntimeError(f"session {session_id} already exists")
+        session = self.predictor.start_session(str(resource_path), session_id or None)
+        self._sessions[session.session_id] = session
+        return {"session_id": session.session_id}
 
     def add_prompt(
         self,
@@ -152,21 +153,22 @@ class Sam3VideoPredictor:
     ) -> dict:
         """Text, box and / or point prompts on one frame. Points are fractions of the frame (x, y) and boxes
         normalised ``[x, y, w, h]``, as in the official predictor."""
-        info = self._info(session_id)
+        session = self._session(session_id)
         pixel_points = None
         if points is not None and len(points) > 0:
             rel = np.asarray(points, dtype=np.float64).reshape(-1, 2)
-            pixel_points = (rel * np.array([info.width, info.height])).tolist()
+            pixel_points = (rel * np.array([session.width, session.height])).tolist()
         labels = None if point_labels is None else [int(v) for v in np.asarray(point_labels).reshape(-1)]
-        boxes = None
+        boxes = box_labels = None
         if bounding_boxes is not None and len(bounding_boxes) > 0:
             xywh = np.asarray(bounding_boxes, dtype=np.float64).reshape(-1, 4)
-            if bounding_box_labels is not None and not all(int(v) == 1 for v in np.asarray(bounding_box_labels).reshape(-1)):
-                raise NotImplementedError("negative box prompts are not supported by this video predictor")
             boxes = np.concatenate([xywh[:, :2] + xywh[:, 2:] / 2, xywh[:, 2:]], axis=1).tolist()
+            if bounding_box_labels is not None:
+                box_labels = [int(v) for v in np.asarray(bounding_box_labels).reshape(-1)]
         result = self.predictor.add_prompt(
-            session_id, frame_idx, text=text, points=pixel_points, labels=labels, boxes=boxes, obj_id=obj_id
-        )
+            session, frame_idx, text=text, points=pixel_points, labels=labels, boxes=boxes, box_labels=box_labels,
+            obj_id=obj_id,
+        )  # fmt: skip
         return {"frame_index": result.frame_idx, "outputs": frame_outputs(result)}
 
     def propagate_in_video(
@@ -176,36 +178,33 @@ class Sam3VideoPredictor:
         start_frame_idx: int | None = None,
         max_frame_num_to_track: int | None = None,
     ) -> Iterator[dict]:
-        self._info(session_id)
+        session = self._session(session_id)
         if propagation_direction not in _DIRECTIONS:
             raise ValueError(f"invalid propagation direction: {propagation_direction}")
-        for result in self.predictor.propagate_in_video(
-            session_id, propagation_direction, start_frame_idx, max_frame_num_to_track
-        ):
+        for result in self.predictor.propagate(session, propagation_direction, start_frame_idx, max_frame_num_to_track):
             yield {"frame_index": result.frame_idx, "outputs": frame_outputs(result)}
 
     def remove_object(self, session_id: str, obj_id: int, is_user_action: bool = True) -> dict:
-        self._info(session_id)
-        self.predictor.remove_object(session_id, int(obj_id))
+        self.predictor.remove_object(self._session(session_id), int(obj_id))
         return {"is_success": True}
 
     def reset_session(self, session_id: str) -> dict:
-        self._info(session_id)
-        self.predictor.reset_session(session_id)
+        self.predictor.reset_session(self._session(session_id))
         return {"is_success": True}
 
     def close_session(self, session_id: str) -> dict:
         """Idempotent, as in the official predictor."""
-        if self._sessions.pop(session_id, None) is not None:
-            self.predictor.close_session(session_id)
+        session = self._sessions.pop(session_id, None)
+        if session is not None:
+            self.predictor.close_session(session)
         return {"is_success": True}
 
     def shutdown(self) -> None:
         for session_id in list(self._sessions):
             self.close_session(session_id)
 
-    def _info(self, session_id: str) -> SessionInfo:
-        info = self._sessions.get(session_id)
-        if info is None:
+    def _session(self, session_id: str) -> VideoSession:
+        session = self._sessions.get(session_id)
+        if session is None:
             raise RuntimeError(f"Cannot find session {session_id}; it might have expired")
-        return info
+        return session

@@ -13,7 +13,7 @@ from typing import Annotated
 
 import anyio
 import numpy as np
-from fastapi import APIRouter, File, Form, UploadFile
+from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import Response
 
 from server.dependencies import ModelsDep, SettingsDep
@@ -125,10 +125,12 @@ async def predict_mask(
 
 
 async def _detect(
-    settings: Settings, models: ModelService, image, image_id, text, texts, boxes, box_labels, confidence,
-    object_indices: list[int] | None = None,
+    request: Request, settings: Settings, models: ModelService, image, image_id, text, texts, boxes, box_labels,
+    confidence, object_indices: list[int] | None = None,
 ) -> tuple[list[Concept], list[float], DetectResult]:  # fmt: skip
     """Parse the concept fields, then detect (the image decoded inside the model slot)."""
+    if text is None and texts is None and "text" in await request.form():
+        text = ""  # FastAPI reads an empty optional form field as absent; an empty text is its own error
     image_id = parse_image_id(image_id)
     concepts = parse_concepts(text, texts, boxes, box_labels, settings)
     confidences = parse_confidence(confidence, len(concepts), settings.confidence)
@@ -138,6 +140,7 @@ async def _detect(
 
 @router.post("/detect", response_model=DetectResponse)
 async def detect(
+    request: Request,
     settings: SettingsDep,
     models: ModelsDep,
     image: ImageFile = None,
@@ -152,7 +155,7 @@ async def detect(
     """Concept detection: every object matching any prompt with its mask, box, score and prompt, best first."""
     fmt = parse_mask_format(mask_format)
     concepts, confidences, result = await _detect(
-        settings, models, image, image_id, text, texts, boxes, box_labels, confidence
+        request, settings, models, image, image_id, text, texts, boxes, box_labels, confidence
     )
     detections = result.detections
     masks = await anyio.to_thread.run_sync(lambda: [encode_mask(d.mask, fmt) for d in detections])
@@ -173,6 +176,7 @@ async def detect(
 
 @router.post("/segment/text", response_model=None, responses={200: {"content": {"image/png": {}}}})
 async def segment_text(
+    request: Request,
     settings: SettingsDep,
     models: ModelsDep,
     image: ImageFile = None,
@@ -189,7 +193,7 @@ async def segment_text(
     """The union of the detected objects' masks (all, or the ``object_indices`` selected), as one PNG."""
     indices = parse_object_indices(object_indices)
     _, _, result = await _detect(
-        settings, models, image, image_id, text, texts, boxes, box_labels, confidence, indices
+        request, settings, models, image, image_id, text, texts, boxes, box_labels, confidence, indices
     )
 
     def union_png() -> bytes:

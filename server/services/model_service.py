@@ -55,6 +55,8 @@ MAX_OBJECT_LOGITS = 256
 # Kept detections of recent concept requests (low-res logits, boxes, scores of the kept objects only).
 DETECTION_CACHE_BYTES = 256 * 1024 * 1024
 
+
+
 @dataclass(frozen=True)
 class MaskCandidate:
     """One interactive mask: (H, W) bool at the image size, its predicted IoU, its (4g, 4g) low-res logits."""
@@ -286,7 +288,10 @@ class ModelService:
 
     @asynccontextmanager
     async def _slot(self) -> AsyncIterator[None]:
-        """A place in the model queue (429 when ``SAM_MAX_QUEUE`` requests already wait), then the model lock."""
+        """A place in the model queue (429 when ``SAM_MAX_QUEUE`` requests already wait), then the model lock.
+
+        ``on_call`` (metrics) hears how long the request waited for the lock and how long it held it.
+        """
         if self._waiting >= self.settings.max_queue:
             raise TooBusy(
                 f"request queue full: {self._waiting} requests are waiting for the model (SAM_MAX_QUEUE)",
@@ -339,8 +344,7 @@ class ModelService:
                     f"image_id: {image_id} is not in the image cache (unknown, or evicted); send the image again"
                 )
             return work(state)
-        settings = self.settings
-        image = decode_image(data, limits=ImageLimits.from_settings(settings))
+        image = decode_image(data, limits=ImageLimits.from_settings(self.settings))
         del data
         state = processor.set_image(image)
         del image  # only the features are kept (in the processor's cache)
@@ -455,8 +459,8 @@ class ModelService:
             n = int(state.scores.numel())
             counts.append(n)
             low_res.append(state.low_res_masks)
-            boxes.append(to_numpy(state.boxes).reshape(-1, 4).astype(np.float64))
-            scores.append(to_numpy(state.scores).reshape(-1).astype(np.float64))
+            boxes.append(state.boxes.float().cpu().numpy().reshape(-1, 4).astype(np.float64))
+            scores.append(state.scores.float().cpu().numpy().reshape(-1).astype(np.float64))
             prompt_index.append(np.full(n, index, dtype=np.int64))
         all_scores = np.concatenate(scores)
         order = np.argsort(-all_scores, kind="stable")
