@@ -11,7 +11,7 @@
 | ``POST /edit/track/save``   | ``/track/frames`` when no frames are given | JSON ``TrackingSaveRequest`` |
 
 The service's answer comes back as it is: status, body, and its headers that matter (content type,
-``X-Mask-Score``, ``X-Object-Count``, ``X-Image-ID``, ``Retry-After``, ``X-Request-ID``); a propagation with
+``X-Mask-Score``, ``X-Object-Count``, ``X-Image-ID``, ``X-Refined``, ``Retry-After``, ``X-Request-ID``); a propagation with
 ``"stream": true`` is streamed through line by line, and a caller that disconnects disconnects the service
 (which stops the propagation). Idempotent calls (the image routes, ``stop``, ``frames``, ...) are retried on
 429 / 503-while-loading / connection refused as ``retry.py`` says, within ``timeout``; when the service
@@ -44,7 +44,7 @@ from milimo_clients.errors import SamServiceError, SamServiceTimeout, json_body
 from milimo_clients.export import export_session
 from milimo_clients.retry import DEFAULT_RETRY, RetryPolicy
 
-PASSED_HEADERS = ("content-type", "x-mask-score", "x-object-count", "x-image-id", "retry-after", "x-request-id")
+PASSED_HEADERS = ("content-type", "x-mask-score", "x-object-count", "x-image-id", "x-refined", "retry-after", "x-request-id")
 IMAGE_ROUTES = {"/edit/segment": "/predict/mask", "/edit/detect": "/detect", "/edit/segment-text": "/segment/text"}
 _PROMPTS = ("text", "texts", "boxes", "box_labels", "confidence")
 IMAGE_FIELDS = {  # documented in /docs; every field the caller sends is forwarded, listed here or not

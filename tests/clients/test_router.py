@@ -23,7 +23,7 @@ from milimo_clients.fastapi_router import create_sam_router
 from tests.clients import scripted_server as s
 from tests.server.media import moving_crops, write_video
 
-PASSED = ("content-type", "x-mask-score", "x-object-count", "x-image-id", "retry-after")
+PASSED = ("content-type", "x-mask-score", "x-object-count", "x-image-id", "x-refined", "retry-after")
 
 
 def backend_app(service_url: str, export_root: Path, **options) -> FastAPI:
