@@ -5,10 +5,10 @@ Both share everything but the I/O: the address (``SAM_SERVICE_URL``), the time b
 method makes). A manager method returns ``self._execute(call)``: the result on a sync client, an awaitable
 of the same result on an async one.
 
-``timeout`` is a total budget per call, not a per-read timeout: connecting, waiting, reading a slowly
-dripping body and every retry together end within it (``SamServiceTimeout``). On the async client the bound
-is exact (a cancel scope); the sync client clamps every network wait to the time left and checks the clock
-between body chunks, so it ends within the budget plus one chunk's wait at most.
+``timeout`` is a total budget per call, not a per-read timeout: connecting, waiting, reading slowly
+dripping headers or body and every retry together end within it (``SamServiceTimeout``). The async client
+bounds the call with a cancel scope; the sync client clamps every network wait to the time left
+(``deadline.py``; with a caller's own ``client=`` it checks the clock between body chunks instead).
 Streamed answers (``propagate_stream``) are the exception: there ``timeout`` is the longest silence between
 two lines, since a long video may stream for longer than any fixed budget.
 """
@@ -27,6 +27,7 @@ import httpx
 import tenacity
 
 from milimo_clients.call import Call
+from milimo_clients.deadline import current_deadline, deadline_client
 from milimo_clients.errors import (
     SamProtocolError,
     SamServiceError,
@@ -35,7 +36,7 @@ from milimo_clients.errors import (
     error_for_response,
     json_body,
 )
-from milimo_clients.retry import RetryPolicy, tenacity_kwargs
+from milimo_clients.retry import DEFAULT_RETRY, RetryPolicy, tenacity_kwargs
 
 DEFAULT_SERVICE_URL = "http://localhost:8001"
 #: Where masks go when a call is given no ``output_path`` (``SAM_OUTPUT_DIR``, else ./sam_masks).
@@ -57,7 +58,7 @@ class _ClientConfig:
         *,
         timeout: float = 300.0,
         connect_timeout: float = 5.0,
-        retry: RetryPolicy | None = RetryPolicy(),
+        retry: RetryPolicy | None = DEFAULT_RETRY,
         output_dir: str | os.PathLike | None = None,
     ):
         if timeout <= 0 or connect_timeout <= 0:
@@ -116,7 +117,7 @@ class ServiceClient(_ClientConfig):
 
     def __init__(self, base_url: str | None = None, *, client: httpx.Client | None = None, **kwargs: Any):
         super().__init__(base_url, **kwargs)
-        self._client = client or httpx.Client()
+        self._client = client or deadline_client()
         self._owns_client = client is None
 
     def close(self) -> None:
@@ -145,6 +146,7 @@ class ServiceClient(_ClientConfig):
         if remaining <= 0:
             raise self._timeout_error(call)
         url = f"{self.base_url}{call.path}"
+        token = current_deadline.set(deadline)  # every network wait of this attempt ends by the deadline
         try:
             with self._client.stream(call.method, url, timeout=self._http_timeout(remaining), **call.request_kwargs()) as streamed:
                 raw = []
@@ -155,6 +157,8 @@ class ServiceClient(_ClientConfig):
                 response = httpx.Response(streamed.status_code, headers=streamed.headers, content=b"".join(raw), request=streamed.request)
         except httpx.HTTPError as exc:
             raise self._transport_error(exc, call) from None
+        finally:
+            current_deadline.reset(token)
         response.read()  # decodes any Content-Encoding
         return response
 

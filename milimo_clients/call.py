@@ -32,7 +32,7 @@ class Call:
 
     method: str
     path: str
-    parse: Callable[["httpx.Response"], Any]
+    parse: Callable[[httpx.Response], Any]
     idempotent: bool
     json: dict[str, Any] | None = None
     data: dict[str, str | list[str]] | None = None

@@ -29,7 +29,7 @@ class SamServiceError(RuntimeError):
     ``response`` is the HTTP answer when there was one (the router passes it through as it is).
     """
 
-    def __init__(self, message: str, status_code: int | None = None, *, response: "httpx.Response | None" = None):
+    def __init__(self, message: str, status_code: int | None = None, *, response: httpx.Response | None = None):
         super().__init__(message)
         self.message = message
         self.status_code = status_code
@@ -51,7 +51,7 @@ class SamProtocolError(SamServiceError):
 class SamServiceUnavailable(SamServiceError):
     """503 that is not the SAM service's own answer (e.g. a proxy's HTML page); ``retry_after_s`` if given."""
 
-    def __init__(self, message: str, retry_after_s: float | None = None, *, response: "httpx.Response | None" = None):
+    def __init__(self, message: str, retry_after_s: float | None = None, *, response: httpx.Response | None = None):
         super().__init__(message, 503, response=response)
         self.retry_after_s = retry_after_s
 
@@ -67,7 +67,7 @@ class SamModelNotLoaded(SamServiceUnavailable):
 class SamServiceBusy(SamServiceError):
     """429: too many sessions or queued requests; ``retry_after_s`` says when to try again."""
 
-    def __init__(self, message: str, retry_after_s: float | None, *, response: "httpx.Response | None" = None):
+    def __init__(self, message: str, retry_after_s: float | None, *, response: httpx.Response | None = None):
         super().__init__(message, 429, response=response)
         self.retry_after_s = retry_after_s
 
@@ -93,7 +93,7 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, seconds) if seconds == seconds else None  # NaN -> None
 
 
-def _json_detail(response: "httpx.Response") -> str | None:
+def _json_detail(response: httpx.Response) -> str | None:
     """The contract's ``{"detail": "..."}`` when the body is that JSON, else None."""
     if "json" not in response.headers.get("content-type", ""):
         return None
@@ -108,12 +108,12 @@ def _json_detail(response: "httpx.Response") -> str | None:
     return None
 
 
-def _snippet(response: "httpx.Response") -> str:
+def _snippet(response: httpx.Response) -> str:
     text = response.text.strip().replace("\n", " ")
     return (text[:200] + "...") if len(text) > 200 else (text or response.reason_phrase)
 
 
-def error_for_response(response: "httpx.Response", method: str, path: str, base_url: str) -> SamServiceError:
+def error_for_response(response: httpx.Response, method: str, path: str, base_url: str) -> SamServiceError:
     """The error for a non-2xx answer (callers check ``is_success`` first)."""
     status = response.status_code
     detail = _json_detail(response)
@@ -132,7 +132,7 @@ def error_for_response(response: "httpx.Response", method: str, path: str, base_
     return SamServiceError(f"SAM 3 service error {status} on {method} {path}: {message}", status, response=response)
 
 
-def json_body(response: "httpx.Response", method: str, path: str) -> dict:
+def json_body(response: httpx.Response, method: str, path: str) -> dict:
     """The JSON object of a 2xx answer, or ``SamProtocolError`` saying what came instead."""
     kind = response.headers.get("content-type", "no content-type")
     try:
@@ -148,7 +148,7 @@ def json_body(response: "httpx.Response", method: str, path: str) -> dict:
     return body
 
 
-def png_body(response: "httpx.Response", method: str, path: str) -> bytes:
+def png_body(response: httpx.Response, method: str, path: str) -> bytes:
     """The PNG of a 2xx answer, or ``SamProtocolError`` when something else came (e.g. an HTML page)."""
     if not response.content.startswith(b"\x89PNG\r\n\x1a\n"):
         kind = response.headers.get("content-type", "no content-type")
@@ -160,7 +160,7 @@ def png_body(response: "httpx.Response", method: str, path: str) -> bytes:
     return response.content
 
 
-def missing_field(exc: KeyError | TypeError | ValueError, method: str, path: str, response: "httpx.Response") -> SamProtocolError:
+def missing_field(exc: KeyError | TypeError | ValueError, method: str, path: str, response: httpx.Response) -> SamProtocolError:
     return SamProtocolError(f"{method} {path}: unexpected answer ({type(exc).__name__}: {exc})", response.status_code, response=response)
 
 

@@ -7,11 +7,11 @@
 | ``POST /edit/segment``      | ``/predict/mask``  | multipart, every field and file forwarded as received |
 | ``POST /edit/detect``       | ``/detect``        | multipart                                             |
 | ``POST /edit/segment-text`` | ``/segment/text``  | multipart                                             |
-| ``POST /track/{action}``    | ``/track/{action}``| JSON, forwarded byte for byte; ``start``, ``prompt``, ``propagate``, ``stop`` (the description's), and ``cancel``, ``frames``, ``remove_object``, ``reset`` |
+| ``POST /track/<action>``    | ``/track/<action>``| JSON, forwarded byte for byte; ``start``, ``prompt``, ``propagate``, ``stop`` (the description's), and ``cancel``, ``frames``, ``remove_object``, ``reset`` |
 | ``POST /edit/track/save``   | ``/track/frames`` when no frames are given | JSON ``TrackingSaveRequest`` |
 
 The service's answer comes back as it is: status, body, and its headers that matter (content type,
-``X-Mask-Score``, ``X-Object-Count``, ``X-Image-ID``, ``Retry-After``, ``X-Request-ID``); a propagation with
+``X-Mask-Score``, ``X-Object-Count``, ``X-Image-ID``, ``X-Refined``, ``Retry-After``, ``X-Request-ID``); a propagation with
 ``"stream": true`` is streamed through line by line, and a caller that disconnects disconnects the service
 (which stops the propagation). Idempotent calls (the image routes, ``stop``, ``frames``, ...) are retried on
 429 / 503-while-loading / connection refused as ``retry.py`` says, within ``timeout``; when the service
@@ -42,10 +42,22 @@ from milimo_clients.base import AsyncServiceClient
 from milimo_clients.call import Call
 from milimo_clients.errors import SamServiceError, SamServiceTimeout, json_body
 from milimo_clients.export import export_session
-from milimo_clients.retry import RetryPolicy
+from milimo_clients.retry import DEFAULT_RETRY, RetryPolicy
 
-PASSED_HEADERS = ("content-type", "x-mask-score", "x-object-count", "x-image-id", "retry-after", "x-request-id")
+PASSED_HEADERS = ("content-type", "x-mask-score", "x-object-count", "x-image-id", "x-refined", "retry-after", "x-request-id")
 IMAGE_ROUTES = {"/edit/segment": "/predict/mask", "/edit/detect": "/detect", "/edit/segment-text": "/segment/text"}
+_PROMPTS = ("text", "texts", "boxes", "box_labels", "confidence")
+IMAGE_FIELDS = {  # documented in /docs; every field the caller sends is forwarded, listed here or not
+    "/edit/segment": ("points", "labels", "boxes", "multimask", "object_id", "refine", "return_logits"),
+    "/edit/detect": (*_PROMPTS, "mask_format"),
+    "/edit/segment-text": (*_PROMPTS, "object_indices"),
+}
+
+
+def _multipart_doc(fields: tuple[str, ...]) -> dict[str, Any]:
+    properties: dict[str, Any] = {"image": {"type": "string", "format": "binary"}, "image_id": {"type": "string"}}
+    properties.update({name: {"type": "string"} for name in fields})
+    return {"requestBody": {"content": {"multipart/form-data": {"schema": {"type": "object", "properties": properties}}}}}
 TRACK_ACTIONS = {  # action -> may be retried (changes nothing when repeated)
     "start": False, "prompt": False, "propagate": False, "stop": True,
     "cancel": True, "frames": True, "remove_object": True, "reset": True,
@@ -83,7 +95,7 @@ class _Upstream(AsyncServiceClient):
     loop is not used on another (a test client's loop, then the server's)."""
 
     def __init__(self, service_url: str | None, client: httpx.AsyncClient | None, **kwargs: Any):
-        super().__init__(service_url, client=client or httpx.AsyncClient(), **kwargs)
+        super().__init__(service_url, client=client, **kwargs)
         self._given = client is not None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -125,7 +137,7 @@ def create_sam_router(
     *,
     timeout: float = 300.0,
     stream_timeout: float = 1800.0,
-    retry: RetryPolicy | None = RetryPolicy(),
+    retry: RetryPolicy | None = DEFAULT_RETRY,
     client: httpx.AsyncClient | None = None,
 ) -> APIRouter:
     """An ``APIRouter`` serving the description's 5.4 routes as proxies to the service at ``service_url``
@@ -147,20 +159,31 @@ def create_sam_router(
             return await upstream.send(call)
 
         proxy.__name__ = "proxy_" + backend_path.strip("/").replace("/", "_").replace("-", "_")
-        router.add_api_route(backend_path, proxy, methods=["POST"], summary=f"Proxy to the SAM service's {service_path} (multipart)")
+        router.add_api_route(
+            backend_path, proxy, methods=["POST"], summary=f"Proxy to the SAM service's {service_path} (multipart)",
+            openapi_extra=_multipart_doc(IMAGE_FIELDS[backend_path]),
+        )
 
     for backend_path, service_path in IMAGE_ROUTES.items():
         image_route(backend_path, service_path)
 
-    @router.post("/track/{action}", summary="Proxy to the SAM service's /track/* (JSON; streamed propagation passed through)")
-    async def track(action: str, request: Request) -> Response:
-        if action not in TRACK_ACTIONS:
-            return _error(404, f"action: unknown tracking action {action!r}; expected one of {', '.join(TRACK_ACTIONS)}")
-        body = await request.body()
-        call = Call("POST", f"/track/{action}", parse=lambda r: r, idempotent=TRACK_ACTIONS[action], content=body, headers=_forward_headers(request))
-        if action == "propagate" and _wants_stream(body):
-            return await _stream(tracking, call, stream_timeout)
-        return await tracking.send(call)
+    def track_route(action: str, idempotent: bool) -> None:
+        async def proxy(request: Request) -> Response:
+            body = await request.body()
+            call = Call("POST", f"/track/{action}", parse=lambda r: r, idempotent=idempotent, content=body, headers=_forward_headers(request))
+            if action == "propagate" and _wants_stream(body):
+                return await _stream(tracking, call, stream_timeout)
+            return await tracking.send(call)
+
+        proxy.__name__ = f"proxy_track_{action}"
+        summary = f"Proxy to the SAM service's /track/{action} (JSON body forwarded as is)"
+        if action == "propagate":
+            summary += "; with \"stream\": true the NDJSON lines are passed through as they come"
+        router.add_api_route(f"/track/{action}", proxy, methods=["POST"], summary=summary,
+                             openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}}})
+
+    for action, idempotent in TRACK_ACTIONS.items():
+        track_route(action, idempotent)
 
     @router.post(
         "/edit/track/save",

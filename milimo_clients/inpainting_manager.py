@@ -12,10 +12,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import httpx
 
@@ -60,9 +60,10 @@ class DetectionResult:
     width: int
     height: int
     image_id: str | None = None
+    prompts: list[dict[str, Any]] = field(default_factory=list)  # per prompt: index, text, confidence, count
 
     @classmethod
-    def from_json(cls, body: dict[str, Any]) -> "DetectionResult":
+    def from_json(cls, body: dict[str, Any]) -> DetectionResult:
         objects = [
             DetectedObject(
                 mask=o["mask"] if isinstance(o["mask"], dict) else base64.b64decode(o["mask"]),
@@ -73,15 +74,16 @@ class DetectionResult:
             )
             for o in body["objects"]
         ]
-        return cls(objects, int(body["count"]), int(body["width"]), int(body["height"]), body.get("image_id"))
+        return cls(objects, int(body["count"]), int(body["width"]), int(body["height"]), body.get("image_id"), list(body.get("prompts") or []))
 
 
 @dataclass(frozen=True)
 class MaskResult:
     """``/predict/mask`` answer: the best mask (PNG), its score, and the ``image_id`` to click on again.
 
-    With ``multimask=True`` ``masks``/``scores`` hold every candidate, best first; ``logits`` holds the
-    low-resolution logits when ``return_logits=True`` was asked for (as the service sends them).
+    With ``multimask=True`` ``masks``/``scores`` hold every candidate, best first. ``refined`` says whether
+    the object's previous mask was the input (with ``object_id``). ``logits`` holds the low-resolution
+    logits when ``return_logits=True`` was asked for (base64 float32 as sent; ``logits_arrays()`` decodes).
     """
 
     png: bytes = field(repr=False)
@@ -90,10 +92,20 @@ class MaskResult:
     object_id: str | None = None
     masks: list[bytes] = field(default_factory=list, repr=False)
     scores: list[float] = field(default_factory=list)
-    logits: Any = field(default=None, repr=False)
+    refined: bool | None = None
+    logits: list[str] | None = field(default=None, repr=False)
+    logits_shape: tuple[int, ...] | None = None
 
     def mask_array(self):
         return mask_array(self.png)
+
+    def logits_arrays(self) -> list:
+        """The low-resolution logits as float32 numpy arrays of ``logits_shape``, best first."""
+        import numpy as np
+
+        if self.logits is None or self.logits_shape is None:
+            return []
+        return [np.frombuffer(base64.b64decode(b), dtype="<f4").reshape(self.logits_shape) for b in self.logits]
 
     def save(self, path: str | os.PathLike) -> str:
         return _write(self.png, Path(path))
@@ -134,7 +146,11 @@ class _InpaintingCalls:
 
     @staticmethod
     def _prompt_form(text, texts, boxes, box_labels, confidence) -> dict[str, str]:
-        data = {"confidence": str(float(confidence))}
+        data = {}
+        if isinstance(confidence, (int, float)):
+            data["confidence"] = str(float(confidence))
+        elif confidence is not None:  # one threshold per prompt
+            data["confidence"] = form_json([float(c) for c in confidence])
         if text is not None:
             data["text"] = text
         for key, value in (("texts", texts), ("boxes", boxes), ("box_labels", box_labels)):
@@ -208,14 +224,21 @@ class _InpaintingCalls:
         call = self._mask_call(image, image_id, points, labels, box, object_id, refine, multimask, return_logits)
 
         def read(response: httpx.Response) -> MaskResult:
+            refined_header = response.headers.get("X-Refined")
             if response.headers.get("content-type", "").startswith("image/"):
                 png = png_body(response, call.method, call.path)
                 score = response.headers.get("X-Mask-Score")
-                return MaskResult(png, None if score is None else float(score), response.headers.get("X-Image-ID"), object_id, [png], [] if score is None else [float(score)])
+                scores = [] if score is None else [float(score)]
+                refined = None if refined_header is None else refined_header == "true"
+                return MaskResult(png, scores[0] if scores else None, response.headers.get("X-Image-ID"), object_id, [png], scores, refined)
             body = json_body(response, call.method, call.path)
             masks = [base64.b64decode(m) for m in body["masks"]]
             scores = [float(s) for s in body["scores"]]
-            return MaskResult(masks[0], scores[0] if scores else None, body.get("image_id") or response.headers.get("X-Image-ID"), object_id, masks, scores, body.get("logits"))
+            shape = body.get("logits_shape")
+            return MaskResult(
+                masks[0], scores[0] if scores else None, body.get("image_id") or response.headers.get("X-Image-ID"), object_id,
+                masks, scores, body.get("refined"), body.get("low_res_logits"), None if shape is None else tuple(int(v) for v in shape),
+            )
 
         return self._execute(_parse(call, read))
 
@@ -228,7 +251,7 @@ class _InpaintingCalls:
         self,
         image: ImageInput | None = None,
         text: str | None = None,
-        confidence: float = 0.5,
+        confidence: float | Sequence[float] | None = None,
         output_path: str | os.PathLike | None = None,
         *,
         texts: Sequence[str] | None = None,
@@ -248,7 +271,7 @@ class _InpaintingCalls:
         image: ImageInput | None,
         text: str | None,
         object_indices: Sequence[int],
-        confidence: float = 0.5,
+        confidence: float | Sequence[float] | None = None,
         output_path: str | os.PathLike | None = None,
         *,
         texts: Sequence[str] | None = None,
@@ -269,7 +292,7 @@ class _InpaintingCalls:
         self,
         image: ImageInput | None = None,
         text: str | None = None,
-        confidence: float = 0.5,
+        confidence: float | Sequence[float] | None = None,
         *,
         texts: Sequence[str] | None = None,
         boxes: Sequence[Sequence[float]] | None = None,
@@ -278,7 +301,10 @@ class _InpaintingCalls:
         mask_format: str = "png",
     ):
         """Every object matching the prompts (``text``, several ``texts``, box exemplars with
-        ``box_labels`` 1 = positive, 0 = negative) with its mask, pixel box, score and ``prompt_index``."""
+        ``box_labels`` 1 = positive, 0 = negative) with its mask, pixel box, score and ``prompt_index``.
+
+        ``confidence``: a threshold in 0..1, a list with one per prompt, or None for the service's default
+        (0.5; the same for ``get_mask_from_text`` and ``merge_selected``)."""
         files, data = self._image_form(image, image_id)
         data.update(self._prompt_form(text, texts, boxes, box_labels, confidence))
         if mask_format != "png":

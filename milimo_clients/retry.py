@@ -22,7 +22,7 @@ from typing import Any
 
 import tenacity
 
-from milimo_clients.errors import SamServiceBusy, SamServiceError, SamServiceNotRunning, SamServiceUnavailable
+from milimo_clients.errors import SamServiceBusy, SamServiceNotRunning, SamServiceUnavailable
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,7 @@ class RetryPolicy:
 
 
 NO_RETRY = RetryPolicy(max_attempts=1)
+DEFAULT_RETRY = RetryPolicy()
 
 
 def is_retryable(exc: BaseException) -> bool:
@@ -83,4 +84,4 @@ def tenacity_kwargs(policy: RetryPolicy | None, idempotent: bool, budget_s: floa
     )
 
 
-__all__ = ["NO_RETRY", "RetryPolicy", "SamServiceError", "is_retryable", "tenacity_kwargs"]
+__all__ = ["DEFAULT_RETRY", "NO_RETRY", "RetryPolicy", "is_retryable", "tenacity_kwargs"]

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import base64
 import os
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from milimo_clients.base import AsyncServiceClient, ServiceClient
 from milimo_clients.call import Call, plain_json
@@ -51,7 +51,7 @@ class FrameResult:
         return mask_array(self.masks[k])
 
     @classmethod
-    def from_json(cls, body: dict[str, Any]) -> "FrameResult":
+    def from_json(cls, body: dict[str, Any]) -> FrameResult:
         return cls(
             frame_idx=int(body["frame_idx"]),
             object_ids=[int(i) for i in body["object_ids"]],
@@ -139,7 +139,7 @@ class PropagationStream(_StreamView):
     def close(self) -> None:
         self._lines.close()
 
-    def __enter__(self) -> "PropagationStream":
+    def __enter__(self) -> PropagationStream:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -163,7 +163,7 @@ class AsyncPropagationStream(_StreamView):
     async def aclose(self) -> None:
         await self._lines.aclose()
 
-    async def __aenter__(self) -> "AsyncPropagationStream":
+    async def __aenter__(self) -> AsyncPropagationStream:
         return self
 
     async def __aexit__(self, *exc: Any) -> None:

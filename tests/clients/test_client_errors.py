@@ -69,9 +69,9 @@ def test_4xx_carries_the_services_message(tmp_path, image_path):
     settings = tiny_settings(random_weights=False, checkpoint=str(tmp_path / "absent.pt"), media_roots=str(tmp_path))
     with TestClient(create_app(settings), base_url="http://sam") as http:
         tracker = TrackingManager("http://sam", client=http)
-        with pytest.raises(SamServiceError) as err:
-            tracker.start_session("/etc")
-        assert err.value.status_code == 403 and str(err.value).startswith("video_path:")
+        with pytest.raises(SamServiceError) as err:  # the body is checked before the model is needed
+            tracker.start_session("/etc", session_id="no spaces allowed")
+        assert err.value.status_code == 422 and str(err.value).startswith("session_id")
         sam = InpaintingManager("http://sam", client=http)
         with pytest.raises(SamServiceError) as err:
             sam.get_mask_from_text(image_path, "face", confidence=2.0)

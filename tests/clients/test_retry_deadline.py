@@ -61,18 +61,18 @@ def test_429_waits_retry_after_seconds_then_succeeds(server, tmp_path, kind):
     times = [r.at for r in server.hits("/predict/mask")]
     assert len(times) == 3
     gaps = [b - a for a, b in zip(times, times[1:])]
-    assert all(0.95 <= g < 2.0 for g in gaps), gaps  # Retry-After: 1 beats the 0.05 s backoff
+    assert all(0.95 <= g < 3.5 for g in gaps), gaps  # Retry-After: 1 beats the 0.05 s backoff
 
 
 @pytest.mark.parametrize("kind", CALLERS)
 def test_503_loading_with_an_http_date_is_waited_for(server, tmp_path, kind):
-    when = email.utils.formatdate(time.time() + 2, usegmt=True)  # whole seconds: 1..2 s from now
+    when = email.utils.formatdate(time.time() + 4, usegmt=True)  # whole seconds: 3..4 s from now
     server.script("/predict/mask", s.loading(when), s.png)
     start = time.monotonic()
     CALLERS[kind](server, tmp_path, retry=FAST, timeout=20)
     hits = server.hits("/predict/mask")
-    assert len(hits) == 2 and 0.9 <= hits[1].at - hits[0].at < 3.0
-    assert time.monotonic() - start < 4
+    assert len(hits) == 2 and 1.5 <= hits[1].at - hits[0].at < 5.0  # the date, not the 0.05 s backoff
+    assert time.monotonic() - start < 6
 
 
 def test_retry_after_parsing():
@@ -88,8 +88,8 @@ def test_retry_after_beyond_the_deadline_raises_at_once(server, tmp_path, kind):
     server.script("/predict/mask", s.busy("60"))
     start = time.monotonic()
     with pytest.raises(SamServiceBusy) as err:
-        CALLERS[kind](server, tmp_path, retry=FAST, timeout=5)
-    assert time.monotonic() - start < 2 and len(server.hits("/predict/mask")) == 1
+        CALLERS[kind](server, tmp_path, retry=FAST, timeout=20)
+    assert time.monotonic() - start < 5 and len(server.hits("/predict/mask")) == 1  # no sleeping to the deadline
     assert err.value.retry_after_s == 60 and err.value.status_code == 429
 
 
@@ -157,7 +157,7 @@ def test_a_dripping_answer_cannot_outlast_the_budget(server, tmp_path, kind):
     with pytest.raises(SamServiceTimeout) as err:
         CALLERS[kind](server, tmp_path, retry=NO_RETRY, timeout=5)
     elapsed = time.monotonic() - start
-    assert 4.5 <= elapsed < 7.5, elapsed
+    assert 4.5 <= elapsed < 9, elapsed  # unbounded, it would take 2000 s
     assert "5 s budget" in str(err.value)
 
 
@@ -199,8 +199,8 @@ def test_non_json_200_is_a_clear_protocol_error(server, tmp_path, kind):
 
 
 def test_event_loop_stays_free_during_a_slow_call(server):
-    """While the async client waits 1.5 s for an answer, other tasks on the loop keep running."""
-    server.script("/detect", s.slow(1.5, s.json_answer('{"objects": [], "count": 0, "width": 1, "height": 1}')))
+    """While the async client waits 3 s for an answer, other tasks on the loop keep running."""
+    server.script("/detect", s.slow(3.0, s.json_answer('{"objects": [], "count": 0, "width": 1, "height": 1}')))
 
     async def run():
         gaps, last = [], time.monotonic()
@@ -220,4 +220,54 @@ def test_event_loop_stays_free_during_a_slow_call(server):
         return result, gaps
 
     result, gaps = asyncio.run(run())
-    assert result.count == 0 and len(gaps) >= 40 and max(gaps) < 0.3, (len(gaps), max(gaps))
+    # A loop blocked by the call would show one gap of >= 3 s; bounds leave room for a busy machine.
+    assert result.count == 0 and len(gaps) >= 30 and max(gaps) < 2.0, (len(gaps), max(gaps))
+
+
+@pytest.fixture()
+def header_dripper():
+    """A raw socket server that sends its status line and headers one byte every second, forever."""
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    stop = threading.Event()
+
+    def serve():
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.recv(65536)
+                for byte in b"HTTP/1.1 200 OK\r\nX-Padding: " + b"a" * 1000:
+                    if stop.wait(1.0):
+                        break
+                    try:
+                        conn.sendall(bytes([byte]))
+                    except OSError:
+                        break
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    stop.set()
+    thread.join(5)
+    listener.close()
+
+
+class _Url:
+    def __init__(self, url):
+        self.url = url
+
+
+@pytest.mark.parametrize("kind", CALLERS)
+def test_dripping_headers_cannot_outlast_the_budget(header_dripper, tmp_path, kind):
+    start = time.monotonic()
+    with pytest.raises(SamServiceTimeout):
+        CALLERS[kind](_Url(header_dripper), tmp_path, retry=NO_RETRY, timeout=3)
+    assert 2.5 <= time.monotonic() - start < 6  # unbounded, it would take 1000 s

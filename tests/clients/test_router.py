@@ -23,7 +23,7 @@ from milimo_clients.fastapi_router import create_sam_router
 from tests.clients import scripted_server as s
 from tests.server.media import moving_crops, write_video
 
-PASSED = ("content-type", "x-mask-score", "x-object-count", "x-image-id", "retry-after")
+PASSED = ("content-type", "x-mask-score", "x-object-count", "x-image-id", "x-refined", "retry-after")
 
 
 def backend_app(service_url: str, export_root: Path, **options) -> FastAPI:
@@ -220,10 +220,10 @@ def test_streamed_propagation_passes_through_as_it_arrives(scripted, tmp_path):
         assert received[0][0] < sent[-1]  # the first line was read before the service sent the last one
         # A caller that goes away makes the backend go away from the service: the rest is never sent.
         sent.clear()
-        scripted.script("/track/propagate", s.ndjson(lines, 0.6, sent))
+        scripted.script("/track/propagate", s.ndjson(lines, 1.0, sent))
         with httpx.stream("POST", f"{backend.url}/track/propagate", json={"session_id": "s", "stream": True}, timeout=30) as answer:
             next(answer.iter_lines())
-        time.sleep(2.5)
+        time.sleep(3.0)
         assert 1 <= len(sent) < len(lines), sent
         # Without "stream" the propagation is an ordinary JSON call.
         scripted.script("/track/propagate", s.json_answer('{"session_id": "s", "direction": "forward", "num_frames_processed": 0, "frames": []}'))
@@ -234,7 +234,7 @@ def test_streamed_propagation_passes_through_as_it_arrives(scripted, tmp_path):
 
 def test_backend_stays_free_while_a_sam_call_is_in_flight(scripted, tmp_path):
     backend = s.ThreadedUvicorn(backend_app(scripted.url, tmp_path)).start()
-    scripted.script("/detect", s.slow(2.0, s.json_answer('{"objects": [], "count": 0, "width": 1, "height": 1}')))
+    scripted.script("/detect", s.slow(4.0, s.json_answer('{"objects": [], "count": 0, "width": 1, "height": 1}')))
 
     async def run():
         async with httpx.AsyncClient(base_url=backend.url, timeout=30) as http:
@@ -248,7 +248,7 @@ def test_backend_stays_free_while_a_sam_call_is_in_flight(scripted, tmp_path):
 
     health, health_s, pending, detect = asyncio.run(run())
     backend.stop()
-    assert health.json() == {"backend": "ok"} and pending and health_s < 0.5, health_s
+    assert health.json() == {"backend": "ok"} and pending and health_s < 2.0, health_s  # blocked: >= 3.6 s
     assert detect.status_code == 200 and detect.json()["count"] == 0
 
 
@@ -263,7 +263,7 @@ def test_router_retries_busy_and_reports_an_absent_service(scripted, tmp_path):
         scripted.script("/track/start", s.busy("1"))  # not idempotent: the 429 goes back to the caller
         answer = httpx.post(f"{backend.url}/track/start", json={"video_path": "/x"})
         assert answer.status_code == 429 and answer.headers["retry-after"] == "1" and len(scripted.hits("/track/start")) == 1
-        assert httpx.post(f"{backend.url}/track/teleport", json={}).json()["detail"].startswith("action:")
+        assert httpx.post(f"{backend.url}/track/teleport", json={}).status_code == 404
     finally:
         backend.stop()
     policy = RetryPolicy(max_attempts=3, backoff_initial_s=0.05)

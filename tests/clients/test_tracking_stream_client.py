@@ -58,7 +58,7 @@ def test_sync_stream_yields_frames_as_they_arrive_with_progress(server):
 
 def test_async_stream_and_early_exit_disconnects(server):
     sent: list[float] = []
-    server.script("/track/propagate", s.ndjson(events(5), 0.4, sent))
+    server.script("/track/propagate", s.ndjson(events(5), 1.0, sent))
 
     async def run():
         async with AsyncTrackingManager(server.url) as tracker:
@@ -67,7 +67,7 @@ def test_async_stream_and_early_exit_disconnects(server):
                 first = frame
                 break
             await stream.aclose()
-            await asyncio.sleep(1.5)
+            await asyncio.sleep(2.5)
             return first
 
     first = asyncio.run(run())
