@@ -101,8 +101,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     _add_middleware(app, settings)
 
-    # Body limits are counted on the bytes received (chunked bodies too) by FastAPI's own limiter; a router
-    # that takes a body gets one, the 413 message is written by server.errors.
+    # Body limits are counted on the bytes received (chunked bodies too) by FastAPI's own limiter, set per
+    # router: include a router whose routes take a body with max_body_size=... (an app-wide limit would sit
+    # outside the middleware and answer a plain-text 413 without X-Request-ID). server.errors writes the 413.
     upload_limit = settings.max_upload_bytes + _FORM_OVERHEAD_BYTES
     app.include_router(health.router)
     app.include_router(
