@@ -24,7 +24,9 @@ from server.metrics import MetricsMiddleware, ServiceMetrics
 from server.request_id import HEADER as REQUEST_ID_HEADER
 from server.request_id import RequestIdFilter, RequestIdMiddleware
 from server.routes import health, image, track
+from server.routes import media, ui
 from server.routes import metrics as metrics_route
+from server.routes.docs import install_docs
 from server.services.model_service import ModelService
 from server.services.tracking_service import TrackingService
 from server.settings import Settings
@@ -70,6 +72,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         _show_service_logs()
+        log.info("media roots that /track/start may read (SAM_MEDIA_ROOTS): %s",
+                 ", ".join(str(root) for root in settings.media_root_paths))
         models = ModelService(settings)
         tracking = TrackingService(settings, models)
         app.state.settings, app.state.models, app.state.tracking = settings, models, tracking
@@ -96,6 +100,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         # Every route may fail these ways; the body is always {"detail": "..."} (also for 422: a string).
         responses=error_responses(413, 422, 500),
+        docs_url=None,  # served offline by install_docs (no CDN)
+        redoc_url=None,
     )
     app.state.settings = settings
     install_error_handlers(app)
@@ -112,8 +118,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(
         track.router, max_body_size=settings.max_json_bytes, responses=error_responses(400, 403, 404, 409, 429, 503)
     )
+    app.include_router(media.router, responses=error_responses(400, 403, 415))
+    app.include_router(ui.router)
     if settings.metrics:
         app.include_router(metrics_route.router)
+    install_docs(app)
     return app
 
 

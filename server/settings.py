@@ -34,6 +34,11 @@ class Settings(BaseSettings):
     random_weights: bool = Field(False, validation_alias="SAM3_RANDOM_WEIGHTS")
     confidence: float = Field(0.5, ge=0.0, le=1.0, validation_alias="SAM3_CONFIDENCE")
     image_cache_mb: int = Field(1024, ge=0, validation_alias="SAM3_IMAGE_CACHE_MB")
+    # Speed and precision (README "Speed and precision"; the policy is sam3.device.resolve_precision).
+    precision: str = Field("auto", validation_alias="SAM3_PRECISION")
+    compile: bool = Field(False, validation_alias="SAM3_COMPILE")
+    warmup: bool = Field(True, validation_alias="SAM3_WARMUP")
+    num_threads: int | None = Field(None, ge=1, validation_alias="SAM3_NUM_THREADS")
     # Load the model in a background thread so that /health answers while a 3.4 GB download runs.
     load_in_background: bool = Field(True, validation_alias="SAM3_LOAD_IN_BACKGROUND")
 
@@ -42,6 +47,9 @@ class Settings(BaseSettings):
     # JSON bodies (/track/*) are small; their own limit keeps a huge body from being buffered and parsed.
     max_json_kb: int = Field(1024, ge=1, validation_alias="SAM_MAX_JSON_KB")
     max_image_pixels: int = Field(40_000_000, gt=0, validation_alias="SAM_MAX_IMAGE_PIXELS")
+    # Beside the pixel limit: a very thin image (1 x 40M) passes it and explodes in pre-processing.
+    max_image_side: int = Field(16384, gt=0, validation_alias="SAM_MAX_IMAGE_SIDE")
+    max_image_aspect: float = Field(20.0, ge=1.0, validation_alias="SAM_MAX_IMAGE_ASPECT")
     max_text_length: int = Field(500, ge=1, validation_alias="SAM_MAX_TEXT_LENGTH")
     max_points: int = Field(64, ge=1, validation_alias="SAM_MAX_POINTS")
     # Requests allowed to wait for the model at once; more get 429 (queue full).
@@ -52,6 +60,13 @@ class Settings(BaseSettings):
     max_sessions: int = Field(4, ge=1, validation_alias="SAM_MAX_SESSIONS")
     session_ttl_s: float = Field(1800.0, gt=0, validation_alias="SAM_SESSION_TTL_S")
     max_video_frames: int = Field(3000, ge=1, validation_alias="SAM_MAX_VIDEO_FRAMES")
+    # Per session: model-ready frames kept decoded (frames are decoded on demand, never all at once).
+    video_cache_mb: float = Field(256.0, gt=0, validation_alias="SAM_VIDEO_CACHE_MB")
+    # Per session: non-conditioning tracker memories kept around the current, prompted and start frames
+    # (0 keeps every frame, as released; see sam3.modeling.tracker.state.MemoryBank.prune).
+    video_memory_frames: int = Field(64, ge=0, validation_alias="SAM_VIDEO_MEMORY_FRAMES")
+    max_video_side: int = Field(8192, ge=16, validation_alias="SAM_MAX_VIDEO_SIDE")
+    max_video_pixels: int = Field(16_777_216, ge=256, validation_alias="SAM_MAX_VIDEO_PIXELS")
 
     # --- HTTP
     cors_origins: str = Field("*", validation_alias=AliasChoices("SAM_CORS_ORIGINS"))
@@ -62,6 +77,23 @@ class Settings(BaseSettings):
     @classmethod
     def _auto_means_none(cls, value: object) -> object:
         if isinstance(value, str) and value.strip().lower() in ("", "auto"):
+            return None
+        return value
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _known_precision(cls, value: object) -> object:
+        from sam3.device import PRECISION_MODES
+
+        text = "auto" if value is None else str(value).strip().lower() or "auto"
+        if text not in PRECISION_MODES:
+            raise ValueError(f"SAM3_PRECISION must be one of {', '.join(PRECISION_MODES)}, got {value!r}")
+        return text
+
+    @field_validator("num_threads", mode="before")
+    @classmethod
+    def _empty_threads_means_default(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().lower() in ("", "auto", "0"):
             return None
         return value
 

@@ -190,3 +190,47 @@ def test_invalid_features_and_size_raise_value_error(predictor, features):
     two = [torch.cat([t, t]) for t in features.sam2_fpn]
     with pytest.raises(ValueError, match="one image"):
         predictor.predict_inst(BackboneFeatures(two, two, two, two), HW, **CLICK)
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        dict(CLICK, multimask_output=True),
+        dict(point_coords=[[120.0, 60.0], [20.0, 20.0]], point_labels=[1, 0], multimask_output=False),
+        dict(box=[10.0, 20.0, 150.0, 120.0], point_coords=[[60.0, 70.0]], point_labels=[1]),
+        dict(point_coords=np.array([[[120.0, 60.0]], [[30.0, 90.0]]]), point_labels=np.ones((2, 1))),  # B = 2
+        dict(CLICK, return_logits=True),
+    ],
+)
+def test_precomputed_image_tokens_match_the_plain_path(predictor, features, prompt):
+    """The per-image precompute (first block's image-only projections, dense PE) is the plain path
+    to fp32 round-off, with identical thresholded masks."""
+    fast = predictor.prepare_features(features)
+    plain = predictor.prepare_features(features, precompute_tokens=False)
+    assert fast.tokens is not None and plain.tokens is None
+    assert fast.nbytes() > plain.nbytes()
+    a = predictor.predict_inst(fast, HW, **prompt)
+    b = predictor.predict_inst(plain, HW, **prompt)
+    np.testing.assert_allclose(a[1], b[1], atol=1e-5)  # iou
+    np.testing.assert_allclose(a[2], b[2], atol=1e-4)  # low-res logits (|logit| up to ~30)
+    if prompt.get("return_logits"):
+        np.testing.assert_allclose(a[0], b[0], atol=1e-4)
+    else:
+        assert (a[0] != b[0]).mean() < 1e-4
+
+
+def test_bool_masks_are_the_thresholded_float_masks(predictor, features):
+    as_float = predictor.predict_inst(features, HW, **CLICK)[0]
+    as_bool = predictor.predict_inst(features, HW, **CLICK, bool_masks=True)[0]
+    assert as_float.dtype == np.float32 and as_bool.dtype == np.bool_
+    np.testing.assert_array_equal(as_bool, as_float > 0.5)
+
+
+def test_batched_resize_matches_per_channel_resize():
+    from sam3.inference.interactive import _resize
+
+    logits = torch.randn(2, 3, S, S, generator=torch.Generator().manual_seed(3)) * 8
+    ref = F.interpolate(logits, HW, mode="bilinear", align_corners=False)
+    out = _resize(logits, HW)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
+    assert torch.equal(out > 0, ref > 0)

@@ -14,7 +14,7 @@ from torch import nn
 
 from sam3.config import Sam3Config
 from sam3.modeling.layers.norm import LayerNorm2d
-from sam3.modeling.interactive.two_way_transformer import TwoWayTransformer
+from sam3.modeling.interactive.two_way_transformer import ImageTokens, TwoWayTransformer
 from sam3.modeling.layers.mlp import MLP
 
 
@@ -85,6 +85,7 @@ class MaskDecoder(nn.Module):
         multimask_output: bool,
         repeat_image: bool,
         high_res_features: list[torch.Tensor],
+        image_tokens: ImageTokens | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Decode masks for a batch of B prompts.
 
@@ -92,6 +93,9 @@ class MaskDecoder(nn.Module):
         image_pe:          (1, C, g, g) from ``PromptEncoder.get_dense_pe()``
         sparse_prompt_embeddings (B, N, C); dense_prompt_embeddings (B, C, g, g)
         high_res_features: [(B or 1, C/8, 4g, 4g), (B or 1, C/4, 2g, 2g)] after ``conv_s0`` / ``conv_s1``
+        image_tokens: for B prompts on one image without a mask prompt, the image side precomputed by
+                      ``transformer.precompute_image(image_embeddings + no_mask_embed, image_pe)``;
+                      then ``image_pe`` and ``dense_prompt_embeddings`` are not read (may be None).
         Returns masks (B, K, 4g, 4g) logits, iou (B, K), sam_tokens_out (B, K', C),
         object_score_logits (B, 1), with K = 3 for multimask output, else 1. ``sam_tokens_out`` is
         the token the tracker turns into an object pointer: the three candidate tokens (K' = 3) with
@@ -100,7 +104,7 @@ class MaskDecoder(nn.Module):
         """
         masks, iou, mask_tokens, object_score_logits = self._predict_all(
             image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings,
-            repeat_image, high_res_features,
+            repeat_image, high_res_features, image_tokens,
         )  # fmt: skip
         if multimask_output:
             masks, iou, tokens = masks[:, 1:], iou[:, 1:], mask_tokens[:, 1:]
@@ -120,22 +124,29 @@ class MaskDecoder(nn.Module):
         dense: torch.Tensor,
         repeat_image: bool,
         high_res_features: list[torch.Tensor],
+        image_tokens: ImageTokens | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """All 4 masks (B, 4, 4g, 4g), all 4 IoUs (B, 4), the 4 mask tokens (B, 4, C), object logit (B, 1)."""
         b = sparse.shape[0]
         output_tokens = torch.cat([self.obj_score_token.weight, self.iou_token.weight, self.mask_tokens.weight])
         tokens = torch.cat([output_tokens.unsqueeze(0).expand(b, -1, -1), sparse], dim=1)
-        if repeat_image:
-            src = torch.repeat_interleave(image_embeddings, b, dim=0)
-        elif image_embeddings.shape[0] != b:
-            raise ValueError(f"{image_embeddings.shape[0]} image embeddings for {b} prompts; pass repeat_image=True")
+        _, c, h, w = image_embeddings.shape
+        if image_tokens is not None:
+            if image_embeddings.shape[0] != 1:
+                raise ValueError("precomputed image tokens describe one image; got a batch of image embeddings")
+            hs, src = self.transformer(None, None, tokens, image_tokens=image_tokens)
         else:
-            src = image_embeddings
-        src = src + dense
-        pos = torch.repeat_interleave(image_pe, b, dim=0)
-        _, c, h, w = src.shape
-
-        hs, src = self.transformer(src, pos, tokens)
+            if repeat_image:
+                src = torch.repeat_interleave(image_embeddings, b, dim=0)
+            elif image_embeddings.shape[0] != b:
+                raise ValueError(
+                    f"{image_embeddings.shape[0]} image embeddings for {b} prompts; pass repeat_image=True"
+                )
+            else:
+                src = image_embeddings
+            src = src + dense
+            pos = torch.repeat_interleave(image_pe, b, dim=0)
+            hs, src = self.transformer(src, pos, tokens)
         object_token, iou_token = hs[:, 0], hs[:, 1]
         mask_tokens = hs[:, 2 : 2 + self.num_mask_tokens]
 

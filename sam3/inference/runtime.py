@@ -1,0 +1,94 @@
+"""Getting a built model ready to serve: precision (int8 quantisation), compilation, warm-up.
+
+The precision *policy* lives in :mod:`sam3.device` (``resolve_precision``); this module applies a
+resolved :class:`~sam3.device.Precision` to a model once, after building it, and runs the warm-up.
+Autocast itself is not applied here: callers enter ``precision.context()`` around each inference call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from sam3.device import Precision
+from sam3.quantize import quantize_linear_int8
+
+log = logging.getLogger("sam3.runtime")
+
+
+@dataclass(frozen=True)
+class RuntimeReport:
+    """What :func:`prepare_model` did: the quantised linears and the compiled modules (qualified names)."""
+
+    quantized: tuple[str, ...] = ()
+    compiled: tuple[str, ...] = ()
+
+
+def set_num_threads(num_threads: int | None) -> None:
+    """Torch's intra-op CPU threads (``SAM3_NUM_THREADS``) for the calling thread; None or 0: unchanged.
+
+    OpenMP keeps the count per calling thread once that thread has run a parallel region, so a
+    server sets it in the thread of every model call (:func:`inference_context`), not once at start-up.
+    """
+    if num_threads and torch.get_num_threads() != int(num_threads):
+        torch.set_num_threads(int(num_threads))
+
+
+@contextlib.contextmanager
+def inference_context(precision: Precision, num_threads: int | None = None) -> Iterator[None]:
+    """Around one model call: the thread count, then the precision's autocast / TF32 context."""
+    set_num_threads(num_threads)
+    with precision.context():
+        yield
+
+
+def prepare_model(model, precision: Precision, compile: bool = False) -> RuntimeReport:
+    """Apply ``precision`` and ``compile`` to a built, eval-mode ``Sam3Model`` in place.
+
+    * int8: the large ``nn.Linear`` layers of the whole model (vision trunk, text encoder, detector,
+      tracker heads) become dynamically quantised int8 linears;
+    * compile: the vision trunk (the ViT: most of an image's cost) is compiled with ``torch.compile``
+      for the fixed input size. The first call after this compiles (seconds to minutes): run
+      :func:`warm_up` before serving.
+    """
+    quantized: list[str] = []
+    if precision.quantize_int8:
+        quantized = quantize_linear_int8(model)
+        log.info("int8: %d linear layers quantised", len(quantized))
+    compiled: list[str] = []
+    if compile:
+        trunk = model.detector.backbone.vision_backbone.trunk
+        # dynamic=False: the trunk always sees (B, 3, S, S) at the model's one input size.
+        trunk.compile(dynamic=False)
+        compiled.append("detector.backbone.vision_backbone.trunk")
+    return RuntimeReport(tuple(quantized), tuple(compiled))
+
+
+def warm_up(model, precision: Precision, num_threads: int | None = None, text: str = "an object") -> float:
+    """One untimed pass of each image path the service serves: encode, text prompt, click.
+
+    Runs on a throwaway processor (no feature cache, no counters of the serving processor touched)
+    under :func:`inference_context`, so kernels are selected, autocast caches built and a compiled trunk
+    is compiled before the first user request. Returns the seconds it took.
+    """
+    import time
+
+    from sam3.inference.processor import Sam3Processor
+
+    started = time.perf_counter()
+    size = model.config.image_size
+    # A smooth gradient (not noise): the same work as a photo, and deterministic.
+    ramp = np.linspace(0, 255, size, dtype=np.float32)
+    image = np.stack([np.add.outer(ramp, ramp) / 2, np.tile(ramp, (size, 1)), np.tile(ramp[:, None], (1, size))], -1)
+    processor = Sam3Processor(model, feature_cache_bytes=0, text_cache_entries=0)
+    with inference_context(precision, num_threads):
+        state = processor.set_image(image.astype(np.uint8))
+        processor.set_text_prompt(text, state)
+        if model.tracker is not None:
+            processor.predict_inst(state, point_coords=[[size / 2, size / 2]], point_labels=[1])
+    return time.perf_counter() - started

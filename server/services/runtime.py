@@ -1,0 +1,42 @@
+"""Start-up steps between building the model and serving it (precision, compile, warm-up), and the
+context every model call runs in (threads, autocast).
+
+Called once from ``ModelService.load`` (in its loading thread); the decisions themselves live in
+``sam3.device`` (which precision) and ``sam3.inference.runtime`` (how to apply it).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from server.settings import Settings
+
+if TYPE_CHECKING:
+    from sam3.device import Precision
+
+log = logging.getLogger("sam3.server")
+
+
+def prepare_for_serving(model, precision: Precision, settings: Settings) -> None:
+    """int8 quantisation / ``SAM3_COMPILE``, then the ``SAM3_WARMUP`` pass (with ``SAM3_NUM_THREADS``)."""
+    from sam3.inference.runtime import prepare_model, warm_up
+
+    report = prepare_model(model, precision, compile=settings.compile)
+    log.info(
+        "precision %s (%s); %d int8 linears; compiled: %s",
+        precision.mode, precision.reason, len(report.quantized), ", ".join(report.compiled) or "nothing",
+    )
+    if settings.warmup:
+        log.info("warm-up: one untimed pass of encode, text prompt and click took %.1f s", warm_up(model, precision, settings.num_threads))
+
+
+def call_context(precision: Precision | None, settings: Settings):
+    """The context ``ModelService`` enters around every model call (nothing before the model loaded)."""
+    import contextlib
+
+    if precision is None:
+        return contextlib.nullcontext()
+    from sam3.inference.runtime import inference_context
+
+    return inference_context(precision, settings.num_threads)

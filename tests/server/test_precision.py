@@ -1,0 +1,88 @@
+"""SAM3_PRECISION / SAM3_COMPILE / SAM3_WARMUP / SAM3_NUM_THREADS in the real app (tiny preset, CPU)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from fastapi.testclient import TestClient
+
+from sam3.device import resolve_precision
+from server.main import create_app
+from server.settings import Settings
+from tests.server.conftest import tiny_settings
+from tests.server.media import decode_mask, encode
+
+
+def test_health_reports_the_resolved_precision(client):
+    body = client.get("/health").json()
+    # "auto" on this CPU: bf16 where the CPU computes bf16 natively, else fp32.
+    assert body["precision"] == resolve_precision("auto", "cpu").mode
+
+
+def test_int8_app_serves_clicks_and_text(coffee):
+    """int8 on the CPU: the large linears are quantised, the warm-up ran, both image paths answer."""
+    settings = tiny_settings(precision="int8", warmup=True, num_threads=1)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        health = client.get("/health").json()
+        assert health["model_loaded"], health["error"]
+        assert health["precision"] == "int8" and health["backbone_runs"] == 0  # warm-up uses its own processor
+        image = {"image": ("c.jpg", encode(coffee, "JPEG"), "image/jpeg")}
+        click = client.post("/predict/mask", files=image, data={"points": json.dumps([[300, 200]])})
+        assert click.status_code == 200, click.text
+        assert decode_mask(click.content).shape == coffee.shape[:2]
+        detect = client.post("/detect", files=image, data={"text": "a cup", "confidence": "0.0"})
+        assert detect.status_code == 200, detect.text
+        assert detect.json()["count"] > 0
+
+
+def test_bf16_app_serves_clicks():
+    """bf16 autocast on the CPU (emulated on AVX2: slow but correct): the answer is a valid mask."""
+    import numpy as np
+
+    image = (np.random.default_rng(0).random((96, 128, 3)) * 255).astype(np.uint8)
+    with TestClient(create_app(tiny_settings(precision="bf16", warmup=False)), raise_server_exceptions=False) as client:
+        assert client.get("/health").json()["precision"] == "bf16"
+        response = client.post(
+            "/predict/mask", files={"image": ("r.png", encode(image, "PNG"), "image/png")},
+            data={"points": "[[64, 48]]", "multimask": "true"},
+        )  # fmt: skip
+        assert response.status_code == 200, response.text
+        assert len(response.json()["masks"]) == 3
+
+
+def test_a_precision_the_device_cannot_run_leaves_the_service_up_saying_why():
+    with TestClient(create_app(tiny_settings(device="cpu", precision="int8", warmup=False))) as ok:
+        assert ok.get("/health").json()["model_loaded"] is True
+    if torch.cuda.is_available():  # int8 on CUDA is refused with the reason in /health
+        with TestClient(create_app(tiny_settings(device="cuda", precision="int8"))) as client:
+            body = client.get("/health").json()
+            assert body["model_loaded"] is False and "CPU only" in body["error"]
+
+
+@pytest.mark.parametrize(
+    "env, expected",
+    [
+        ({}, ("auto", False, True, None)),
+        ({"SAM3_PRECISION": "INT8", "SAM3_COMPILE": "true", "SAM3_WARMUP": "false", "SAM3_NUM_THREADS": "3"},
+         ("int8", True, False, 3)),
+        ({"SAM3_PRECISION": "", "SAM3_NUM_THREADS": ""}, ("auto", False, True, None)),
+    ],
+)  # fmt: skip
+def test_settings_from_the_environment(monkeypatch, tmp_path, env, expected):
+    monkeypatch.chdir(tmp_path)
+    for name in ("SAM3_PRECISION", "SAM3_COMPILE", "SAM3_WARMUP", "SAM3_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    s = Settings()
+    assert (s.precision, s.compile, s.warmup, s.num_threads) == expected
+
+
+@pytest.mark.parametrize("name, value", [("SAM3_PRECISION", "int4"), ("SAM3_NUM_THREADS", "-2")])
+def test_bad_values_are_refused(monkeypatch, tmp_path, name, value):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=name):
+        Settings()

@@ -1,0 +1,83 @@
+"""The precision policy (sam3.device.resolve_precision) on every (mode, device, CPU) combination.
+
+The policy is a pure function of its inputs; devices this machine lacks are passed as torch.device
+values (nothing runs on them), and CPUs as CpuInfo values.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sam3.device import CpuInfo, cpu_info, resolve_device, resolve_precision
+
+AVX2 = CpuInfo("AVX2", avx512_bf16=False, amx_bf16=False)
+AVX512_BF16 = CpuInfo("AVX512", avx512_bf16=True, amx_bf16=False)
+AMX = CpuInfo("AVX512", avx512_bf16=False, amx_bf16=True)
+CUDA, MPS, CPU = torch.device("cuda"), torch.device("mps"), torch.device("cpu")
+
+
+@pytest.mark.parametrize(
+    "requested, device, cpu, mode, dtype, tf32",
+    [
+        ("auto", CUDA, None, "bf16", torch.bfloat16, True),
+        ("auto", MPS, None, "fp32", None, False),
+        ("auto", CPU, AVX2, "fp32", None, False),
+        ("auto", CPU, AVX512_BF16, "bf16", torch.bfloat16, False),
+        ("auto", CPU, AMX, "bf16", torch.bfloat16, False),
+        (None, CPU, AVX2, "fp32", None, False),
+        ("fp32", CUDA, None, "fp32", None, False),
+        ("fp32", CPU, AMX, "fp32", None, False),
+        ("bf16", CPU, AVX2, "bf16", torch.bfloat16, False),
+        ("fp16", CUDA, None, "fp16", torch.float16, True),
+        ("BF16", CUDA, None, "bf16", torch.bfloat16, True),
+        ("int8", CPU, AVX2, "int8", None, False),
+    ],
+)
+def test_policy(requested, device, cpu, mode, dtype, tf32):
+    p = resolve_precision(requested, device, cpu=cpu)
+    assert (p.mode, p.autocast_dtype, p.tf32, p.device) == (mode, dtype, tf32, device)
+    assert p.quantize_int8 == (mode == "int8") and p.is_exact == (mode == "fp32") and p.reason
+
+
+def test_emulated_bf16_is_said_in_the_reason():
+    assert "emulated" in resolve_precision("bf16", CPU, cpu=AVX2).reason
+    assert "no native bf16" in resolve_precision("auto", CPU, cpu=AVX2).reason
+
+
+@pytest.mark.parametrize(
+    "requested, device, match",
+    [
+        ("int8", CUDA, "CPU only"),
+        ("int8", MPS, "CPU only"),
+        ("bf16", MPS, "not supported on MPS"),
+        ("fp16", MPS, "not supported on MPS"),
+        ("int4", CPU, "precision must be one of"),
+    ],
+)
+def test_refusals_say_why(requested, device, match):
+    with pytest.raises(ValueError, match=match):
+        resolve_precision(requested, device, cpu=AVX2)
+
+
+def test_this_machine_is_probed():
+    info = cpu_info()
+    assert info.capability == torch.backends.cpu.get_cpu_capability()
+    assert info.describe().startswith(info.capability)
+
+
+def test_context_is_scoped_not_global():
+    """Autocast is on inside the context only; fp32 enters nothing at all."""
+    bf16 = resolve_precision("bf16", CPU, cpu=AVX2)
+    a, b = torch.randn(4, 8), torch.randn(8, 4)
+    with bf16.context():
+        assert torch.is_autocast_enabled("cpu") and (a @ b).dtype == torch.bfloat16
+    assert not torch.is_autocast_enabled("cpu") and (a @ b).dtype == torch.float32
+    with resolve_precision("fp32", CPU).context():
+        assert not torch.is_autocast_enabled("cpu")
+
+
+def test_resolve_device_reads_no_environment(monkeypatch):
+    monkeypatch.setenv("SAM3_DEVICE", "cuda:7")
+    assert resolve_device(None) == resolve_device("auto")
+    assert resolve_device("cpu") == CPU
