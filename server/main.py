@@ -16,10 +16,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from server.errors import ErrorEdgeMiddleware, error_responses, install_error_handlers
+from server.form_checks import refuse_empty_fields
 from server.metrics import MetricsMiddleware, ServiceMetrics
 from server.request_id import HEADER as REQUEST_ID_HEADER
 from server.request_id import RequestIdFilter, RequestIdMiddleware
@@ -113,7 +114,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     upload_limit = settings.max_upload_bytes + _FORM_OVERHEAD_BYTES
     app.include_router(health.router)
     app.include_router(
-        image.router, max_body_size=upload_limit, responses=error_responses(400, 404, 415, 429, 503)
+        image.router,
+        max_body_size=upload_limit,
+        dependencies=[Depends(refuse_empty_fields)],
+        responses=error_responses(400, 404, 415, 429, 503),
     )
     app.include_router(
         track.router, max_body_size=settings.max_json_bytes, responses=error_responses(400, 403, 404, 409, 429, 503)
