@@ -16,10 +16,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from server.errors import ErrorEdgeMiddleware, error_responses, install_error_handlers
+from server.form_checks import refuse_empty_fields
 from server.metrics import MetricsMiddleware, ServiceMetrics
 from server.request_id import HEADER as REQUEST_ID_HEADER
 from server.request_id import RequestIdFilter, RequestIdMiddleware
@@ -107,12 +108,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     _add_middleware(app, settings)
 
-    # Body limits are counted on the bytes received (chunked bodies too) by FastAPI's own limiter; a router
-    # that takes a body gets one, the 413 message is written by server.errors.
+    # Body limits are counted on the bytes received (chunked bodies too) by FastAPI's own limiter, set per
+    # router: include a router whose routes take a body with max_body_size=... (an app-wide limit would sit
+    # outside the middleware and answer a plain-text 413 without X-Request-ID). server.errors writes the 413.
     upload_limit = settings.max_upload_bytes + _FORM_OVERHEAD_BYTES
     app.include_router(health.router)
     app.include_router(
-        image.router, max_body_size=upload_limit, responses=error_responses(400, 404, 415, 429, 503)
+        image.router,
+        max_body_size=upload_limit,
+        dependencies=[Depends(refuse_empty_fields)],
+        responses=error_responses(400, 404, 415, 429, 503),
     )
     app.include_router(
         track.router, max_body_size=settings.max_json_bytes, responses=error_responses(400, 403, 404, 409, 429, 503)

@@ -146,20 +146,9 @@ class _StateCollector(Collector):
 
 
 def model_precision(models: Any) -> str:
-    """The precision in use: the service's own setting once it has one, else the weights' dtype."""
-    precision = getattr(models, "precision", None)
-    if precision:
-        return str(precision)
-    model = models.model
-    if model is None:
-        return "none"
-    for parameter in model.parameters():
-        dtype = str(parameter.dtype).removeprefix("torch.")
-        return _SETTING_NAMES.get(dtype, dtype)
-    return "none"
-
-
-_SETTING_NAMES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}  # as SAM3_PRECISION names them
+    """The precision in use after ``auto`` (``SAM3_PRECISION``), as ``/health`` reports it; ``none`` before
+    the model is loaded."""
+    return models.precision.mode if models.precision is not None else "none"
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:

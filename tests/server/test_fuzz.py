@@ -23,7 +23,7 @@ from schemathesis.checks import (
 
 from tests.server.live import start_app, stop_server
 
-EXAMPLES_PER_OPERATION = 30
+EXAMPLES_PER_OPERATION = 20
 SEED = 20261201
 CHECKS = [
     not_a_server_error,

@@ -209,13 +209,13 @@ def test_integers_beyond_64_bits_are_400(api, photo_png, fields, field):
 
 
 def test_huge_integers_in_json_bodies_are_4xx(api):
-    for body in (
-        {"session_id": "s", "frame_idx": 2**70, "points": [[1, 1]]},
-        {"session_id": "s", "direction": "forward", "start_frame": 2**64},
+    for path, body, field in (
+        ("/track/prompt", {"session_id": "s", "frame_idx": 2**70, "points": [[1, 1]]}, "frame_idx"),
+        ("/track/prompt", {"session_id": "s", "frame_idx": 0, "points": [[1, 1]], "obj_id": 2**63}, "obj_id"),
+        ("/track/propagate", {"session_id": "s", "direction": "forward", "start_frame": 2**64}, "start_frame"),
+        ("/track/propagate", {"session_id": "s", "max_frames": -(2**70)}, "max_frames"),
     ):
-        path = "/track/prompt" if "frame_idx" in body else "/track/propagate"
-        response = api.post(path, json=body)
-        assert 400 <= response.status_code < 500, (response.status_code, response.text[:200])
+        assert_error(api.post(path, json=body), 422, field)
 
 
 def test_empty_text_is_422_must_not_be_empty(api, photo_png):
