@@ -31,6 +31,12 @@ if [ ! -f "$ORACLE/.stamp" ] || [ "$(cat "$ORACLE/.stamp")" != "$ORACLE_PKGS" ];
   echo "$ORACLE_PKGS" > "$ORACLE/.stamp"
 fi
 
+# The web page's browser tests (tests/ui) drive Debian's Chromium: install it on a fresh machine when we can.
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "== installing Debian's chromium for the browser tests (tests/ui)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+
 export PYTHONDONTWRITEBYTECODE=1
 if [ "${1:-}" = "--full" ]; then
   shift

@@ -182,7 +182,7 @@ class Ours:
         from sam3.inference.video_predictor import Sam3VideoPredictor
 
         self.predictor = Sam3VideoPredictor(self.model, TrackingHeuristics(**heuristics))
-        self.sid = self.predictor.start_session(str(self.frames_dir)).session_id
+        self.sid = self.predictor.start_session(str(self.frames_dir))  # the typed session
         self.stream = None
 
     def prompt(self, text: str) -> dict:
@@ -193,7 +193,7 @@ class Ours:
 
     def next(self) -> dict:
         if self.stream is None:
-            self.stream = self.predictor.propagate_in_video(self.sid, "forward")
+            self.stream = self.predictor.propagate(self.sid, "forward")
         t0 = time.perf_counter()
         with self.precision.context():
             r = next(self.stream, None)

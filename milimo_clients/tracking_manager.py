@@ -1,15 +1,26 @@
-"""``TrackingManager``: video object tracking sessions on the SAM 3 service (``/track/*``)."""
+"""``TrackingManager`` / ``AsyncTrackingManager``: video object tracking sessions (``/track/*``).
+
+``propagate`` returns every frame at the end; ``propagate_stream`` yields each frame as the service
+computes it (NDJSON), with a progress callback, and stops the propagation on the service when the caller
+stops iterating (closing the stream disconnects; the service stops within one frame). ``cancel`` stops a
+propagation from elsewhere; frames computed so far stay in the session (``get_frames``).
+"""
 
 from __future__ import annotations
 
 import base64
-import json
 import os
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Sequence
 
-from milimo_clients.base import ServiceClient
+from milimo_clients.base import AsyncServiceClient, ServiceClient
+from milimo_clients.call import Call, plain_json
+from milimo_clients.errors import SamProtocolError, error_for_status, json_body, missing_field
+from milimo_clients.export import write_tracking_export
+from milimo_clients.masks import mask_array
+
+Progress = Callable[[int, int], None]  # (frames done, frames planned)
 
 
 @dataclass(frozen=True)
@@ -23,17 +34,21 @@ class TrackingSession:
 
 @dataclass(frozen=True)
 class FrameResult:
-    """Objects on one frame. ``masks`` are 0/255 PNG bytes at the video size, aligned with ``object_ids``."""
+    """Objects on one frame. ``masks`` (aligned with ``object_ids``) are 0/255 PNG bytes at the video size,
+    or COCO RLE dicts with ``mask_format="rle"``; ``mask_array(k)`` decodes either."""
 
     frame_idx: int
     object_ids: list[int]
     scores: list[float]
-    masks: list[bytes] = field(repr=False)
+    masks: list[bytes | dict] = field(repr=False)
     boxes: list[list[float]]  # pixel x0, y0, x1, y1
 
     @property
     def num_objects(self) -> int:
         return len(self.object_ids)
+
+    def mask_array(self, k: int):
+        return mask_array(self.masks[k])
 
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> "FrameResult":
@@ -41,7 +56,7 @@ class FrameResult:
             frame_idx=int(body["frame_idx"]),
             object_ids=[int(i) for i in body["object_ids"]],
             scores=[float(s) for s in body["scores"]],
-            masks=[base64.b64decode(m) for m in body["masks"]],
+            masks=[m if isinstance(m, dict) else base64.b64decode(m) for m in body["masks"]],
             boxes=[[float(v) for v in b] for b in body["boxes"]],
         )
 
@@ -54,28 +69,139 @@ class PropagationResult:
     frames: list[FrameResult]
 
 
-class TrackingManager(ServiceClient):
-    """Client of ``/track/start``, ``/track/prompt``, ``/track/propagate`` and ``/track/stop``.
+class _StreamState:
+    """Reads the NDJSON events of ``/track/propagate`` with ``stream: true`` (contract, Extensions)."""
 
-    Propagation of a long video on a CPU can take many minutes: the default read timeout is 30 minutes.
-    """
+    def __init__(self, call: Call, on_progress: Progress | None):
+        self.call = call
+        self.on_progress = on_progress
+        self.total: int | None = None
+        self.done = 0
+        self.cancelled = False
+        self.num_frames_processed: int | None = None
+        self.finished = False
 
-    def __init__(self, base_url: str | None = None, *, timeout: float = 1800.0, **kwargs: Any):
-        super().__init__(base_url, timeout=timeout, **kwargs)
+    def feed(self, event: dict[str, Any]) -> FrameResult | None:
+        kind = event.get("event")
+        try:
+            if kind == "start":
+                self.total = int(event["total"])
+                return None
+            if kind == "frame":
+                frame = FrameResult.from_json(event)
+                self.done = int(event["done"])
+                self.total = int(event.get("total", self.total or 0))
+                if self.on_progress is not None:
+                    self.on_progress(self.done, self.total)
+                return frame
+            if kind == "end":
+                self.num_frames_processed = int(event["num_frames_processed"])
+                self.cancelled = bool(event.get("cancelled", False))
+                self.finished = True
+                return None
+            if kind == "error":
+                self.finished = True
+                raise error_for_status(int(event["status"]), str(event["detail"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SamProtocolError(f"{self.call.path}: bad {kind!r} line ({type(exc).__name__}: {exc})") from None
+        raise SamProtocolError(f"{self.call.path}: unknown stream event {kind!r}")
 
-    def start_session(self, video_path: str | os.PathLike, session_id: str | None = None) -> TrackingSession:
+    def check_finished(self) -> None:
+        if not self.finished:
+            raise SamProtocolError(f"{self.call.path}: the stream ended before its last line (after {self.done} frames)")
+
+
+class _StreamView:
+    def __init__(self, state: _StreamState):
+        self._state = state
+
+    total = property(lambda self: self._state.total, doc="frames planned (after the first line)")
+    done = property(lambda self: self._state.done, doc="frames received so far")
+    cancelled = property(lambda self: self._state.cancelled, doc="True when the propagation was cancelled")
+    num_frames_processed = property(lambda self: self._state.num_frames_processed, doc="from the last line")
+
+
+class PropagationStream(_StreamView):
+    """Iterate for ``FrameResult`` objects as they arrive; ``close()`` (or leaving the ``with`` block)
+    disconnects, which stops the propagation on the service."""
+
+    def __init__(self, lines: Iterator[dict[str, Any]], state: _StreamState):
+        super().__init__(state)
+        self._lines = lines
+
+    def __iter__(self) -> Iterator[FrameResult]:
+        for event in self._lines:
+            frame = self._state.feed(event)
+            if frame is not None:
+                yield frame
+        self._state.check_finished()
+
+    def close(self) -> None:
+        self._lines.close()
+
+    def __enter__(self) -> "PropagationStream":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class AsyncPropagationStream(_StreamView):
+    """``async for frame in stream``; ``await stream.aclose()`` disconnects (stops the propagation)."""
+
+    def __init__(self, lines: AsyncIterator[dict[str, Any]], state: _StreamState):
+        super().__init__(state)
+        self._lines = lines
+
+    async def __aiter__(self) -> AsyncIterator[FrameResult]:
+        async for event in self._lines:
+            frame = self._state.feed(event)
+            if frame is not None:
+                yield frame
+        self._state.check_finished()
+
+    async def aclose(self) -> None:
+        await self._lines.aclose()
+
+    async def __aenter__(self) -> "AsyncPropagationStream":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.aclose()
+
+
+def _json_call(path: str, body: dict[str, Any], idempotent: bool, read: Callable[[dict[str, Any]], Any]) -> Call:
+    def parse(response):
+        data = json_body(response, "POST", path)
+        try:
+            return read(data)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise missing_field(exc, "POST", path, response) from None
+
+    return Call("POST", path, parse=parse, idempotent=idempotent, json=plain_json(body))
+
+
+def _propagate_body(session_id, direction, start_frame, max_frames, mask_format) -> dict[str, Any]:
+    body: dict[str, Any] = {"session_id": session_id, "direction": direction, "max_frames": int(max_frames)}
+    if start_frame is not None:
+        body["start_frame"] = int(start_frame)
+    if mask_format != "png":
+        body["mask_format"] = mask_format
+    return body
+
+
+class _TrackingCalls:
+    """The method bodies of both tracking managers (request building and answer reading, once)."""
+
+    _execute: Callable[[Call], Any]
+
+    def start_session(self, video_path: str | os.PathLike, session_id: str | None = None):
         """Open a session on a video file or a folder of JPEG/PNG frames (a path the service can read)."""
         body: dict[str, Any] = {"video_path": str(video_path)}
         if session_id is not None:
             body["session_id"] = session_id
-        data = self.request("POST", "/track/start", json=body).json()
-        return TrackingSession(
-            session_id=data["session_id"],
-            num_frames=int(data["num_frames"]),
-            width=int(data["width"]),
-            height=int(data["height"]),
-            fps=None if data.get("fps") is None else float(data["fps"]),
-        )
+        read = lambda d: TrackingSession(d["session_id"], int(d["num_frames"]), int(d["width"]), int(d["height"]), None if d.get("fps") is None else float(d["fps"]))  # noqa: E731
+        return self._execute(_json_call("/track/start", body, False, read))
 
     def add_prompt(
         self,
@@ -86,58 +212,94 @@ class TrackingManager(ServiceClient):
         labels: Sequence[int] | None = None,
         boxes: Sequence[Sequence[float]] | Sequence[float] | None = None,
         obj_id: int | None = None,
-    ) -> FrameResult:
+        *,
+        mask_format: str = "png",
+    ):
         """Prompt one frame with text, pixel points (labels default to 1) and/or normalised cxcywh boxes."""
         body: dict[str, Any] = {"session_id": session_id, "frame_idx": int(frame_idx)}
-        optional = {"text": text, "points": points, "labels": labels, "boxes": boxes, "obj_id": obj_id}
-        for key, value in optional.items():
+        for key, value in {"text": text, "points": points, "labels": labels, "boxes": boxes, "obj_id": obj_id}.items():
             if value is not None:
-                body[key] = json.loads(json.dumps(value))  # tuples / numpy scalars -> plain JSON
-        return FrameResult.from_json(self.request("POST", "/track/prompt", json=body).json())
+                body[key] = value
+        if mask_format != "png":
+            body["mask_format"] = mask_format
+        return self._execute(_json_call("/track/prompt", body, False, FrameResult.from_json))
 
-    def propagate(
+    def propagate(self, session_id: str, direction: str = "both", start_frame: int | None = None, max_frames: int = -1, *, mask_format: str = "png"):
+        """Track the prompted objects through the video (``max_frames=-1``: all frames); one answer at the end."""
+        body = _propagate_body(session_id, direction, start_frame, max_frames, mask_format)
+        read = lambda d: PropagationResult(d["session_id"], d["direction"], int(d["num_frames_processed"]), [FrameResult.from_json(f) for f in d["frames"]])  # noqa: E731
+        return self._execute(_json_call("/track/propagate", body, False, read))
+
+    def propagate_stream(
         self,
         session_id: str,
         direction: str = "both",
         start_frame: int | None = None,
         max_frames: int = -1,
-    ) -> PropagationResult:
-        """Track the prompted objects through the video (``max_frames=-1``: all frames)."""
-        body: dict[str, Any] = {"session_id": session_id, "direction": direction, "max_frames": int(max_frames)}
-        if start_frame is not None:
-            body["start_frame"] = int(start_frame)
-        data = self.request("POST", "/track/propagate", json=body).json()
-        return PropagationResult(
-            session_id=data["session_id"],
-            direction=data["direction"],
-            num_frames_processed=int(data["num_frames_processed"]),
-            frames=[FrameResult.from_json(f) for f in data["frames"]],
-        )
+        *,
+        mask_format: str = "png",
+        on_progress: Progress | None = None,
+    ):
+        """A ``PropagationStream`` (``AsyncPropagationStream`` on the async manager) of frames as they are
+        computed; ``on_progress(done, total)`` after each. The request is sent when iteration starts."""
+        body = _propagate_body(session_id, direction, start_frame, max_frames, mask_format)
+        body["stream"] = True
+        call = _json_call("/track/propagate", body, False, lambda d: d)
+        return self._open_stream(call, _StreamState(call, on_progress))
 
-    def stop_session(self, session_id: str) -> bool:
+    def cancel(self, session_id: str):
+        """Stop the session's running propagation; False when none was running."""
+        return self._execute(_json_call("/track/cancel", {"session_id": session_id}, True, lambda d: bool(d["cancelled"])))
+
+    def get_frames(self, session_id: str, start: int | None = None, end: int | None = None, *, mask_format: str = "png"):
+        """The stored results of frames already computed (``start``..``end``), in frame order."""
+        body: dict[str, Any] = {"session_id": session_id}
+        if start is not None:
+            body["start"] = int(start)
+        if end is not None:
+            body["end"] = int(end)
+        if mask_format != "png":
+            body["mask_format"] = mask_format
+        return self._execute(_json_call("/track/frames", body, True, lambda d: [FrameResult.from_json(f) for f in d["frames"]]))
+
+    def remove_object(self, session_id: str, obj_id: int):
+        """Forget one object everywhere in the session; False when it was not there."""
+        body = {"session_id": session_id, "obj_id": int(obj_id)}
+        return self._execute(_json_call("/track/remove_object", body, True, lambda d: bool(d["removed"])))
+
+    def reset(self, session_id: str):
+        """Drop every prompt and result of the session (the video stays loaded)."""
+        return self._execute(_json_call("/track/reset", {"session_id": session_id}, True, lambda d: bool(d["reset"])))
+
+    def stop_session(self, session_id: str):
         """Close the session and free its memory; False if it was unknown or already closed."""
-        return bool(self.request("POST", "/track/stop", json={"session_id": session_id}).json()["closed"])
+        return self._execute(_json_call("/track/stop", {"session_id": session_id}, True, lambda d: bool(d["closed"])))
 
     @staticmethod
     def save_results(session_id: str, frames: Sequence[FrameResult | dict], out_dir: str | os.PathLike) -> str:
-        """Write ``masks/<frame>_<obj>.png`` per object and a ``manifest.json``; returns the manifest path."""
-        out = Path(out_dir)
-        (out / "masks").mkdir(parents=True, exist_ok=True)
-        entries = []
-        for frame in frames:
-            f = frame if isinstance(frame, FrameResult) else FrameResult.from_json(frame)
-            objects = []
-            for k, obj_id in enumerate(f.object_ids):
-                rel = f"masks/{f.frame_idx}_{obj_id}.png"
-                (out / rel).write_bytes(f.masks[k])
-                objects.append({
-                    "obj_id": obj_id,
-                    "score": f.scores[k] if k < len(f.scores) else None,
-                    "box": f.boxes[k] if k < len(f.boxes) else None,
-                    "mask": rel,
-                })
-            entries.append({"frame_idx": f.frame_idx, "objects": objects})
-        manifest = {"session_id": session_id, "num_frames": len(entries), "frames": entries}
-        path = out / "manifest.json"
-        path.write_text(json.dumps(manifest, indent=2))
-        return str(path)
+        """Write ``masks/<frame>_<obj>.png`` per object (from PNG or RLE frames) and ``manifest.json`` under
+        ``out_dir``; returns the manifest path. A plain function on both managers (no service call)."""
+        write_tracking_export(session_id, frames, out_dir)
+        return os.path.join(str(out_dir), "manifest.json")
+
+
+class TrackingManager(_TrackingCalls, ServiceClient):
+    """Client of ``/track/*``. Propagation of a long video on a CPU can take many minutes: the default
+    budget per call is 30 minutes (``timeout``); prefer ``propagate_stream`` for progress."""
+
+    def __init__(self, base_url: str | None = None, *, timeout: float = 1800.0, **kwargs: Any):
+        super().__init__(base_url, timeout=timeout, **kwargs)
+
+    def _open_stream(self, call: Call, state: _StreamState) -> PropagationStream:
+        return PropagationStream(self._lines(call), state)
+
+
+class AsyncTrackingManager(_TrackingCalls, AsyncServiceClient):
+    """``TrackingManager`` on ``httpx.AsyncClient``: the same methods, awaited (``propagate_stream`` is
+    used with ``async for``)."""
+
+    def __init__(self, base_url: str | None = None, *, timeout: float = 1800.0, **kwargs: Any):
+        super().__init__(base_url, timeout=timeout, **kwargs)
+
+    def _open_stream(self, call: Call, state: _StreamState) -> AsyncPropagationStream:
+        return AsyncPropagationStream(self._lines(call), state)

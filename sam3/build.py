@@ -50,6 +50,21 @@ def build_tracker(config: Sam3Config) -> Sam3Tracker:
     return Sam3Tracker(config)
 
 
+def compose_sam3_model(
+    config: Sam3Config,
+    enable_inst_interactivity: bool = True,
+    tokenizer=None,
+    model_class: type[Sam3Model] = Sam3Model,
+) -> Sam3Model:
+    """The whole model from its parts (random init; build under ``torch.device("meta")`` to skip it).
+
+    ``model_class`` lets the drop-in API (``sam3.model.sam3_image.Sam3Image``) add the official conveniences.
+    """
+    detector = build_detector(config, with_tracker_neck=enable_inst_interactivity)
+    tracker = build_tracker(config) if enable_inst_interactivity else None
+    return model_class(config, detector, tracker, tokenizer=tokenizer)
+
+
 def build_sam3_image_model(
     checkpoint_path: str | os.PathLike | None = None,
     device: str | torch.device | None = None,
@@ -60,6 +75,7 @@ def build_sam3_image_model(
     eval_mode: bool = True,
     random_weights: bool = False,
     config: Sam3Config | None = None,
+    model_class: type[Sam3Model] = Sam3Model,
 ) -> Sam3Model:
     """Build SAM 3 for images (text / box prompts, and clicks when ``enable_inst_interactivity``).
 
@@ -77,11 +93,11 @@ def build_sam3_image_model(
     if random_weights:
         if checkpoint_path is not None:
             raise ValueError("random_weights=True and checkpoint_path are mutually exclusive")
-        model = Sam3Model(config, enable_inst_interactivity, tokenizer=tokenizer)
+        model = compose_sam3_model(config, enable_inst_interactivity, tokenizer, model_class)
     else:
         path = resolve_checkpoint(checkpoint_path, auto_download=load_from_HF)
         with torch.device("meta"):
-            model = Sam3Model(config, enable_inst_interactivity, tokenizer=tokenizer)
+            model = compose_sam3_model(config, enable_inst_interactivity, tokenizer, model_class)
         load_checkpoint(model, path)
     model.to(target)
     model.train(not eval_mode)
@@ -118,4 +134,5 @@ __all__ = [
     "build_sam3_image_model",
     "build_sam3_video_model",
     "build_tracker",
+    "compose_sam3_model",
 ]

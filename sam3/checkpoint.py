@@ -16,87 +16,137 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
+import threading
 from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 from torch import nn
+
+from sam3.checkpoint_errors import CheckpointError, CheckpointNotFoundError, StateDict
+from sam3.checkpoint_errors import head as _head
+from sam3 import hf_layout
 
 log = logging.getLogger(__name__)
 
 HF_REPO_ID = "facebook/sam3"
 CHECKPOINT_FILENAME = "sam3.pt"
-ENV_CHECKPOINT = "SAM3_CHECKPOINT"
+HF_FILENAMES = (CHECKPOINT_FILENAME, "model.safetensors")  # the two files of facebook/sam3 we can load
 DEFAULT_LOCAL_PATH = Path("models") / "sam3" / CHECKPOINT_FILENAME
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# How long the reachability check of the Hub may take before an offline start gives up (seconds).
+HUB_PROBE_TIMEOUT_S = 3.0
 
-StateDict = dict[str, torch.Tensor]
-
-
-class CheckpointError(RuntimeError):
-    """The checkpoint does not fit the model (the message names the tensors)."""
-
-
-class CheckpointNotFoundError(FileNotFoundError):
-    """No checkpoint could be found or downloaded (the message lists what was tried)."""
+__all__ = [
+    "CheckpointError",
+    "CheckpointNotFoundError",
+    "StateDict",
+    "check_state_dict",
+    "load_checkpoint",
+    "load_state_dict_strict",
+    "normalize_state_dict",
+    "read_state_dict",
+    "resolve_checkpoint",
+]
 
 
 # --------------------------------------------------------------------------------------------------
-# Locating the file
+# Locating the file (the one lookup: the builders and the service both call resolve_checkpoint)
 # --------------------------------------------------------------------------------------------------
 
 
-def _local_candidates() -> list[Path]:
-    """Where a checkpoint is looked for when no path is given, in order."""
-    found = []
-    env = os.environ.get(ENV_CHECKPOINT)
-    if env:
-        found.append(Path(env).expanduser())
-    found.append(Path.cwd() / DEFAULT_LOCAL_PATH)
-    project_root = Path(__file__).resolve().parent.parent
-    if project_root != Path.cwd():
-        found.append(project_root / DEFAULT_LOCAL_PATH)
-    return found
+def resolve_checkpoint(
+    path: str | os.PathLike | None = None, auto_download: bool = True, *, download_missing: bool = False
+) -> Path:
+    """Return the path of a ``sam3.pt`` (or ``model.safetensors``) file. Reads no environment variable:
+    the caller passes its settings (the service: ``SAM3_CHECKPOINT`` and ``SAM3_AUTO_DOWNLOAD``).
 
+    * ``path`` given and ``download_missing`` False (the builders): that file must exist; it is never
+      replaced by a download.
+    * ``path`` given and ``download_missing`` True (the service: the path says where the file belongs):
+      ``path``, then the same relative path under the project root, then the Hugging Face cache, then, if
+      ``auto_download``, a download of ``facebook/sam3`` into ``path``'s folder.
+    * no ``path``: ``./models/sam3/sam3.pt``, the same under the project root, the Hugging Face cache, then,
+      if ``auto_download``, a download into that cache.
 
-def resolve_checkpoint(path: str | os.PathLike | None = None, auto_download: bool = True) -> Path:
-    """Return the path of a ``sam3.pt`` (or ``.safetensors``) file.
-
-    An explicit ``path`` must exist (it is never replaced by a download). Without one: ``$SAM3_CHECKPOINT``,
-    ``./models/sam3/sam3.pt``, the same under the project root, the Hugging Face cache, and finally, if
-    ``auto_download``, a download of ``facebook/sam3`` into that cache. Raises ``CheckpointNotFoundError``
-    listing everything tried and how to provide the file.
+    An offline machine fails fast: ``HF_HUB_OFFLINE=1`` or an unreachable Hub (a
+    ``HUB_PROBE_TIMEOUT_S`` check) skips the download instead of retrying it for half a minute.
+    Raises ``CheckpointNotFoundError`` listing everything tried and both ways out (the real weights, or
+    random weights at the tiny preset for development).
     """
-    if path is not None:
-        p = Path(path).expanduser()
-        if p.is_file():
-            return p
-        raise CheckpointNotFoundError(_not_found_message([f"{p} (given path: no such file)"]))
+    given = Path(path).expanduser() if path is not None else None
+    if given is not None and given.is_file():
+        return given
+    if given is not None and not download_missing:
+        raise CheckpointNotFoundError(_not_found_message([f"{given} (given path: no such file)"], given))
 
+    candidates = [given] if given is not None else [Path.cwd() / DEFAULT_LOCAL_PATH]
+    relative = given if given is not None else DEFAULT_LOCAL_PATH
+    if not relative.is_absolute() and (PROJECT_ROOT / relative).resolve() != candidates[0].resolve():
+        candidates.append(PROJECT_ROOT / relative)
     tried = []
-    for p in _local_candidates():
-        if p.is_file():
-            return p
-        tried.append(f"{p} (no such file)")
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+        tried.append(f"{candidate} (no such file)")
 
+    filename = given.name if given is not None and given.name in HF_FILENAMES else CHECKPOINT_FILENAME
+    target = (given if given is not None else Path.cwd() / DEFAULT_LOCAL_PATH).absolute()
     try:
+        from huggingface_hub import constants as hf_constants
         from huggingface_hub import hf_hub_download
     except ImportError:  # pragma: no cover - huggingface_hub is a declared dependency
-        tried.append(f"Hugging Face {HF_REPO_ID}/{CHECKPOINT_FILENAME} (huggingface_hub not installed)")
-        raise CheckpointNotFoundError(_not_found_message(tried)) from None
+        tried.append(f"Hugging Face {HF_REPO_ID}/{filename} (huggingface_hub not installed)")
+        raise CheckpointNotFoundError(_not_found_message(tried, target)) from None
 
     try:
-        return Path(hf_hub_download(HF_REPO_ID, CHECKPOINT_FILENAME, local_files_only=True))
+        return Path(hf_hub_download(HF_REPO_ID, filename, local_files_only=True))
     except Exception as exc:  # noqa: BLE001 - any failure means "not in the cache"
-        tried.append(f"Hugging Face cache for {HF_REPO_ID}/{CHECKPOINT_FILENAME} ({type(exc).__name__})")
+        tried.append(f"the Hugging Face cache for {HF_REPO_ID}/{filename} ({type(exc).__name__})")
 
     if not auto_download:
-        tried.append(f"download from {HF_REPO_ID} (disabled: load_from_HF / auto_download is False)")
-        raise CheckpointNotFoundError(_not_found_message(tried))
+        tried.append(f"download from {HF_REPO_ID} (disabled: SAM3_AUTO_DOWNLOAD=false / load_from_HF=False)")
+        raise CheckpointNotFoundError(_not_found_message(tried, target))
+    if hf_constants.HF_HUB_OFFLINE:
+        tried.append(f"download from {HF_REPO_ID} (skipped: HF_HUB_OFFLINE is set)")
+        raise CheckpointNotFoundError(_not_found_message(tried, target))
+    unreachable = hub_unreachable(hf_constants.ENDPOINT)
+    if unreachable:
+        tried.append(f"download from {HF_REPO_ID} (skipped: {unreachable})")
+        raise CheckpointNotFoundError(_not_found_message(tried, target))
+
+    local_dir = str(given.parent) if given is not None else None
+    log.info("checkpoint not found locally: downloading %s/%s%s", HF_REPO_ID, filename,
+             f" into {local_dir}" if local_dir else " into the Hugging Face cache")
     try:
-        return Path(hf_hub_download(HF_REPO_ID, CHECKPOINT_FILENAME))
-    except Exception as exc:  # offline, a gated repo without a token, ...
+        return Path(hf_hub_download(HF_REPO_ID, filename, local_dir=local_dir))
+    except Exception as exc:  # a gated repo without a token, a network failure mid-way, ...
         tried.append(f"download from {HF_REPO_ID} ({type(exc).__name__}: {_first_line(exc)})")
-        raise CheckpointNotFoundError(_not_found_message(tried)) from exc
+        raise CheckpointNotFoundError(_not_found_message(tried, target)) from exc
+
+
+def hub_unreachable(endpoint: str, timeout_s: float = HUB_PROBE_TIMEOUT_S) -> str | None:
+    """None when a TCP connection to the Hub's host opens within ``timeout_s``, else why not.
+
+    The name lookup runs in a daemon thread, because ``getaddrinfo`` itself has no timeout.
+    """
+    url = urlparse(endpoint)
+    host, port = url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443)
+    outcome: list[str | None] = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout_s).close()
+            outcome.append(None)
+        except OSError as exc:
+            outcome.append(f"{host}:{port} is unreachable: {exc.strerror or exc}")
+
+    thread = threading.Thread(target=probe, name="hf-hub-probe", daemon=True)
+    thread.start()
+    thread.join(timeout_s + 0.5)
+    return outcome[0] if outcome else f"{host}:{port} did not answer within {timeout_s:g} s"
 
 
 def _first_line(exc: BaseException) -> str:
@@ -104,13 +154,16 @@ def _first_line(exc: BaseException) -> str:
     return text[0][:200] if text else ""
 
 
-def _not_found_message(tried: list[str]) -> str:
+def _not_found_message(tried: list[str], target: Path) -> str:
+    """The first line alone says what is wrong and both ways out (``/health`` shows only that line)."""
     lines = "\n".join(f"  - {t}" for t in tried)
     return (
-        f"SAM 3 checkpoint not found. Tried:\n{lines}\n"
-        f"Provide it by passing checkpoint_path=..., setting {ENV_CHECKPOINT}=/path/to/sam3.pt, or placing "
-        f"the file at {DEFAULT_LOCAL_PATH}. It is '{CHECKPOINT_FILENAME}' from the Hugging Face repo "
-        f"{HF_REPO_ID} (gated: accept the licence and run `huggingface-cli login` to allow the download)."
+        f"SAM 3 checkpoint not found ({tried[-1]}). Either place '{CHECKPOINT_FILENAME}' from {HF_REPO_ID} at "
+        f"{target} (or set SAM3_CHECKPOINT), or accept the licence of the gated repo on the Hub and run "
+        f"`hf auth login` so that it downloads; for development without weights set "
+        f"SAM3_PRESET=tiny SAM3_RANDOM_WEIGHTS=true (a small random model, meaningless masks).\n"
+        f"Tried:\n{lines}\n"
+        f"A transformers-layout 'model.safetensors' works too; in Python pass checkpoint_path=... to the builders."
     )
 
 
@@ -168,9 +221,7 @@ def is_hf_layout(state: Mapping[str, torch.Tensor]) -> bool:
 def normalize_state_dict(state: Mapping[str, torch.Tensor]) -> StateDict:
     """Map any accepted layout to our names (identity for ``sam3.pt``)."""
     if is_hf_layout(state):
-        from sam3.hf_layout import hf_to_ours  # (hf_layout imports this module)
-
-        return hf_to_ours(state)
+        return hf_layout.hf_to_ours(state)
     out: StateDict = {}
     for key, value in state.items():
         if not key.startswith(("detector.", "tracker.")):
@@ -208,9 +259,7 @@ def load_state_dict_strict(
         state = {k: v for k, v in state.items() if not k.startswith(_TRACKER_ONLY)}
     expected = model.state_dict()
     if fill_hf_absent:
-        from sam3.hf_layout import fill_hf_absent as _fill
-
-        state = _fill(model, expected, state)
+        state = hf_layout.fill_hf_absent(model, expected, state)
     check_state_dict(expected, state, source)
     state = {k: v if v.dtype == expected[k].dtype else v.to(expected[k].dtype) for k, v in state.items()}
     model.load_state_dict(state, strict=True, assign=True)
@@ -250,7 +299,3 @@ def check_state_dict(expected: Mapping[str, torch.Tensor], state: Mapping[str, t
     if problems:
         raise CheckpointError(f"{source} does not match the model:\n  " + "\n  ".join(problems))
 
-
-def _head(names: list[str], n: int = 5) -> str:
-    more = f", ... (+{len(names) - n} more)" if len(names) > n else ""
-    return ", ".join(names[:n]) + more

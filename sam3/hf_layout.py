@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from sam3.checkpoint import CheckpointError, StateDict, _head
+from sam3.checkpoint_errors import CheckpointError, StateDict
+from sam3.checkpoint_errors import head as _head
 
 log = logging.getLogger(__name__)
 

@@ -11,17 +11,22 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
-from starlette.types import ASGIApp, Receive, Scope, Send
 
-from server.errors import install_error_handlers
+from server.errors import ErrorEdgeMiddleware, error_responses, install_error_handlers
+from server.metrics import MetricsMiddleware, ServiceMetrics
+from server.request_id import HEADER as REQUEST_ID_HEADER
+from server.request_id import RequestIdFilter, RequestIdMiddleware
 from server.routes import health, image, track
+from server.routes import media, ui
+from server.routes import metrics as metrics_route
+from server.routes.docs import install_docs
 from server.services.model_service import ModelService
 from server.services.tracking_service import TrackingService
 from server.settings import Settings
@@ -30,32 +35,6 @@ log = logging.getLogger("sam3.server")
 
 # Room for the multipart framing and the small form fields around the image.
 _FORM_OVERHEAD_BYTES = 1024 * 1024
-
-
-class BodySizeLimit:
-    """Refuse a request whose declared ``Content-Length`` is over the upload limit with 413, before reading it.
-
-    Bodies without a length (chunked) are caught by the per-file check in the image routes.
-    """
-
-    def __init__(self, app: ASGIApp, max_bytes: int):
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            length = dict(scope.get("headers") or ()).get(b"content-length")
-            if length is not None and length.isdigit() and int(length) > self.max_bytes:
-                limit_mb = (self.max_bytes - _FORM_OVERHEAD_BYTES) / 2**20
-                response = JSONResponse(
-                    {"detail": f"image: the request body is {int(length) / 2**20:.1f} MB, over the "
-                     f"{limit_mb:g} MB upload limit (SAM_MAX_UPLOAD_MB)"},
-                    status_code=413,
-                    headers={"Connection": "close"},
-                )
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
 
 
 async def _sweep_sessions(tracking: TrackingService, period_s: float) -> None:
@@ -69,13 +48,21 @@ async def _sweep_sessions(tracking: TrackingService, period_s: float) -> None:
 
 
 def _show_service_logs() -> None:
-    """Print the service's INFO lines (model loaded, sessions expired) when nobody configured logging."""
+    """Print the service's INFO lines (model loaded, sessions expired) when nobody configured logging; each
+    line carries the id of the request it belongs to (``-`` outside a request)."""
     logger = logging.getLogger("sam3")
     if not logger.handlers and not logging.getLogger().handlers:
         handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
+        handler.addFilter(RequestIdFilter())
+        handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s [%(request_id)s] %(message)s"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
+
+
+def _timed_load(app: FastAPI, models: ModelService) -> None:
+    started = time.perf_counter()
+    models.load()
+    app.state.model_load_seconds = time.perf_counter() - started
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -85,14 +72,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         _show_service_logs()
+        log.info("media roots that /track/start may read (SAM_MEDIA_ROOTS): %s",
+                 ", ".join(str(root) for root in settings.media_root_paths))
         models = ModelService(settings)
         tracking = TrackingService(settings, models)
         app.state.settings, app.state.models, app.state.tracking = settings, models, tracking
+        if settings.metrics:
+            models.on_call = app.state.metrics.observe_model_call
         if settings.load_in_background:
             models.loading = True  # report "loading" from the first /health on
-            threading.Thread(target=models.load, name="sam3-model-load", daemon=True).start()
+            threading.Thread(target=_timed_load, args=(app, models), name="sam3-model-load", daemon=True).start()
         else:
-            await anyio.to_thread.run_sync(models.load)
+            await anyio.to_thread.run_sync(_timed_load, app, models)
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(_sweep_sessions, tracking, min(60.0, settings.session_ttl_s / 2))
             try:
@@ -107,21 +98,48 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         summary="Segment Anything 3: click, box and text segmentation of images, and video object tracking.",
         lifespan=lifespan,
+        # Every route may fail these ways; the body is always {"detail": "..."} (also for 422: a string).
+        responses=error_responses(413, 422, 500),
+        docs_url=None,  # served offline by install_docs (no CDN)
+        redoc_url=None,
     )
     app.state.settings = settings
     install_error_handlers(app)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes + _FORM_OVERHEAD_BYTES)
+    _add_middleware(app, settings)
+
+    # Body limits are counted on the bytes received (chunked bodies too) by FastAPI's own limiter; a router
+    # that takes a body gets one, the 413 message is written by server.errors.
+    upload_limit = settings.max_upload_bytes + _FORM_OVERHEAD_BYTES
+    app.include_router(health.router)
+    app.include_router(
+        image.router, max_body_size=upload_limit, responses=error_responses(400, 404, 415, 429, 503)
+    )
+    app.include_router(
+        track.router, max_body_size=settings.max_json_bytes, responses=error_responses(400, 403, 404, 409, 429, 503)
+    )
+    app.include_router(media.router, responses=error_responses(400, 403, 415))
+    app.include_router(ui.router)
+    if settings.metrics:
+        app.include_router(metrics_route.router)
+    install_docs(app)
+    return app
+
+
+def _add_middleware(app: FastAPI, settings: Settings) -> None:
+    """The HTTP edge, outermost first: request id, metrics, CORS, JSON errors (so that a 500 carries
+    the CORS headers and is counted with its status)."""
+    app.add_middleware(ErrorEdgeMiddleware)  # added first = innermost
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origin_list,
         allow_methods=["GET", "POST", "OPTIONS"],
         allow_headers=["*"],
-        expose_headers=["X-Mask-Score", "X-Object-Count", "Retry-After"],
+        expose_headers=["X-Mask-Score", "X-Object-Count", "Retry-After", REQUEST_ID_HEADER],
     )
-    app.include_router(health.router)
-    app.include_router(image.router)
-    app.include_router(track.router)
-    return app
+    if settings.metrics:
+        app.state.metrics = ServiceMetrics(app.state)
+        app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    app.add_middleware(RequestIdMiddleware)
 
 
 app = create_app()

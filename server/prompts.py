@@ -3,6 +3,11 @@
 Every failure is a 400 whose message names the field and, for lists, the offending index.
 Coordinates on the wire (service contract): points are pixels ``[x, y]`` of the image or frame; boxes are
 normalised ``[cx, cy, w, h]`` in 0..1.
+
+Hostile input is stopped here, at the edge: a JSON form field is size- and depth-checked before it is parsed
+(100,000 ``[`` would otherwise exhaust the recursion limit), every number is range-checked before it is
+converted (an integer beyond 64 bits would otherwise overflow in numpy or torch), and messages quote at
+most a short excerpt of the offending value.
 """
 
 from __future__ import annotations
@@ -11,10 +16,17 @@ import json
 import math
 from dataclasses import dataclass
 
-from server.errors import BadValue
+from server.errors import BadValue, TooLarge
 
 # A box corner may stick out of 0..1 by this much (float round-off from the caller's conversion).
 _BOX_EPS = 1e-6
+
+# JSON in a form field: the prompt fields are a few hundred bytes and two levels deep; these bounds are far
+# above any real prompt and far below what costs memory or recursion.
+MAX_JSON_FIELD_CHARS = 64 * 1024
+MAX_JSON_DEPTH = 8
+# Integers beyond this are refused before any conversion (exact in float64 and in int64).
+MAX_ABS_INT = 2**53
 
 
 @dataclass(frozen=True)
@@ -39,20 +51,77 @@ class Box:
         return [self.cx, self.cy, self.w, self.h]
 
 
-def parse_json_field(text: str | None, field: str) -> object | None:
-    """``None`` / blank -> None; otherwise the parsed JSON value (400 if it is not JSON)."""
+def show(value: object, limit: int = 40) -> str:
+    """A short JSON excerpt of ``value`` for an error message (never the whole of a huge value)."""
+    try:
+        text = json.dumps(value)
+    except (ValueError, TypeError, RecursionError):
+        text = type(value).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def json_depth_exceeds(text: str, max_depth: int) -> bool:
+    """Whether ``[`` / ``{`` nest deeper than ``max_depth`` in ``text`` (brackets inside strings do not count).
+
+    One linear pass with no recursion, so it is safe on any input, unlike the parser it protects."""
+    depth = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            if depth > max_depth:
+                return True
+        elif ch in "]}":
+            depth -= 1
+    return False
+
+
+def parse_json_field(
+    text: str | None, field: str, *, max_chars: int = MAX_JSON_FIELD_CHARS, max_depth: int = MAX_JSON_DEPTH
+) -> object | None:
+    """``None`` / blank -> None; otherwise the parsed JSON value.
+
+    413 when the text is longer than ``max_chars``; 400 when it is not JSON or nests deeper than ``max_depth``.
+    """
     if text is None or not text.strip():
         return None
+    if len(text) > max_chars:
+        raise TooLarge(f"{field}: {len(text)} characters of JSON, at most {max_chars} allowed")
+    if json_depth_exceeds(text, max_depth):
+        raise BadValue(f"{field}: JSON nested deeper than {max_depth} levels")
     try:
         return json.loads(text)
-    except ValueError as exc:
-        raise BadValue(f"{field}: not valid JSON ({exc.args[0] if exc.args else exc})") from None
+    except (ValueError, RecursionError) as exc:
+        reason = exc.args[0] if isinstance(exc, ValueError) and exc.args else type(exc).__name__
+        raise BadValue(f"{field}: not valid JSON ({reason})") from None
 
 
 def _number(value: object, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise BadValue(f"{where}: expected a finite number, got {json.dumps(value)}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise BadValue(f"{where}: expected a finite number, got {show(value)}")
+    if isinstance(value, int) and abs(value) > MAX_ABS_INT:
+        raise BadValue(f"{where}: {show(value)} is out of range")
+    if not math.isfinite(value):
+        raise BadValue(f"{where}: expected a finite number, got {show(value)}")
     return float(value)
+
+
+def validate_int(value: object, where: str, *, lo: int, hi: int) -> int:
+    """An integer (not a bool, not a float) in ``lo..hi``; 400 naming ``where`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BadValue(f"{where}: expected an integer, got {show(value)}")
+    if not lo <= value <= hi:
+        raise BadValue(f"{where}: {show(value)} is outside {lo}..{hi}")
+    return value
 
 
 def validate_points(value: object, *, width: int, height: int, max_points: int, field: str = "points"):
@@ -66,7 +135,7 @@ def validate_points(value: object, *, width: int, height: int, max_points: int, 
     points = []
     for i, pair in enumerate(value):
         if not isinstance(pair, list) or len(pair) != 2:
-            raise BadValue(f"{field}[{i}]: expected an [x, y] pair, got {json.dumps(pair)}")
+            raise BadValue(f"{field}[{i}]: expected an [x, y] pair, got {show(pair)}")
         x, y = _number(pair[0], f"{field}[{i}][0]"), _number(pair[1], f"{field}[{i}][1]")
         if not (0 <= x <= width and 0 <= y <= height):
             raise BadValue(f"{field}[{i}]: ({x:g}, {y:g}) lies outside the {width}x{height} image (pixel coordinates)")
@@ -86,13 +155,13 @@ def validate_labels(value: object, num_points: int, field: str = "labels") -> li
         raise BadValue(f"{field}: {len(value)} labels for {num_points} points; give one label per point")
     for i, label in enumerate(value):
         if isinstance(label, bool) or label not in (0, 1):
-            raise BadValue(f"{field}[{i}]: expected 0 (background) or 1 (foreground), got {json.dumps(label)}")
+            raise BadValue(f"{field}[{i}]: expected 0 (background) or 1 (foreground), got {show(label)}")
     return [int(v) for v in value]
 
 
 def _validate_box(value: object, where: str) -> Box:
     if not isinstance(value, list) or len(value) != 4:
-        raise BadValue(f"{where}: expected [cx, cy, w, h] normalised to 0..1, got {json.dumps(value)}")
+        raise BadValue(f"{where}: expected [cx, cy, w, h] normalised to 0..1, got {show(value)}")
     cx, cy, w, h = (_number(v, f"{where}[{i}]") for i, v in enumerate(value))
     for name, v in zip(("cx", "cy", "w", "h"), (cx, cy, w, h)):
         if not 0.0 <= v <= 1.0:

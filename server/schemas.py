@@ -29,18 +29,37 @@ class Health(BaseModel):
     image_cache: dict | None = None
     active_sessions: int = 0
     video_predictor_error: str | None = None
+    note: str | None = None  # what a person will see (development mode: random weights)
 
 
 class MultiMaskResponse(BaseModel):
     masks: list[str] = Field(description="base64 PNG masks, best first")
     scores: list[float]
+    # Extensions (service-contract.md, "Extensions")
+    image_id: str | None = Field(None, description="feature-cache key of the image: send it instead of the image")
+    refined: bool | None = Field(None, description="with object_id: whether the object's previous mask was the input")
+    low_res_logits: list[str] | None = Field(
+        None, description="with return_logits: base64 of little-endian float32 (H, W) logits per mask, best first"
+    )
+    logits_shape: list[int] | None = Field(None, description="(H, W) of each low_res_logits entry")
 
 
 class DetectedObject(BaseModel):
-    mask: str = Field(description="base64 PNG, 0/255, image size")
+    mask: str | dict = Field(description="base64 PNG, 0/255, image size; or COCO RLE with mask_format=rle")
     bbox: list[float] = Field(description="pixel [x0, y0, x1, y1]")
     score: float
     label: str
+    prompt_index: int = Field(0, description="index into texts (0 for text or an exemplar-only prompt)")
+
+
+class PromptSummary(BaseModel):
+    """Extension: one concept prompt of a /detect request."""
+
+    index: int
+    text: str | None = Field(description="the text, or null for exemplar boxes alone")
+    num_boxes: int
+    confidence: float
+    count: int = Field(description="objects this prompt found")
 
 
 class DetectResponse(BaseModel):
@@ -48,17 +67,33 @@ class DetectResponse(BaseModel):
     count: int
     width: int
     height: int
+    # Extensions (service-contract.md, "Extensions")
+    image_id: str | None = None
+    prompts: list[PromptSummary] = []
 
 
 # --- /track/*
 
+MAX_INDEX = 2**31 - 1  # frame indices, frame counts and object ids: checked at the edge, never overflow later
+
+TrackMaskFormat = Literal["png", "rle"]
+
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """JSON bodies of /track/*: unknown fields and wrong JSON types (``"frame_idx": "0"``) are a 422."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class RleMask(BaseModel):
+    """COCO run-length encoding as ``pycocotools.mask.encode`` writes it (column-major)."""
+
+    size: list[int] = Field(description="[height, width]")
+    counts: str = Field(description="compressed counts (UTF-8 text)")
 
 
 class TrackStartRequest(_Strict):
-    video_path: str = Field(min_length=1)
+    video_path: str = Field(min_length=1, max_length=4096)
     session_id: str | None = Field(None, pattern=SESSION_ID_PATTERN)
 
 
@@ -71,20 +106,22 @@ class TrackStartResponse(BaseModel):
 
 
 class TrackPromptRequest(_Strict):
-    session_id: str = Field(min_length=1)
-    frame_idx: int = Field(ge=0)
+    session_id: str = Field(min_length=1, max_length=128)
+    frame_idx: int = Field(ge=0, le=MAX_INDEX)
     text: str | None = None
     points: list | None = None  # pixel [x, y] pairs; checked by server.prompts
     labels: list | None = None
     boxes: list | None = None  # normalised [cx, cy, w, h] (or a list of them)
-    obj_id: int | None = Field(None, ge=0)
+    box_labels: list | None = None  # extension: 1 positive / 0 negative exemplar, one per box
+    obj_id: int | None = Field(None, ge=0, le=MAX_INDEX)
+    mask_format: TrackMaskFormat = "png"
 
 
 class TrackFrame(BaseModel):
     frame_idx: int
     object_ids: list[int]
     scores: list[float]
-    masks: list[str]
+    masks: list[str | RleMask] = Field(description="base64 PNG (mask_format png) or COCO RLE (rle)")
     boxes: list[list[float]]
 
 
@@ -93,10 +130,12 @@ class TrackPromptResponse(TrackFrame):
 
 
 class TrackPropagateRequest(_Strict):
-    session_id: str = Field(min_length=1)
+    session_id: str = Field(min_length=1, max_length=128)
     direction: Literal["forward", "backward", "both"] = "both"
-    start_frame: int | None = Field(None, ge=0)
-    max_frames: int = Field(-1, ge=-1)
+    start_frame: int | None = Field(None, ge=0, le=MAX_INDEX)
+    max_frames: int = Field(-1, ge=-1, le=MAX_INDEX)
+    mask_format: TrackMaskFormat = "png"
+    stream: bool = Field(False, description="answer application/x-ndjson, one line per event, as frames are computed")
 
 
 class TrackPropagateResponse(BaseModel):
@@ -107,9 +146,49 @@ class TrackPropagateResponse(BaseModel):
 
 
 class TrackStopRequest(_Strict):
-    session_id: str = Field(min_length=1)
+    session_id: str = Field(min_length=1, max_length=128)
 
 
 class TrackStopResponse(BaseModel):
     session_id: str
     closed: bool
+
+
+class TrackCancelRequest(_Strict):
+    session_id: str = Field(min_length=1, max_length=128)
+
+
+class TrackCancelResponse(BaseModel):
+    session_id: str
+    cancelled: bool
+
+
+class TrackFramesRequest(_Strict):
+    session_id: str = Field(min_length=1, max_length=128)
+    start: int = Field(0, ge=0, le=MAX_INDEX)
+    end: int | None = Field(None, ge=0, le=MAX_INDEX, description="last frame, inclusive (default: the last)")
+    mask_format: TrackMaskFormat = "png"
+
+
+class TrackFramesResponse(BaseModel):
+    session_id: str
+    frames: list[TrackFrame]
+
+
+class TrackRemoveObjectRequest(_Strict):
+    session_id: str = Field(min_length=1, max_length=128)
+    obj_id: int = Field(ge=0, le=MAX_INDEX)
+
+
+class TrackRemoveObjectResponse(BaseModel):
+    session_id: str
+    removed: bool
+
+
+class TrackResetRequest(_Strict):
+    session_id: str = Field(min_length=1, max_length=128)
+
+
+class TrackResetResponse(BaseModel):
+    session_id: str
+    reset: bool

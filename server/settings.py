@@ -44,7 +44,12 @@ class Settings(BaseSettings):
 
     # --- request limits
     max_upload_mb: float = Field(25.0, gt=0, validation_alias="SAM_MAX_UPLOAD_MB")
+    # JSON bodies (/track/*) are small; their own limit keeps a huge body from being buffered and parsed.
+    max_json_kb: int = Field(1024, ge=1, validation_alias="SAM_MAX_JSON_KB")
     max_image_pixels: int = Field(40_000_000, gt=0, validation_alias="SAM_MAX_IMAGE_PIXELS")
+    # Beside the pixel limit: a very thin image (1 x 40M) passes it and explodes in pre-processing.
+    max_image_side: int = Field(16384, gt=0, validation_alias="SAM_MAX_IMAGE_SIDE")
+    max_image_aspect: float = Field(20.0, ge=1.0, validation_alias="SAM_MAX_IMAGE_ASPECT")
     max_text_length: int = Field(500, ge=1, validation_alias="SAM_MAX_TEXT_LENGTH")
     max_points: int = Field(64, ge=1, validation_alias="SAM_MAX_POINTS")
     # Requests allowed to wait for the model at once; more get 429 (queue full).
@@ -55,9 +60,18 @@ class Settings(BaseSettings):
     max_sessions: int = Field(4, ge=1, validation_alias="SAM_MAX_SESSIONS")
     session_ttl_s: float = Field(1800.0, gt=0, validation_alias="SAM_SESSION_TTL_S")
     max_video_frames: int = Field(3000, ge=1, validation_alias="SAM_MAX_VIDEO_FRAMES")
+    # Per session: model-ready frames kept decoded (frames are decoded on demand, never all at once).
+    video_cache_mb: float = Field(256.0, gt=0, validation_alias="SAM_VIDEO_CACHE_MB")
+    # Per session: non-conditioning tracker memories kept around the current, prompted and start frames
+    # (0 keeps every frame, as released; see sam3.modeling.tracker.state.MemoryBank.prune).
+    video_memory_frames: int = Field(64, ge=0, validation_alias="SAM_VIDEO_MEMORY_FRAMES")
+    max_video_side: int = Field(8192, ge=16, validation_alias="SAM_MAX_VIDEO_SIDE")
+    max_video_pixels: int = Field(16_777_216, ge=256, validation_alias="SAM_MAX_VIDEO_PIXELS")
 
     # --- HTTP
     cors_origins: str = Field("*", validation_alias=AliasChoices("SAM_CORS_ORIGINS"))
+    # GET /metrics in the Prometheus text format (404 when off).
+    metrics: bool = Field(True, validation_alias="SAM_METRICS")
 
     @field_validator("device", mode="before")
     @classmethod
@@ -93,6 +107,10 @@ class Settings(BaseSettings):
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def max_json_bytes(self) -> int:
+        return self.max_json_kb * 1024
 
     @cached_property
     def media_root_paths(self) -> tuple[Path, ...]:

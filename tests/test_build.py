@@ -7,6 +7,7 @@ import torch
 
 from sam3.build import build_sam3_image_model, build_sam3_video_model
 from sam3.config import get_config
+from sam3.build import compose_sam3_model
 from sam3.modeling.sam3_model import Sam3Model
 from sam3.modeling.text.tokenizer import Tokenizer
 
@@ -18,7 +19,7 @@ SAM3_DETECTOR_TENSORS, SAM3_TRACKER_TENSORS = 1156, 309
 
 def _meta_model(preset: str, tracker: bool) -> Sam3Model:
     with torch.device("meta"):
-        return Sam3Model(get_config(preset), enable_inst_interactivity=tracker, tokenizer=object())
+        return compose_sam3_model(get_config(preset), enable_inst_interactivity=tracker, tokenizer=object())
 
 
 def test_released_layout_on_meta():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 
@@ -101,13 +103,12 @@ def test_not_a_state_dict(tmp_path):
 
 @pytest.fixture
 def no_checkpoint_anywhere(tmp_path, monkeypatch):
-    """An empty working directory, an empty HF cache, no env var, and no models/ under the project."""
+    """An empty working directory, an empty HF cache, and no models/ under the project."""
     import huggingface_hub.constants
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv(ck.ENV_CHECKPOINT, str(tmp_path / "nowhere" / "sam3.pt"))
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
-    monkeypatch.setattr(ck, "_local_candidates", lambda: [tmp_path / "nowhere" / "sam3.pt", tmp_path / ck.DEFAULT_LOCAL_PATH])
+    monkeypatch.setattr(ck, "PROJECT_ROOT", tmp_path / "project")
     return tmp_path
 
 
@@ -115,9 +116,10 @@ def test_offline_without_file_gives_one_clear_error(no_checkpoint_anywhere):
     with pytest.raises(CheckpointNotFoundError) as info:
         resolve_checkpoint(None, auto_download=False)
     text = str(info.value)
-    assert str(no_checkpoint_anywhere / "nowhere" / "sam3.pt") in text
-    assert "models/sam3/sam3.pt" in text
+    assert str(no_checkpoint_anywhere / "models" / "sam3" / "sam3.pt") in text
+    assert str(no_checkpoint_anywhere / "project" / "models" / "sam3" / "sam3.pt") in text
     assert "SAM3_CHECKPOINT" in text and "facebook/sam3" in text and "disabled" in text
+    assert "hf auth login" in text and "SAM3_PRESET=tiny SAM3_RANDOM_WEIGHTS=true" in text
 
 
 def test_builder_without_weights_raises_the_same_error(no_checkpoint_anywhere):
@@ -130,10 +132,64 @@ def test_explicit_missing_path_is_not_replaced_by_a_download(tmp_path):
         resolve_checkpoint(tmp_path / "missing.pt", auto_download=True)
 
 
-def test_env_var_is_used(tmp_path, monkeypatch, tiny_state):
-    path = _save(tmp_path, tiny_state, "weights.pt")
-    monkeypatch.setenv(ck.ENV_CHECKPOINT, str(path))
-    assert resolve_checkpoint(None, auto_download=False) == path
+def test_environment_is_not_read(no_checkpoint_anywhere, monkeypatch, tiny_state):
+    """SAM3_CHECKPOINT belongs to the service's settings, which pass the path down; the model package reads
+    no SAM3_* variable."""
+    path = _save(no_checkpoint_anywhere, tiny_state, "weights.pt")
+    monkeypatch.setenv("SAM3_CHECKPOINT", str(path))
+    with pytest.raises(CheckpointNotFoundError):
+        resolve_checkpoint(None, auto_download=False)
+    assert resolve_checkpoint(path, auto_download=False) == path
+
+
+def test_service_path_falls_back_to_the_project_root(no_checkpoint_anywhere, tiny_state):
+    project = no_checkpoint_anywhere / "project"
+    (project / "models" / "sam3").mkdir(parents=True)
+    path = _save(project / "models" / "sam3", tiny_state)
+    found = resolve_checkpoint("models/sam3/sam3.pt", auto_download=False, download_missing=True)
+    assert found == path
+
+
+def test_offline_start_fails_fast_when_hf_hub_offline(no_checkpoint_anywhere, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    started = time.monotonic()
+    with pytest.raises(CheckpointNotFoundError, match="HF_HUB_OFFLINE") as info:
+        resolve_checkpoint("models/sam3/sam3.pt", auto_download=True, download_missing=True)
+    assert time.monotonic() - started < 5
+    assert "SAM3_RANDOM_WEIGHTS=true" in str(info.value)
+
+
+def test_offline_start_fails_fast_when_the_hub_is_unreachable(no_checkpoint_anywhere, monkeypatch):
+    """A closed port on 127.0.0.1 stands for a machine without network: no retries, one clear message."""
+    import socket
+
+    import huggingface_hub.constants
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", f"http://127.0.0.1:{port}")
+    started = time.monotonic()
+    with pytest.raises(CheckpointNotFoundError, match="unreachable") as info:
+        resolve_checkpoint("models/sam3/sam3.pt", auto_download=True, download_missing=True)
+    assert time.monotonic() - started < 5
+    assert "hf auth login" in str(info.value) and "SAM3_PRESET=tiny" in str(info.value)
+
+
+def test_no_import_cycle_between_checkpoint_and_hf_layout():
+    """hf_layout is a leaf beside checkpoint: it imports only the shared errors."""
+    import ast
+    import inspect
+
+    from sam3 import hf_layout
+
+    tree = ast.parse(inspect.getsource(hf_layout))
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    assert "sam3.checkpoint" not in imported and "sam3.checkpoint_errors" in imported
 
 
 def test_half_precision_file_gives_fp32_model(tmp_path, tiny_state):

@@ -47,13 +47,14 @@ class FrameOutcome:
 class DetectTrackEngine:
     """Runs the per-frame algorithm with a :class:`Sam3Model` that has a tracker."""
 
-    def __init__(self, model: Sam3Model, heuristics: TrackingHeuristics | None = None):
+    def __init__(self, model: Sam3Model, heuristics: TrackingHeuristics | None = None, memory_frames: int = 0):
         if model.tracker is None:
             raise ValueError("video tracking needs a model built with the tracker (enable_inst_interactivity=True)")
         self.model = model
         self.cfg = heuristics or TrackingHeuristics()
         self.runner = TrackletRunner(model.tracker)
         self.input_mask_size = model.config.input_mask_size
+        self.memory_frames = memory_frames  # memory-bank window (``MemoryBank.prune``); 0 keeps every frame
 
     @property
     def device(self) -> torch.device:
@@ -63,7 +64,7 @@ class DetectTrackEngine:
     def frame_features(self, session: VideoSession, frame_idx: int) -> FrameFeatures:
         cached = session.features.get(frame_idx)
         if cached is None:
-            image = session.video.frames[frame_idx].to(self.device).float().unsqueeze(0)
+            image = session.video.frame(frame_idx).to(self.device).float().unsqueeze(0)
             backbone = self.model.encode_image(image)
             tracker = self.model.tracker.prepare_features(backbone.sam2_fpn, backbone.sam2_pos)
             cached = FrameFeatures(backbone, tracker)
@@ -169,6 +170,13 @@ class DetectTrackEngine:
             self.runner.add_mask(batch, frame_idx, obj_id, mask, feats)
         self.runner.consolidate(batch, lambda t: self.frame_features(session, t).tracker)
         session.batches.append(batch)
+
+    def prune_memory(self, session: VideoSession, frame_idx: int) -> None:
+        """Keep in every batch's memory bank only what the tracker can still read (``MemoryBank.prune``)."""
+        if self.memory_frames <= 0:
+            return
+        for batch in session.batches:
+            batch.bank.prune(frame_idx, self.memory_frames, session.anchor_frames, batch.consolidated_non_cond)
 
     def remove_objects(self, session: VideoSession, obj_ids) -> None:
         for obj_id in obj_ids:
@@ -296,7 +304,7 @@ class DetectTrackEngine:
         ids = [i for i in sorted(masks) if i not in hidden and bool(masks[i].any())]
         if not ids:
             return FrameResult(frame_idx, np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros((0, 4), np.float32), np.zeros((0, h, w), bool))
-        stack = torch.cat([masks[i] for i in ids]).to(self.device)  # (N, H, W) bool
+        stack = torch.cat([masks[i].to(self.device) for i in ids])  # (N, H, W) bool
         boxes = masks_to_boxes(stack).float()
         if len(ids) > 1:
             frame_scores = reg.tracker_score.get(frame_idx, {})

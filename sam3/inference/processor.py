@@ -57,6 +57,7 @@ class _CachedImage:
 
     features: BackboneFeatures  # batch of one; tracker levels dropped once ``sam`` is prepared
     sam: SamImageFeatures | None
+    hw: tuple[int, int]  # original (height, width)
 
     def nbytes(self) -> int:
         return self.features.nbytes() + (self.sam.nbytes() if self.sam is not None else 0)
@@ -98,12 +99,18 @@ class ImageState:
     masks_logits: torch.Tensor | None = field(default=None, repr=False)
     boxes: torch.Tensor | None = None
     scores: torch.Tensor | None = None
+    low_res_masks: torch.Tensor | None = field(default=None, repr=False)  # (N, 4g, 4g) logits of the kept
 
     _KEYS = ("original_height", "original_width", "masks", "masks_logits", "boxes", "scores")
 
     @property
     def features(self) -> BackboneFeatures:
         return self.cached.features
+
+    @property
+    def image_id(self) -> str:
+        """The feature-cache key of the image (what :meth:`Sam3Processor.restore_image` takes)."""
+        return self.image_key
 
     @property
     def mask_probs(self) -> torch.Tensor | None:
@@ -237,6 +244,13 @@ class Sam3Processor:
             cached = self._encode_images([pixels], [key])[0]
         return ImageState(int(pixels.shape[1]), int(pixels.shape[2]), key, cached)
 
+    def restore_image(self, image_id: str) -> ImageState | None:
+        """A fresh state for an image still in the feature cache (no backbone run), or None once evicted."""
+        cached = self._lookup_image(image_id)
+        if cached is None:
+            return None
+        return ImageState(cached.hw[0], cached.hw[1], image_id, cached)
+
     @torch.inference_mode()
     def set_image_batch(self, images: list[ImageLike], state=None) -> ImageBatchState:
         """Encode several images; the uncached ones go through the backbone as one batch."""
@@ -259,8 +273,11 @@ class Sam3Processor:
         return ImageBatchState(states)
 
     def _image_key(self, pixels: torch.Tensor) -> str:
-        digest = hashlib.blake2b(pixels.numpy().tobytes(), digest_size=16).hexdigest()
-        return f"{tuple(pixels.shape)}:{self.resolution}:{digest}"
+        """32 hex digits: a hash of the decoded pixels, their shape and the model resolution."""
+        digest = hashlib.blake2b(digest_size=16)
+        digest.update(f"{tuple(pixels.shape)}:{self.resolution}:".encode())
+        digest.update(pixels.numpy().tobytes())
+        return digest.hexdigest()
 
     def _lookup_image(self, key: str) -> _CachedImage | None:
         with self._lock:
@@ -280,7 +297,8 @@ class Sam3Processor:
             one = features.select(i)
             sam = self._interactive.prepare_features(one) if self._interactive is not None and one.sam2_fpn else None
             # The raw tracker levels are only needed to make ``sam``; dropping them halves the entry.
-            item = _CachedImage(BackboneFeatures(one.fpn, one.pos), sam)
+            hw = (int(pixels[i].shape[1]), int(pixels[i].shape[2]))
+            item = _CachedImage(BackboneFeatures(one.fpn, one.pos), sam, hw)
             with self._lock:
                 self._images.put(key, item)
             items.append(item)
@@ -320,6 +338,31 @@ class Sam3Processor:
         return self._ground(state)
 
     @torch.inference_mode()
+    def set_prompts(self, state: ImageState, text: str | None = None, boxes=(), box_labels=()) -> ImageState:
+        """Replace every prompt at once (text, and exemplar boxes with 1 / 0 labels) and run the detector once.
+
+        The result equals ``reset_all_prompts`` + ``set_text_prompt`` + one ``add_geometric_prompt`` per box
+        (whose last detector run is the only one that counts), without the intermediate runs.
+        """
+        _check_state(state)
+        boxes, box_labels = list(boxes), list(box_labels)
+        if len(boxes) != len(box_labels):
+            raise ValueError(f"{len(boxes)} boxes but {len(box_labels)} box labels")
+        if text is None and not boxes:
+            raise ValueError("give a text prompt, boxes, or both")
+        if text is not None and not isinstance(text, str):
+            raise ValueError(f"the text prompt must be a string, got {type(text).__name__}")
+        self.reset_all_prompts(state)
+        for box, label in zip(boxes, box_labels):
+            values = [float(v) for v in np.asarray(box, dtype=np.float64).reshape(-1)]
+            if len(values) != 4 or not all(np.isfinite(values)):
+                raise ValueError(f"box must be 4 finite numbers (cx, cy, w, h normalised), got {box!r}")
+            state.prompt_boxes.append((tuple(values), bool(label)))
+        state.text_prompt = text
+        state.text = self._text_features(text if text is not None else VISUAL_ONLY_TEXT)
+        return self._ground(state)
+
+    @torch.inference_mode()
     def set_confidence_threshold(self, threshold: float, state=None):
         """Set the score threshold; a state with results is re-filtered from its cached detections."""
         self.confidence_threshold = float(threshold)
@@ -335,7 +378,7 @@ class Sam3Processor:
         for s in state if isinstance(state, ImageBatchState) else [state]:
             s.text_prompt = s.text = s.detections = None
             s.prompt_boxes = []
-            s.masks = s.masks_logits = s.boxes = s.scores = None
+            s.masks = s.masks_logits = s.boxes = s.scores = s.low_res_masks = None
 
     def _text_features(self, prompt: str) -> TextFeatures:
         with self._lock:
@@ -378,9 +421,8 @@ class Sam3Processor:
     def _filter(self, state: ImageState) -> ImageState:
         det = state.detections
         keep = det.scores > self.confidence_threshold
-        low_res = det.mask_logits[keep].unsqueeze(1)  # (N, 1, 4g, 4g)
-        size = (state.original_height, state.original_width)
-        probs = F.interpolate(low_res, size, mode="bilinear", align_corners=False).sigmoid()
+        state.low_res_masks = det.mask_logits[keep]
+        probs = mask_probabilities(state.low_res_masks, (state.original_height, state.original_width))
         state.masks_logits = probs
         state.masks = probs > 0.5
         state.boxes = det.boxes[keep]
@@ -450,6 +492,14 @@ class Sam3Processor:
         with self._lock:
             self._images.clear()
             self._texts.clear()
+
+
+def mask_probabilities(low_res: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    """(N, 4g, 4g) detector mask logits -> (N, 1, H, W) probabilities at the image size (> 0.5 is the mask).
+
+    Each mask is resized on its own, so any subset of a detection gives the same pixels as the whole.
+    """
+    return F.interpolate(low_res.unsqueeze(1), hw, mode="bilinear", align_corners=False).sigmoid()
 
 
 def _check_state(state) -> None:

@@ -1,17 +1,31 @@
-"""Reading videos (PyAV) and folders of frames into model-ready tensors.
+"""Opening videos (PyAV) and folders of frames, and reading their frames on demand.
 
-Frames are resized to the model's square input, scaled to [0, 1], stored on the CPU in fp16 and
-normalised in fp16, as the official loader does (the fp16 storage quantises the normalised pixels;
-keeping it makes our tracks comparable with the official ones). They are moved to the compute device
-one frame at a time by the video predictor.
+One probe and one loader for everything that reads a video: :func:`open_video` checks the path (media
+roots after resolving, regular files only, limits on frame count and frame size) and returns a
+:class:`VideoSource` that decodes frames when they are asked for, keeping a bounded cache of model-ready
+frames. Nothing decodes the whole video up front, so a session's host memory does not grow with its length.
+
+Frames are resized to the model's square input, scaled to [0, 1], stored in fp16 and normalised in fp16,
+as the official loader does (the fp16 storage quantises the normalised pixels; keeping it makes our tracks
+comparable with the official ones). The normalisation is elementwise, so one frame at a time gives the same
+bits as the official whole-video tensor.
 
 Note: the official 0.1.4 video-file loader (OpenCV) forgets the division by 255; its JPEG-folder
 loader does not. We scale both to [0, 1].
+
+Hostile input: a frame folder whose files are symlinks leading outside the roots, a named pipe, a symlink
+loop, a name too long for the file system, ``~nosuchuser/...``, non-ASCII digit names (``int("٣")`` is 3),
+a container whose header lies about its frame count, frames of 8192 x 8192: each is a
+:class:`VideoReadError` subclass with a message, never a crash or a blocked thread.
 """
 
 from __future__ import annotations
 
+import bisect
 import os
+import stat
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,19 +35,418 @@ from PIL import Image
 
 VIDEO_EXTS = (".mp4", ".mov", ".webm", ".mkv", ".avi", ".m4v")
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")
+PIL_FORMATS = ("JPEG", "PNG")
 
 
 class VideoReadError(ValueError):
-    """The resource is not a readable video or frame folder (the message says why)."""
+    """The resource is not a readable video or frame folder (the message says why; HTTP 400)."""
+
+
+class VideoForbidden(VideoReadError):
+    """The path, or a file it leads to, lies outside the allowed media roots (HTTP 403)."""
+
+
+class VideoTooLarge(VideoReadError):
+    """Too many frames, or frames too large (HTTP 413)."""
+
+
+class VideoUnsupported(VideoReadError):
+    """Not a video file or a folder of JPEG/PNG frames (HTTP 415)."""
+
+
+@dataclass(frozen=True)
+class VideoLimits:
+    """What a video may be. ``max_frames`` is checked on the frames really present (packets counted, frame
+    indices checked while decoding), never on the container's header; the size limits on every frame."""
+
+    max_frames: int = 3000
+    max_side: int = 8192
+    max_pixels: int = 16_777_216  # 4096 x 4096 per frame
+    max_aspect: float = 20.0
+    cache_mb: float = 256.0  # model-ready frames kept decoded (at least two: the current one and the next)
+
+    def check_size(self, width: int, height: int, what: str) -> None:
+        if width <= 0 or height <= 0:
+            raise VideoReadError(f"{what} has an empty frame ({width}x{height})")
+        if max(width, height) > self.max_side:
+            raise VideoTooLarge(f"{what}: a {width}x{height} frame, over the side limit of {self.max_side} px")
+        if width * height > self.max_pixels:
+            raise VideoTooLarge(f"{what}: a {width}x{height} frame, over the limit of {self.max_pixels} pixels")
+        if max(width, height) / min(width, height) > self.max_aspect:
+            raise VideoTooLarge(f"{what}: a {width}x{height} frame, aspect ratio over {self.max_aspect:g}")
+
+
+# ------------------------------------------------------------------------------------------------ paths
+def _inside(path: Path, roots: tuple[Path, ...] | None) -> bool:
+    return roots is None or any(path == r or path.is_relative_to(r) for r in roots)
+
+
+def resolve_media_path(raw: str | os.PathLike, roots: tuple[Path, ...] | None = None) -> Path:
+    """The real path of ``raw`` (``~`` expanded, symlinks and ``..`` resolved), checked against ``roots``.
+
+    The root check comes before any existence check, so nothing is said about files outside the roots.
+    The refusal names the resolved target when it differs from what was given (a symlink), never the roots.
+    """
+    text = os.fspath(raw)
+    if "\x00" in text:
+        raise VideoReadError("contains a NUL byte")
+    try:
+        path = Path(text).expanduser()
+    except RuntimeError:  # ~nosuchuser
+        raise VideoReadError(f"{text[:200]!r}: no such user for '~'") from None
+    try:
+        real = path.resolve()
+    except RuntimeError:  # Python 3.11 reports a symlink loop this way
+        raise VideoReadError(f"{text[:200]!r}: symlink loop") from None
+    except OSError as exc:
+        raise VideoReadError(f"{text[:200]!r}: cannot resolve ({exc.strerror or exc})") from None
+    if not _inside(real, roots):
+        shown = f" (it leads to {str(real)[:300]!r})" if str(real) != text else ""
+        raise VideoForbidden(f"{text[:300]!r}{shown} is outside the allowed media roots (SAM_MEDIA_ROOTS)")
+    return real
+
+
+def _stat(path: Path, name: str) -> os.stat_result:
+    try:
+        return os.stat(path)
+    except FileNotFoundError:
+        raise VideoReadError(f"no such file or folder: {name}") from None
+    except OSError as exc:  # ELOOP, ENAMETOOLONG, EACCES...
+        raise VideoReadError(f"cannot open {name[:300]}: {exc.strerror or exc}") from None
+
+
+def open_regular(path: Path, roots: tuple[Path, ...] | None, name: str):
+    """Open a regular file for reading after resolving it and checking it lies inside ``roots``.
+
+    O_NONBLOCK makes a named pipe that appears in its place fail instead of blocking the thread; fstat on
+    the open descriptor checks what was really opened.
+    """
+    real = resolve_media_path(path, roots)
+    try:
+        fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise VideoReadError(f"no such file: {name}") from None
+    except OSError as exc:
+        raise VideoReadError(f"cannot open {name[:300]}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise VideoUnsupported(f"{name[:300]} is not a regular file")
+    return os.fdopen(fd, "rb")
+
+
+def _frame_sort_key(name: str) -> tuple:
+    stem = name.rsplit(".", 1)[0]
+    # ASCII digits only: str.isdigit and int() also accept other scripts' digits and superscripts.
+    if stem.isascii() and stem.isdigit():
+        return (0, int(stem), name)
+    return (1, 0, name)
+
+
+def list_frame_files(folder: Path, max_frames: int | None = None) -> list[Path]:
+    """JPEG/PNG files of a folder, ordered by their integer stem when all stems are ASCII integers.
+
+    Raises :class:`VideoTooLarge` as soon as more than ``max_frames`` are seen.
+    """
+    names: list[str] = []
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.name.lower().endswith(IMAGE_EXTS) and not entry.name.startswith("."):
+                    names.append(entry.name)
+                    if max_frames is not None and len(names) > max_frames:
+                        raise VideoTooLarge(f"more than {max_frames} frames (SAM_MAX_VIDEO_FRAMES)")
+    except OSError as exc:
+        raise VideoReadError(f"cannot list folder {folder.name}: {exc.strerror or exc}") from None
+    keys = [_frame_sort_key(n) for n in names]
+    if all(k[0] == 0 for k in keys):
+        names = [n for _, n in sorted(zip(keys, names))]
+    else:
+        names.sort()
+    return [folder / n for n in names]
+
+
+# ------------------------------------------------------------------------------------------------ frames
+def to_model_frame(img: Image.Image, size: int, mean, std) -> torch.Tensor:
+    """RGB PIL image -> (3, S, S) fp16 normalised (PIL bilinear resize, as torchvision's TF.resize on PIL)."""
+    img = img.convert("RGB").resize((size, size), Image.BILINEAR)
+    arr = np.asarray(img, dtype=np.uint8)
+    frame = torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0).to(torch.float16)
+    frame -= torch.tensor(mean, dtype=torch.float16).view(3, 1, 1)
+    frame /= torch.tensor(std, dtype=torch.float16).view(3, 1, 1)
+    return frame
+
+
+class VideoSource:
+    """A video's frames, decoded on demand into model-ready (3, S, S) fp16 tensors, with a bounded cache.
+
+    Thread-safe: the server decodes the next frames in a worker thread outside the model lock
+    (:meth:`prefetch`) while the model works; :meth:`frame` is what the model code calls.
+    """
+
+    def __init__(self, name: str, num_frames: int, width: int, height: int, fps: float | None,
+                 image_size: int, mean, std, limits: VideoLimits):
+        self.name = name
+        self.num_frames = num_frames
+        self.width = width
+        self.height = height
+        self.fps = fps
+        self.image_size = image_size
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.limits = limits
+        frame_bytes = 3 * image_size * image_size * 2
+        self.cache_frames = max(2, int(limits.cache_mb * 1024 * 1024) // frame_bytes)
+        self._cache: OrderedDict[int, torch.Tensor] = OrderedDict()
+        self._lock = threading.RLock()
+        self.decoded = 0  # frames decoded so far (a cache miss costs one or more decodes)
+
+    # ---------------------------------------------------------------- public
+    def frame(self, idx: int) -> torch.Tensor:
+        """(3, S, S) fp16 normalised frame ``idx``."""
+        if not 0 <= idx < self.num_frames:
+            raise IndexError(f"frame {idx} is outside the video (0..{self.num_frames - 1})")
+        with self._lock:
+            hit = self._cache.get(idx)
+            if hit is not None:
+                self._cache.move_to_end(idx)
+                return hit
+            self._decode(idx)
+            return self._cache[idx]
+
+    def prefetch(self, *indices: int) -> None:
+        """Decode these frames into the cache now (frames outside the video are ignored)."""
+        for idx in indices:
+            if 0 <= idx < self.num_frames:
+                self.frame(idx)
+
+    def cached_bytes(self) -> int:
+        with self._lock:
+            return sum(t.numel() * t.element_size() for t in self._cache.values())
+
+    def close(self) -> None:
+        with self._lock:
+            self._cache.clear()
+            self._close()
+
+    # ---------------------------------------------------------------- for subclasses
+    def _put(self, idx: int, img: Image.Image) -> None:
+        self.limits.check_size(img.width, img.height, f"{self.name} frame {idx}")
+        self._cache[idx] = to_model_frame(img, self.image_size, self.mean, self.std)
+        self._cache.move_to_end(idx)
+        while len(self._cache) > self.cache_frames:
+            self._cache.popitem(last=False)
+
+    def _decode(self, idx: int) -> None:
+        raise NotImplementedError
+
+    def _close(self) -> None:
+        pass
+
+
+class FolderSource(VideoSource):
+    """A folder of JPEG/PNG frames; every file is resolved and checked against the roots when opened."""
+
+    def __init__(self, files: list[Path], roots, **kw):
+        super().__init__(**kw)
+        self.files = files
+        self.roots = roots
+
+    def _decode(self, idx: int) -> None:
+        f = self.files[idx]
+        img = read_frame_file(f, self.roots, self.limits)
+        self.decoded += 1
+        self._put(idx, img)
+
+
+def read_frame_file(path: Path, roots, limits: VideoLimits) -> Image.Image:
+    with open_regular(path, roots, path.name) as fh:
+        try:
+            with Image.open(fh, formats=PIL_FORMATS) as im:
+                limits.check_size(im.width, im.height, f"frame {path.name}")
+                im.load()
+                return im.copy()
+        except VideoReadError:
+            raise
+        except Exception as exc:  # PIL signals broken files with many exception types
+            raise VideoReadError(f"frame {path.name} is unreadable ({type(exc).__name__})") from None
+
+
+class FileSource(VideoSource):
+    """A video file read with PyAV: sequential decoding, seeking to the nearest keyframe for a jump back.
+
+    The frame index is the rank of the packet's presentation time among all video packets, counted once
+    when the file is opened (demuxing only, no decoding); a decoded frame beyond that count is ignored.
+    """
+
+    def __init__(self, path: Path, roots, pts: list[int] | None, keyframes: list[int], **kw):
+        super().__init__(**kw)
+        self.path = path
+        self.roots = roots
+        self.pts = pts  # sorted presentation times, or None when the stream has none (sequential only)
+        self.index_of = {p: i for i, p in enumerate(pts)} if pts else {}
+        self.keyframes = keyframes  # sorted keyframe presentation times
+        self._fh = None
+        self._container = None
+        self._frames = None  # the decode iterator
+        self._next = 0  # index of the frame the iterator yields next
+        self._seq = 0  # frames decoded since the last (re)open, for streams without timestamps
+
+    def _open(self):
+        import av
+
+        self._close()
+        self._fh = open_regular(self.path, self.roots, self.path.name)
+        self._container = av.open(self._fh)
+        stream = self._container.streams.video[0]
+        stream.thread_type = "AUTO"
+        return stream
+
+    def _close(self) -> None:
+        if self._container is not None:
+            self._container.close()
+        if self._fh is not None:
+            self._fh.close()
+        self._container = self._fh = self._frames = None
+
+    def _decode(self, idx: int) -> None:
+        import av
+
+        try:
+            if self._frames is None or idx < self._next or idx > self._next + 2 * self.cache_frames:
+                self._seek(idx)
+            room = self.cache_frames - 1  # the frames just before ``idx`` are the next ones read backwards
+            while True:
+                frame = next(self._frames, None)
+                if frame is None:
+                    raise VideoReadError(f"{self.name}: frame {idx} cannot be decoded (the video ends early)")
+                i = self._index(frame)
+                if i is None or i >= self.num_frames:
+                    continue
+                self.decoded += 1
+                self._next = i + 1
+                if i >= idx - room:
+                    self.limits.check_size(frame.width, frame.height, f"{self.name} frame {i}")
+                    self._put(i, frame.to_image())
+                if i >= idx:
+                    if idx not in self._cache:
+                        raise VideoReadError(f"{self.name}: frame {idx} is missing from the stream")
+                    return
+        except VideoReadError:
+            self._close()
+            raise
+        except (av.error.FFmpegError, OSError) as exc:
+            self._close()
+            raise VideoReadError(f"{self.name}: frame {idx} cannot be decoded ({exc})") from None
+
+    def _index(self, frame) -> int | None:
+        if self.pts is None:
+            i = self._seq
+            self._seq += 1
+            return i
+        return self.index_of.get(frame.pts)
+
+    def _seek(self, idx: int) -> None:
+        stream = self._open()
+        self._seq = 0
+        if self.pts is not None and idx > 0:
+            target = self.pts[idx]
+            k = bisect.bisect_right(self.keyframes, target) - 1
+            if k >= 0 and self.keyframes[k] > self.pts[0]:
+                self._container.seek(self.keyframes[k], stream=stream, backward=True, any_frame=False)
+        self._frames = self._container.decode(stream)
+        self._next = 0
+
+
+# ------------------------------------------------------------------------------------------------ opening
+def open_video(
+    path: str | os.PathLike,
+    image_size: int,
+    mean=(0.5, 0.5, 0.5),
+    std=(0.5, 0.5, 0.5),
+    limits: VideoLimits | None = None,
+    roots: tuple[Path, ...] | None = None,
+) -> VideoSource:
+    """Check and open a video file or a folder of JPEG/PNG frames (first frame read to learn the size)."""
+    limits = limits or VideoLimits()
+    real = resolve_media_path(path, roots)
+    mode = _stat(real, real.name or str(real)).st_mode
+    kw = dict(image_size=image_size, mean=mean, std=std, limits=limits)
+    if stat.S_ISDIR(mode):
+        files = list_frame_files(real, limits.max_frames)
+        if not files:
+            raise VideoUnsupported(f"the folder {real.name} holds no JPEG/PNG frames")
+        first = read_frame_file(files[0], roots, limits)
+        for f in files:  # every frame file must lead inside the roots: checked now, and again when read
+            resolve_media_path(f, roots)
+        src = FolderSource(files, roots, name=real.name, num_frames=len(files), width=first.width,
+                           height=first.height, fps=None, **kw)
+        src._put(0, first)
+        return src
+    if not stat.S_ISREG(mode):
+        raise VideoUnsupported(f"{real.name[:300]} is not a regular file or a folder")
+    if real.suffix.lower() not in VIDEO_EXTS:
+        raise VideoUnsupported(
+            f"{real.name[:300]!r} is not a supported video ({', '.join(e[1:] for e in VIDEO_EXTS)}) "
+            "or a folder of JPEG/PNG frames"
+        )
+    return _open_file(real, roots, limits, kw)
+
+
+def _open_file(real: Path, roots, limits: VideoLimits, kw: dict) -> FileSource:
+    import av
+
+    try:
+        with open_regular(real, roots, real.name) as fh, av.open(fh) as container:
+            if not container.streams.video:
+                raise VideoUnsupported(f"{real.name} has no video stream")
+            stream = container.streams.video[0]
+            fps = float(stream.average_rate) if stream.average_rate else None
+            pts: list[int] = []
+            keyframes: list[int] = []
+            has_pts = True
+            for packet in container.demux(stream):
+                if not packet.size:
+                    continue
+                if len(pts) >= limits.max_frames:
+                    raise VideoTooLarge(f"{real.name}: more than {limits.max_frames} frames (SAM_MAX_VIDEO_FRAMES)")
+                p = packet.pts if packet.pts is not None else packet.dts
+                has_pts &= p is not None
+                pts.append(p if p is not None else len(pts))
+                if packet.is_keyframe and p is not None:
+                    keyframes.append(p)
+            container.seek(0)
+            first = next(container.decode(stream), None)
+    except VideoReadError:
+        raise
+    except av.error.FFmpegError as exc:
+        raise VideoUnsupported(f"{real.name} is not a readable video ({type(exc).__name__})") from None
+    except OSError as exc:
+        raise VideoReadError(f"cannot read {real.name}: {exc.strerror or exc}") from None
+    if first is None or not pts:
+        raise VideoReadError(f"{real.name} has no decodable frames")
+    limits.check_size(first.width, first.height, real.name)
+    pts.sort()
+    keyframes.sort()
+    if not has_pts or len(set(pts)) != len(pts):
+        pts_or_none = None  # no usable timestamps: decode sequentially from the start when jumping back
+    else:
+        pts_or_none = pts
+    return FileSource(real, roots, pts_or_none, keyframes, name=real.name, num_frames=len(pts),
+                      width=first.width, height=first.height, fps=fps, **kw)
+
+
+def probe_video(path: str | os.PathLike, limits: VideoLimits | None = None,
+                roots: tuple[Path, ...] | None = None) -> tuple[int, int, int, float | None]:
+    """(num_frames, width, height, fps) of a video file or frame folder, after every check of :func:`open_video`."""
+    src = open_video(path, image_size=16, limits=limits, roots=roots)
+    src.close()
+    return src.num_frames, src.width, src.height, src.fps
 
 
 @dataclass
 class VideoFrames:
-    """A decoded video.
+    """A whole decoded video (for tests and benchmarks; sessions read frames on demand).
 
     frames: (T, 3, S, S) fp16 on the CPU, normalised
-    height, width: original frame size in pixels
-    fps: frames per second (None for a folder of frames)
     """
 
     frames: torch.Tensor
@@ -46,107 +459,11 @@ class VideoFrames:
         return self.frames.shape[0]
 
 
-def list_frame_files(folder: Path) -> list[Path]:
-    """Image files of a folder, ordered by their integer stem when all stems are integers."""
-    files = [p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS and p.is_file()]
-    try:
-        files.sort(key=lambda p: int(p.stem))
-    except ValueError:
-        files.sort(key=lambda p: p.name)
-    return files
-
-
-def _to_model_frame(img: Image.Image, size: int) -> torch.Tensor:
-    """RGB PIL image -> (3, S, S) float in [0, 1] (PIL bilinear resize, as torchvision's TF.resize on PIL)."""
-    img = img.convert("RGB").resize((size, size), Image.BILINEAR)
-    arr = np.asarray(img, dtype=np.uint8)
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
-
-
-def _normalise_fp16(frames: torch.Tensor, mean, std) -> torch.Tensor:
-    frames = frames.to(torch.float16)
-    m = torch.tensor(mean, dtype=torch.float16).view(1, 3, 1, 1)
-    s = torch.tensor(std, dtype=torch.float16).view(1, 3, 1, 1)
-    frames -= m
-    frames /= s
-    return frames
-
-
-def probe_video(path: str | os.PathLike) -> tuple[int, int, int, float | None]:
-    """(num_frames, width, height, fps) without decoding every frame where the container says it."""
-    path = Path(path)
-    if path.is_dir():
-        files = list_frame_files(path)
-        if not files:
-            raise VideoReadError(f"no JPEG/PNG frames in folder {path}")
-        try:
-            with Image.open(files[0]) as im:
-                w, h = im.size
-        except Exception as exc:  # PIL raises many types for broken files
-            raise VideoReadError(f"cannot read frame {files[0].name}: {exc}") from exc
-        return len(files), w, h, None
-    import av
-
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise VideoReadError(f"{path.name} has no video stream")
-            stream = container.streams.video[0]
-            fps = float(stream.average_rate) if stream.average_rate else None
-            n = stream.frames or 0
-            w, h = stream.codec_context.width, stream.codec_context.height
-            if n <= 0:
-                n = sum(1 for _ in container.decode(stream))
-    except VideoReadError:
-        raise
-    except Exception as exc:
-        raise VideoReadError(f"cannot read video {path.name}: {exc}") from exc
-    if n <= 0 or w <= 0 or h <= 0:
-        raise VideoReadError(f"video {path.name} has no decodable frames")
-    return n, w, h, fps
-
-
-def load_video_frames(
-    path: str | os.PathLike,
-    image_size: int,
-    mean=(0.5, 0.5, 0.5),
-    std=(0.5, 0.5, 0.5),
-    max_frames: int | None = None,
-) -> VideoFrames:
-    """Decode a video file (PyAV) or a folder of JPEG/PNG frames into a :class:`VideoFrames`."""
-    path = Path(path)
-    frames: list[torch.Tensor] = []
-    fps: float | None = None
-    height = width = 0
-    if path.is_dir():
-        for f in list_frame_files(path):
-            try:
-                with Image.open(f) as im:
-                    width, height = im.size
-                    frames.append(_to_model_frame(im, image_size))
-            except Exception as exc:
-                raise VideoReadError(f"cannot read frame {f.name}: {exc}") from exc
-            if max_frames is not None and len(frames) >= max_frames:
-                break
-    else:
-        import av
-
-        try:
-            with av.open(str(path)) as container:
-                if not container.streams.video:
-                    raise VideoReadError(f"{path.name} has no video stream")
-                stream = container.streams.video[0]
-                fps = float(stream.average_rate) if stream.average_rate else None
-                for frame in container.decode(stream):
-                    img = frame.to_image()
-                    width, height = img.size
-                    frames.append(_to_model_frame(img, image_size))
-                    if max_frames is not None and len(frames) >= max_frames:
-                        break
-        except VideoReadError:
-            raise
-        except Exception as exc:
-            raise VideoReadError(f"cannot decode video {path.name}: {exc}") from exc
-    if not frames:
-        raise VideoReadError(f"no frames could be read from {path}")
-    return VideoFrames(_normalise_fp16(torch.stack(frames), mean, std), height, width, fps)
+def load_video_frames(path, image_size: int, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
+                      max_frames: int | None = None) -> VideoFrames:
+    """Decode the first ``max_frames`` frames (all by default) into one tensor."""
+    src = open_video(path, image_size, mean, std)
+    n = src.num_frames if max_frames is None else min(max_frames, src.num_frames)
+    frames = torch.stack([src.frame(i) for i in range(n)])
+    src.close()
+    return VideoFrames(frames, src.height, src.width, src.fps)

@@ -1,24 +1,31 @@
 """Video tracking sessions: open a video, prompt it (text, a box, clicks), propagate in either direction.
 
 ``Sam3VideoPredictor`` wraps a :class:`Sam3Model` that has a tracker (the same weights the image
-processor uses: no second copy). Sessions are typed (:class:`VideoSession`); per-frame work is done by
-:class:`DetectTrackEngine`. The public calls mirror the official request API:
+processor uses: no second copy). Sessions are typed (:class:`VideoSession`) and passed to every call;
+the predictor keeps no table of them (its caller does). Per-frame work is done by :class:`DetectTrackEngine`.
 
-    start_session(resource_path, session_id=None) -> SessionInfo
-    add_prompt(session_id, frame_idx, text=None, points=None, labels=None, boxes=None, obj_id=None) -> FrameResult
-    propagate_in_video(session_id, direction="both", start_frame=None, max_frames=None) -> Iterator[FrameResult]
-    remove_object / reset_session / close_session
+    start_session(resource_path, session_id=None, limits=None, roots=None) -> VideoSession
+    add_prompt(session, frame_idx, text=None, points=None, labels=None, boxes=None, box_labels=None,
+               obj_id=None) -> FrameResult
+    propagate(session, direction="both", start_frame=None, max_frames=None) -> Propagation
+        (an iterator of FrameResult; each ``step()`` is one frame of work, so a caller can take a lock per
+        frame and stop between frames)
+    frame_result(session, frame_idx) -> FrameResult | None   (stored output, nothing recomputed)
+    remove_object(session, obj_id) -> bool ; reset_session(session) ; close_session(session)
 
 Coordinates: points are pixels (x, y) of the video frame; boxes are normalised (cx, cy, w, h).
+
+Memory: frames are decoded on demand (``VideoLimits.cache_mb`` of model-ready frames), outputs are kept
+run-length encoded, and the memory bank keeps ``memory_frames`` frames around the current one, the
+prompted frames and the propagation starts (``MemoryBank.prune`` says when that can change a result).
 """
 
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -27,89 +34,85 @@ from sam3.device import empty_cache
 from sam3.inference.association import TrackingHeuristics
 from sam3.inference.detect_track import VISUAL_TEXT, DetectTrackEngine, FrameOutcome
 from sam3.inference.tracklets import TrackletBatch
-from sam3.inference.video_io import load_video_frames
-from sam3.inference.video_state import Action, FrameResult, VideoSession
+from sam3.inference.video_io import VideoLimits, open_video
+from sam3.inference.video_state import Action, ActionKind, FrameResult, VideoSession
 from sam3.modeling.outputs import GeometricPrompt
 from sam3.modeling.sam3_model import Sam3Model
 from sam3.ops.masks import fill_holes_in_mask_scores
 
-
-class SessionNotFound(KeyError):
-    """No open session has this id."""
-
-
-class SessionExists(ValueError):
-    """A session with this id is already open."""
+# Non-conditioning memories kept around the current frame, the prompted frames and the propagation starts.
+DEFAULT_MEMORY_FRAMES = 64
+DIRECTIONS = {"forward": (False,), "backward": (True,), "both": (False, True)}
 
 
-@dataclass(frozen=True)
-class SessionInfo:
-    session_id: str
-    num_frames: int
-    width: int
-    height: int
-    fps: float | None
+class SessionClosed(ValueError):
+    """The session was closed; open a new one."""
 
 
 class Sam3VideoPredictor:
-    """Detect-then-track video predictor with sessions (thread-safe: one call at a time per predictor)."""
+    """Detect-then-track video predictor (thread-safe: one frame of work at a time per predictor)."""
 
-    def __init__(self, model: Sam3Model, heuristics: TrackingHeuristics | None = None):
+    def __init__(
+        self,
+        model: Sam3Model,
+        heuristics: TrackingHeuristics | None = None,
+        memory_frames: int = DEFAULT_MEMORY_FRAMES,
+        limits: VideoLimits | None = None,
+    ):
         self.model = model.eval()
-        self.engine = DetectTrackEngine(model, heuristics)
+        self.engine = DetectTrackEngine(model, heuristics, memory_frames)
         self.cfg = self.engine.cfg
-        self.sessions: dict[str, VideoSession] = {}
+        self.limits = limits or VideoLimits()
         self.lock = threading.RLock()
 
     # ---------------------------------------------------------------- sessions
-    def start_session(self, resource_path: str, session_id: str | None = None) -> SessionInfo:
-        with self.lock:
-            if session_id is not None and session_id in self.sessions:
-                raise SessionExists(f"session {session_id!r} already exists")
+    def start_session(
+        self,
+        resource_path: str | Path,
+        session_id: str | None = None,
+        limits: VideoLimits | None = None,
+        roots: tuple[Path, ...] | None = None,
+    ) -> VideoSession:
+        """Open a video file or frame folder (checked, first frame read; nothing else decoded yet)."""
         cfg = self.model.config
-        video = load_video_frames(resource_path, cfg.image_size, cfg.image_mean, cfg.image_std)
-        with self.lock:
-            sid = session_id or uuid.uuid4().hex
-            if sid in self.sessions:
-                raise SessionExists(f"session {sid!r} already exists")
-            self.sessions[sid] = VideoSession(session_id=sid, resource_path=str(resource_path), video=video)
-        return SessionInfo(sid, video.num_frames, video.width, video.height, video.fps)
+        video = open_video(resource_path, cfg.image_size, cfg.image_mean, cfg.image_std, limits or self.limits, roots)
+        return VideoSession(session_id=session_id or uuid.uuid4().hex, resource_path=str(resource_path), video=video)
 
-    def session(self, session_id: str) -> VideoSession:
-        s = self.sessions.get(session_id)
-        if s is None:
-            raise SessionNotFound(session_id)
-        s.last_used = time.monotonic()
-        return s
-
-    def reset_session(self, session_id: str) -> None:
+    def reset_session(self, session: VideoSession) -> None:
         with self.lock:
-            self.session(session_id).reset()
+            self._check_open(session)
+            session.reset()
 
-    def close_session(self, session_id: str) -> bool:
-        """Free everything the session holds; False when no such session was open."""
+    def close_session(self, session: VideoSession) -> None:
+        """Free everything the session holds (idempotent)."""
         with self.lock:
-            s = self.sessions.pop(session_id, None)
-            if s is None:
-                return False
-            s.close()
+            if session.closed:
+                return
+            session.close()
         empty_cache(self.model.device)
-        return True
+
+    @staticmethod
+    def _check_open(session: VideoSession) -> None:
+        if session.closed:
+            raise SessionClosed(f"session {session.session_id!r} is closed")
 
     # ---------------------------------------------------------------- prompts
     @torch.inference_mode()
     def add_prompt(
         self,
-        session_id: str,
+        session: VideoSession,
         frame_idx: int,
         text: str | None = None,
         points=None,
         labels=None,
         boxes=None,
+        box_labels=None,
         obj_id: int | None = None,
     ) -> FrameResult:
+        """Clicks for one object (``obj_id`` default 1), or a text and/or box concept for the whole video."""
         with self.lock:
-            s = self.session(session_id)
+            s = session
+            self._check_open(s)
             if not 0 <= frame_idx < s.num_frames:
                 raise ValueError(f"frame_idx {frame_idx} is outside the video (0..{s.num_frames - 1})")
             if points is not None and len(points) > 0:
@@ -118,105 +121,121 @@ class Sam3VideoPredictor:
                 return self._add_points(s, frame_idx, points, labels, 1 if obj_id is None else obj_id)
             if text is None and not boxes:
                 raise ValueError("a prompt needs text, points or a box")
-            return self._add_concept(s, frame_idx, text, boxes)
+            return self._add_concept(s, frame_idx, text, boxes, box_labels)
 
-    def _add_concept(self, s: VideoSession, frame_idx: int, text: str | None, boxes) -> FrameResult:
+    def _add_concept(self, s: VideoSession, frame_idx: int, text: str | None, boxes, box_labels) -> FrameResult:
         """A text and/or box prompt: a new concept for the whole video (the session starts over)."""
-        s.reset()
-        s.text = text if text is not None and text != VISUAL_TEXT else None
         if boxes:
             b = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4)
             if b.shape[0] != 1:
                 raise ValueError("a box prompt takes exactly one box (the visual exemplar)")
             if (b < 0).any() or (b > 1).any():
                 raise ValueError("boxes must be normalised [cx, cy, w, h] in 0..1")
+            lab = torch.ones(1, 1, dtype=torch.long)
+            if box_labels is not None:
+                lab = torch.as_tensor(box_labels, dtype=torch.long).reshape(1, -1)
+                if lab.shape[1] != 1 or not bool(((lab == 0) | (lab == 1)).all()):
+                    raise ValueError("box_labels takes one label (1 positive, 0 negative) for the one box")
+        s.reset()
+        s.text = text if text is not None and text != VISUAL_TEXT else None
+        if boxes:
             device = self.model.device
-            s.visual_prompt[frame_idx] = GeometricPrompt.from_boxes(b[None].to(device), torch.ones(1, 1, dtype=torch.long, device=device))
+            s.visual_prompt[frame_idx] = GeometricPrompt.from_boxes(b[None].to(device), lab.to(device))
         outcome = self.engine.run_frame(s, frame_idx, reverse=False)
-        s.cached_masks[frame_idx] = dict(outcome.masks)
+        s.store_masks(frame_idx, outcome.masks)
         return self.engine.build_result(s, frame_idx, outcome.masks, hidden=set())
 
     def _add_points(self, s: VideoSession, frame_idx: int, points, labels, obj_id: int) -> FrameResult:
-        eng, reg = self.engine, s.objects
+        engine, registry = self.engine, s.objects
         h, w = s.video_hw
         pts = torch.as_tensor(points, dtype=torch.float32).reshape(-1, 2)
         lab = torch.ones(pts.shape[0], dtype=torch.int32) if labels is None else torch.as_tensor(labels, dtype=torch.int32).reshape(-1)
         if lab.shape[0] != pts.shape[0]:
             raise ValueError(f"{pts.shape[0]} points but {lab.shape[0]} labels")
         coords = pts / torch.tensor([w, h]) * self.model.config.image_size
-        eng.visit_frame(s, frame_idx, reverse=False)  # the released code runs the detector here too
-        feats = eng.frame_features(s, frame_idx)
+        engine.visit_frame(s, frame_idx, reverse=False)  # the released code runs the detector here too
+        feats = engine.frame_features(s, frame_idx)
 
         batch = next((b for b in s.batches if obj_id in b.obj_ids), None)
         if batch is None:
             batch = TrackletBatch(num_frames=s.num_frames, video_hw=s.video_hw)
             s.batches.append(batch)
-            reg.obj_ids.append(obj_id)
-            reg.max_obj_id = max(reg.max_obj_id, obj_id)
-            s.actions.append(Action("add", frame_idx, [obj_id]))
+            registry.obj_ids.append(obj_id)
+            registry.max_obj_id = max(registry.max_obj_id, obj_id)
+            s.actions.append(Action(ActionKind.ADD, frame_idx, [obj_id]))
         else:
-            s.actions.append(Action("refine", frame_idx, [obj_id]))
-        reg.score[obj_id] = 1.0
-        reg.tracker_score[frame_idx][obj_id] = 1.0
-        reg.hotstart.removed.discard(obj_id)
-        for frames in reg.suppressed.values():
+            s.actions.append(Action(ActionKind.REFINE, frame_idx, [obj_id]))
+        registry.score[obj_id] = 1.0
+        registry.tracker_score[frame_idx][obj_id] = 1.0
+        registry.hotstart.removed.discard(obj_id)
+        for frames in registry.suppressed.values():
             frames.discard(obj_id)
 
-        low = eng.runner.add_points(batch, frame_idx, obj_id, coords, lab, feats.tracker, use_prev_mem_frame=False)
+        low = engine.runner.add_points(batch, frame_idx, obj_id, coords, lab, feats.tracker, use_prev_mem_frame=False)
         video = F.interpolate(low, size=(h, w), mode="bilinear", align_corners=False)
         video = fill_holes_in_mask_scores(video, self.cfg.fill_hole_area)
-        eng.runner.consolidate(batch, lambda t: eng.frame_features(s, t).tracker)
+        engine.runner.consolidate(batch, lambda t: engine.frame_features(s, t).tracker)
         # detector-made conditioning frames near a click would pull the object back: drop them
         window = self.cfg.refinement_cond_frame_removal_window
         for t in list(batch.mask_inputs.get(obj_id, {})):
             if t not in batch.point_inputs[obj_id] and abs(t - frame_idx) <= window:
-                eng.runner.clear_prompts_on_frame(batch, t)
+                engine.runner.clear_prompts_on_frame(batch, t)
 
-        masks = dict(s.cached_masks.get(frame_idx, {}))
+        masks = s.masks_on(frame_idx)
         masks[obj_id] = video[0] > 0
-        hidden = reg.suppressed[frame_idx]
-        s.cached_masks[frame_idx] = {i: m for i, m in masks.items() if i not in hidden}
-        return eng.build_result(s, frame_idx, masks, hidden=set(hidden))
+        hidden = registry.suppressed[frame_idx]
+        s.store_masks(frame_idx, {i: m for i, m in masks.items() if i not in hidden})
+        return engine.build_result(s, frame_idx, masks, hidden=set(hidden))
 
     @torch.inference_mode()
-    def remove_object(self, session_id: str, obj_id: int) -> bool:
+    def remove_object(self, session: VideoSession, obj_id: int) -> bool:
         with self.lock:
-            s = self.session(session_id)
+            s = session
+            self._check_open(s)
             if obj_id not in s.objects.obj_ids:
                 return False
             self.engine.remove_objects(s, [obj_id])
             s.objects.obj_ids.remove(obj_id)
             s.objects.score.pop(obj_id, None)
-            for frame in s.cached_masks.values():
+            for frame in s.stored_masks.values():
                 frame.pop(obj_id, None)
-            s.actions.append(Action("remove", None, [obj_id]))
+            s.actions.append(Action(ActionKind.REMOVE, None, [obj_id]))
             return True
 
+    def frame_result(self, session: VideoSession, frame_idx: int) -> FrameResult | None:
+        """The stored output of a frame already computed (None when it was not), nothing recomputed."""
+        with self.lock:
+            self._check_open(session)
+            if frame_idx not in session.stored_masks:
+                return None
+            hidden = set(session.objects.suppressed.get(frame_idx, ()))
+            return self.engine.build_result(session, frame_idx, session.masks_on(frame_idx), hidden)
+
     # ---------------------------------------------------------------- propagation
-    def propagate_in_video(
+    def propagate(
         self,
-        session_id: str,
+        session: VideoSession,
         direction: str = "both",
         start_frame: int | None = None,
         max_frames: int | None = None,
-    ) -> Iterator[FrameResult]:
+    ) -> "Propagation":
         """Per-frame results: forward first, then backward for "both" (backward excludes the start).
 
-        ``start_frame`` None starts at the earliest frame with outputs. Bad arguments raise here, before
-        the first frame is processed.
+        ``start_frame`` None starts at the earliest frame with outputs; ``max_frames`` None (or < 0) means
+        every frame. Bad arguments raise here, before any frame is processed.
         """
-        if direction not in ("forward", "backward", "both"):
+        if direction not in DIRECTIONS:
             raise ValueError(f"direction must be forward, backward or both, not {direction!r}")
         if max_frames is not None and max_frames < 0:
             max_frames = None
         with self.lock:
-            s = self.session(session_id)
+            s = session
+            self._check_open(s)
             if start_frame is not None and not 0 <= start_frame < s.num_frames:
                 raise ValueError(f"start_frame {start_frame} is outside the video (0..{s.num_frames - 1})")
-            if start_frame is None:
-                self._start_frame(s)  # raises when nothing was prompted yet
-        passes = {"forward": [False], "backward": [True], "both": [False, True]}[direction]
-        return (r for reverse in passes for r in self._propagate(s, start_frame, max_frames, reverse))
+            start = self._start_frame(s) if start_frame is None else start_frame  # raises when nothing was prompted
+        passes = [(reverse, self._order(s, start, max_frames, reverse)) for reverse in DIRECTIONS[direction]]
+        return Propagation(self, s, passes, start_frame)
 
     def _start_frame(self, s: VideoSession) -> int:
         """The default start: the earliest frame with outputs (a clicked frame when nothing ran yet)."""
@@ -233,86 +252,184 @@ class Sam3VideoPredictor:
         end = min(start + n, s.num_frames - 1)
         return range(start, end + 1)
 
-    def _plan(self, s: VideoSession) -> tuple[str, list[int] | None]:
-        """What a propagation must recompute, from the actions since the last one."""
+    def _plan(self, s: VideoSession) -> tuple[ActionKind, list[int] | None]:
+        """What a propagation must recompute, from the actions since the last one (as released)."""
         if not s.actions:
-            return "propagation_full", None
+            return ActionKind.PROPAGATION_FULL, None
         last = s.actions[-1]
-        if last.kind.startswith("propagation"):
-            if last.kind == "propagation_fetch":
-                return "propagation_fetch", None
-            twice = len(s.actions) > 1 and s.actions[-2].kind in ("propagation_partial", "propagation_full")
+        if last.kind.is_propagation:
+            if last.kind == ActionKind.PROPAGATION_FETCH:
+                return ActionKind.PROPAGATION_FETCH, None
+            twice = len(s.actions) > 1 and s.actions[-2].kind in (ActionKind.PROPAGATION_PARTIAL, ActionKind.PROPAGATION_FULL)
             if twice or last.frame_idx in (0, s.num_frames - 1):
-                return "propagation_fetch", None
+                return ActionKind.PROPAGATION_FETCH, None
             return last.kind, last.obj_ids
         ids: list[int] = []
         for a in reversed(s.actions):
-            if a.kind.startswith("propagation"):
+            if a.kind.is_propagation:
                 break
-            if a.kind in ("add", "refine"):
+            if a.kind in (ActionKind.ADD, ActionKind.REFINE):
                 ids.extend(a.obj_ids or [])
-        return ("propagation_partial", sorted(set(ids))) if ids else ("propagation_fetch", None)
+        return (ActionKind.PROPAGATION_PARTIAL, sorted(set(ids))) if ids else (ActionKind.PROPAGATION_FETCH, None)
 
-    def _propagate(self, s: VideoSession, start: int | None, max_frames: int | None, reverse: bool) -> Iterator[FrameResult]:
-        with self.lock, torch.inference_mode():
-            order = self._order(s, self._start_frame(s) if start is None else start, max_frames, reverse)
-            kind, obj_ids = self._plan(s)
-            # the start as requested (None = default): the next plan reads it, as released
-            s.actions.append(Action(kind, start, obj_ids))
-        if kind == "propagation_full":
-            yield from self._propagate_full(s, order, reverse)
-        elif kind == "propagation_partial":
-            yield from self._propagate_partial(s, order, reverse, obj_ids or [])
+
+class Propagation:
+    """One propagation, one frame of work per :meth:`step` (an iterator of :class:`FrameResult` too).
+
+    ``order`` lists the frames in processing order (``total`` of them); ``done`` counts those processed.
+    A full detect-then-track pass holds results back for ``hotstart_delay`` frames (the hot-start rules may
+    still remove a young object); :meth:`finish` releases what is held when a caller stops early, so every
+    frame computed so far keeps its stored output.
+    """
+
+    def __init__(self, predictor: Sam3VideoPredictor, session: VideoSession, passes: list[tuple[bool, range]],
+                 requested_start: int | None):
+        self.predictor = predictor
+        self.session = session
+        self.passes = passes
+        self.requested_start = requested_start
+        self.order = [t for _, frames in passes for t in frames]
+        self.total = len(self.order)
+        self.done = 0
+        self._pass = -1
+        self._pos = 0
+        self._kind: ActionKind | None = None
+        self._obj_ids: list[int] = []
+        self._batches: list[TrackletBatch] = []
+        self._buffer: list[FrameOutcome] = []
+        self._removed: set[int] = set()
+        self._pending: list[FrameResult] = []
+        self._stopped = False
+
+    @property
+    def finished(self) -> bool:
+        return self.done >= self.total
+
+    @property
+    def stopped(self) -> bool:
+        """True when :meth:`finish` ended it before its last frame."""
+        return self._stopped
+
+    @property
+    def next_frame(self) -> int | None:
+        return None if self.finished else self.order[self.done]
+
+    def __iter__(self) -> Iterator[FrameResult]:
+        return self
+
+    def __next__(self) -> FrameResult:
+        while not self._pending:
+            if self.finished:
+                with self.predictor.lock:
+                    self._drain()
+                raise StopIteration
+            self._pending = self.step()
+        return self._pending.pop(0)
+
+    def step(self) -> list[FrameResult]:
+        """Process the next frame; returns the results that became ready (none, one, or the held-back ones)."""
+        p = self.predictor
+        with p.lock, torch.inference_mode():
+            p._check_open(self.session)
+            if self.finished:
+                self._drain()
+                return []
+            reverse, frames = self._current_pass()
+            t = frames[self._pos]
+            last = self._pos == len(frames) - 1
+            if self._kind == ActionKind.PROPAGATION_FULL:
+                out = self._full_frame(t, reverse, last)
+            elif self._kind == ActionKind.PROPAGATION_PARTIAL:
+                out = [self._partial_frame(t, reverse)]
+            else:
+                s = self.session
+                out = [p.engine.build_result(s, t, s.masks_on(t), set(s.objects.suppressed[t]))]
+            p.engine.prune_memory(self.session, t)
+            self._pos += 1
+            self.done += 1
+            if self.finished:
+                self._drain()
+            return out
+
+    def finish(self) -> list[FrameResult]:
+        """Stop here: store and return the results still held back (the propagation is then finished)."""
+        with self.predictor.lock, torch.inference_mode():
+            out = [self._emit(o) for o in self._buffer] if not self.session.closed else []
+            self._buffer = []
+            self.done = self.total
+            self._stopped = True
+            return out
+
+    def _drain(self) -> None:
+        """Begin the passes left with no frame (e.g. backward from frame 0): each still records its action."""
+        while not self._stopped and self._pass + 1 < len(self.passes):
+            self._pass += 1
+            self._pos = 0
+            self._begin_pass(self.passes[self._pass][0])
+
+    # ---------------------------------------------------------------- passes
+    def _current_pass(self) -> tuple[bool, range]:
+        reverse, frames = self.passes[self._pass] if self._pass >= 0 else (None, range(0))
+        if self._pass < 0 or self._pos >= len(frames):
+            self._pass += 1
+            self._pos = 0
+            reverse, frames = self.passes[self._pass]
+            self._begin_pass(reverse)
+            while not len(frames):  # an empty pass (e.g. backward from frame 0)
+                self._pass += 1
+                reverse, frames = self.passes[self._pass]
+                self._begin_pass(reverse)
+        return reverse, frames
+
+    def _begin_pass(self, reverse: bool) -> None:
+        p, s = self.predictor, self.session
+        kind, obj_ids = p._plan(s)
+        # the start as requested (None = default): the next plan reads it, as released
+        s.actions.append(Action(kind, self.requested_start, obj_ids))
+        self._kind, self._obj_ids = kind, obj_ids or []
+        self._buffer, self._removed = [], set()
+        frames = self.passes[self._pass][1]
+        if len(frames):
+            s.anchor_frames.add(frames[0] + (1 if reverse else 0))
+        if kind == ActionKind.PROPAGATION_PARTIAL:
+            engine = p.engine
+            self._batches = [b for b in s.batches if set(self._obj_ids) & set(b.obj_ids)]
+            for b in self._batches:
+                engine.runner.consolidate(b, lambda t: engine.frame_features(s, t).tracker)
+
+    def _emit(self, o: FrameOutcome) -> FrameResult:
+        s, delay = self.session, self.predictor.cfg.hotstart_delay
+        hidden = set(o.suppressed) | (self._removed if delay > 0 else set())
+        s.store_masks(o.frame_idx, {i: m for i, m in o.masks.items() if i not in hidden})
+        return self.predictor.engine.build_result(s, o.frame_idx, o.masks, hidden)
+
+    def _full_frame(self, t: int, reverse: bool, last: bool) -> list[FrameResult]:
+        out = self.predictor.engine.run_frame(self.session, t, reverse)
+        delay = self.predictor.cfg.hotstart_delay
+        if delay <= 0:
+            return [self._emit(out)]
+        # hold frames back so that objects removed by the hot-start rules never show up
+        self._buffer.append(out)
+        self._removed |= out.removed
+        if last:
+            ready, self._buffer = self._buffer, []
+        elif len(self._buffer) >= delay:
+            ready, self._buffer = self._buffer[:1], self._buffer[1:]
         else:
-            for t in order:
-                with self.lock:
-                    hidden = s.objects.suppressed[t]
-                    yield self.engine.build_result(s, t, dict(s.cached_masks.get(t, {})), set(hidden))
+            ready = []
+        return [self._emit(o) for o in ready]
 
-    def _propagate_full(self, s: VideoSession, order: range, reverse: bool) -> Iterator[FrameResult]:
-        buffer: list[FrameOutcome] = []
-        removed: set[int] = set()
-        last = order[-1] if len(order) else None
-        for t in order:
-            with self.lock, torch.inference_mode():
-                out = self.engine.run_frame(s, t, reverse)
-                if self.cfg.hotstart_delay <= 0:
-                    ready = [out]
-                else:
-                    # hold frames back so that objects removed by the hot-start rules never show up
-                    buffer.append(out)
-                    removed |= out.removed
-                    if t == last:
-                        ready, buffer = buffer, []
-                    elif len(buffer) >= self.cfg.hotstart_delay:
-                        ready, buffer = buffer[:1], buffer[1:]
-                    else:
-                        ready = []
-                results = []
-                for o in ready:
-                    hidden = set(o.suppressed) | (removed if self.cfg.hotstart_delay > 0 else set())
-                    s.cached_masks[o.frame_idx] = {i: m for i, m in o.masks.items() if i not in hidden}
-                    results.append(self.engine.build_result(s, o.frame_idx, o.masks, hidden))
-            yield from results
-
-    def _propagate_partial(self, s: VideoSession, order: range, reverse: bool, obj_ids: list[int]) -> Iterator[FrameResult]:
-        """Re-track only the clicked objects and merge them into the cached results."""
-        eng = self.engine
+    def _partial_frame(self, t: int, reverse: bool) -> FrameResult:
+        """Re-track only the clicked objects and merge them into the stored results."""
+        s, engine = self.session, self.predictor.engine
         h, w = s.video_hw
-        with self.lock, torch.inference_mode():
-            batches = [b for b in s.batches if set(obj_ids) & set(b.obj_ids)]
-            for b in batches:
-                eng.runner.consolidate(b, lambda t: eng.frame_features(s, t).tracker)
-        for t in order:
-            with self.lock, torch.inference_mode():
-                refined = {}
-                for i, (low, score) in eng.track_objects(s, t, reverse, batches, obj_ids).items():
-                    # as released, the partial pass records the raw object-score logit (not its sigmoid)
-                    s.objects.tracker_score[t][i] = score
-                    refined[i] = F.interpolate(low[None, None], size=(h, w), mode="bilinear", align_corners=False)[0] > 0
-                masks = dict(s.cached_masks.get(t, {}))
-                masks.update(refined)
-                hidden = s.objects.suppressed[t]
-                s.cached_masks[t] = {i: m for i, m in masks.items() if i not in hidden}
-                result = eng.build_result(s, t, masks, set(hidden))
-            yield result
+        refined = {}
+        for i, (low, score) in engine.track_objects(s, t, reverse, self._batches, self._obj_ids).items():
+            # as released, the partial pass records the raw object-score logit (not its sigmoid)
+            s.objects.tracker_score[t][i] = score
+            refined[i] = F.interpolate(low[None, None], size=(h, w), mode="bilinear", align_corners=False)[0] > 0
+        masks = s.masks_on(t)
+        masks.update(refined)
+        hidden = s.objects.suppressed[t]
+        s.store_masks(t, {i: m for i, m in masks.items() if i not in hidden})
+        return engine.build_result(s, t, masks, set(hidden))

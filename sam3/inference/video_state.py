@@ -8,13 +8,14 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from enum import Enum
 
 import numpy as np
 import torch
 
 from sam3.inference.association import HotstartState
 from sam3.inference.tracklets import TrackletBatch
-from sam3.inference.video_io import VideoFrames
+from sam3.inference.video_io import VideoSource
 from sam3.modeling.outputs import BackboneFeatures, GeometricPrompt, TextFeatures
 from sam3.modeling.tracker.state import TrackerFeatures
 
@@ -57,13 +58,53 @@ class ObjectRegistry:
     suppressed: dict[int, set[int]] = field(default_factory=lambda: defaultdict(set))
 
 
+class ActionKind(Enum):
+    """What a user did; the last actions decide what the next propagation recomputes (as released)."""
+
+    ADD = "add"
+    REFINE = "refine"
+    REMOVE = "remove"
+    PROPAGATION_FULL = "propagation_full"
+    PROPAGATION_PARTIAL = "propagation_partial"
+    PROPAGATION_FETCH = "propagation_fetch"
+
+    @property
+    def is_propagation(self) -> bool:
+        return self in (ActionKind.PROPAGATION_FULL, ActionKind.PROPAGATION_PARTIAL, ActionKind.PROPAGATION_FETCH)
+
+
 @dataclass
 class Action:
     """A user action, used to decide what the next propagation has to recompute."""
 
-    kind: str  # "add" | "refine" | "remove" | "propagation_full" | "propagation_partial" | "propagation_fetch"
+    kind: ActionKind
     frame_idx: int | None = None
     obj_ids: list[int] | None = None
+
+
+class CompactMask:
+    """One object's (1, H, W) boolean mask on one frame, kept as COCO run-length encoding (pycocotools).
+
+    A 1280x720 mask is 0.9 MB as a bool tensor and typically a few hundred bytes as RLE; decoding gives
+    the same pixels back.
+    """
+
+    __slots__ = ("rle",)
+
+    def __init__(self, mask: torch.Tensor):
+        from pycocotools import mask as mask_utils
+
+        arr = mask.reshape(mask.shape[-2:]).to("cpu", torch.uint8).numpy()
+        self.rle = mask_utils.encode(np.asfortranarray(arr))
+
+    def decode(self) -> torch.Tensor:
+        """(1, H, W) bool on the CPU."""
+        from pycocotools import mask as mask_utils
+
+        return torch.from_numpy(mask_utils.decode(self.rle).astype(bool))[None]
+
+    def nbytes(self) -> int:
+        return len(self.rle["counts"]) + 16
 
 
 @dataclass
@@ -72,7 +113,7 @@ class VideoSession:
 
     session_id: str
     resource_path: str
-    video: VideoFrames
+    video: VideoSource
     text: str | None = None
     visual_prompt: dict[int, GeometricPrompt] = field(default_factory=dict)  # frame -> the one visual box
     text_cache: dict[tuple[str, ...], TextFeatures] = field(default_factory=dict)
@@ -82,17 +123,41 @@ class VideoSession:
     batches: list[TrackletBatch] = field(default_factory=list)
     objects: ObjectRegistry = field(default_factory=ObjectRegistry)
     frames_with_outputs: set[int] = field(default_factory=set)
-    cached_masks: dict[int, dict[int, torch.Tensor]] = field(default_factory=dict)  # frame -> id -> (1, H, W) bool
+    # frame -> id -> the output mask, run-length encoded (outputs of every computed frame stay, compactly)
+    stored_masks: dict[int, dict[int, CompactMask]] = field(default_factory=dict)
     actions: list[Action] = field(default_factory=list)
     last_used: float = field(default_factory=time.monotonic)
+    # Frames whose neighbourhood the memory bank keeps whatever the pruning window (a propagation's start:
+    # the backward half of "both" reads the memories the forward half wrote next to it).
+    anchor_frames: set[int] = field(default_factory=set)
+    closed: bool = False
 
     @property
     def num_frames(self) -> int:
         return self.video.num_frames
 
     @property
+    def width(self) -> int:
+        return self.video.width
+
+    @property
+    def height(self) -> int:
+        return self.video.height
+
+    @property
+    def fps(self) -> float | None:
+        return self.video.fps
+
+    @property
     def video_hw(self) -> tuple[int, int]:
         return (self.video.height, self.video.width)
+
+    def masks_on(self, frame_idx: int) -> dict[int, torch.Tensor]:
+        """The stored output masks of a frame: id -> (1, H, W) bool (empty when not computed)."""
+        return {i: m.decode() for i, m in self.stored_masks.get(frame_idx, {}).items()}
+
+    def store_masks(self, frame_idx: int, masks: dict[int, torch.Tensor]) -> None:
+        self.stored_masks[frame_idx] = {i: CompactMask(m) for i, m in masks.items()}
 
     def reset(self) -> None:
         """Back to the state right after the video was opened (prompts, objects and outputs dropped)."""
@@ -104,13 +169,15 @@ class VideoSession:
         self.batches.clear()
         self.objects = ObjectRegistry()
         self.frames_with_outputs.clear()
-        self.cached_masks.clear()
+        self.stored_masks.clear()
         self.actions.clear()
+        self.anchor_frames.clear()
 
     def close(self) -> None:
         self.reset()
         self.text_cache.clear()
-        self.video.frames = self.video.frames.new_zeros(0)
+        self.video.close()
+        self.closed = True
 
 
 @dataclass

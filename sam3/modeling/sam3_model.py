@@ -4,8 +4,8 @@ Its ``state_dict`` is exactly the layout of Meta's ``sam3.pt``: ``detector.*`` a
 (1465 tensors). Without instance interactivity there is no tracker and no tracker neck
 (``detector.backbone.vision_backbone.sam2_convs``): 1134 tensors.
 
-The parts are composed by ``sam3.build.build_detector`` / ``build_tracker``; loading weights, picking a
-device and the tokenizer files are the builders' business too (``build_sam3_image_model``).
+The parts are composed by the builders (``sam3.build.compose_sam3_model``) and passed in, so this module
+imports no builder; loading weights, picking a device and the tokenizer files are the builders' business too.
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ import torch
 from torch import nn
 
 from sam3.config import Sam3Config
+from sam3.modeling.detector.detector import Sam3Detector
 from sam3.modeling.outputs import BackboneFeatures, GeometricPrompt, GroundingOutput, TextFeatures
+from sam3.modeling.tracker.tracker import Sam3Tracker
 
 
 class Sam3Model(nn.Module):
@@ -24,14 +26,11 @@ class Sam3Model(nn.Module):
     Without one passed in, the packaged CLIP vocabulary is read on first use.
     """
 
-    def __init__(self, config: Sam3Config, enable_inst_interactivity: bool = True, tokenizer=None):
+    def __init__(self, config: Sam3Config, detector: Sam3Detector, tracker: Sam3Tracker | None = None, tokenizer=None):
         super().__init__()
-        # build.py holds the composition (it imports this module, hence the import here).
-        from sam3.build import build_detector, build_tracker
-
         self.config = config
-        self.detector = build_detector(config, with_tracker_neck=enable_inst_interactivity)
-        self.tracker = build_tracker(config) if enable_inst_interactivity else None
+        self.detector = detector
+        self.tracker = tracker
         self._tokenizer = tokenizer
 
     # ------------------------------------------------------------------ conveniences

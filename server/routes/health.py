@@ -9,6 +9,12 @@ from server.schemas import Health
 
 router = APIRouter(tags=["health"])
 
+DEV_MODE_NOTE = (
+    "development mode (SAM3_RANDOM_WEIGHTS=true): random weights with spread scores, so /detect finds a few "
+    "objects for any text and clicks and text prompts track something, but every mask and score is "
+    "meaningless; load the real sam3.pt for real results"
+)
+
 
 @router.get("/health", response_model=Health)
 def health(settings: SettingsDep, models: ModelsDep, tracking: TrackingDep) -> Health:
@@ -26,4 +32,5 @@ def health(settings: SettingsDep, models: ModelsDep, tracking: TrackingDep) -> H
         image_cache=models.cache_stats(),
         active_sessions=len(tracking.sessions),
         video_predictor_error=tracking.predictor_error,
+        note=DEV_MODE_NOTE if settings.random_weights else None,
     )

@@ -1,12 +1,15 @@
-"""Video tracking sessions behind ``/track/*``: the session table, its cap and idle expiry, and the lazily
-built video predictor.
+"""Video tracking sessions behind ``/track/*``: the one table of typed sessions, its cap and idle expiry,
+per-frame propagation with cancel, and the lazily built video predictor.
 
 The predictor is built on the first ``/track`` call that needs it, from the already loaded image model (the
-same weights; no second copy of the 860M parameters). Every predictor call goes through
-``ModelService.call`` so that tracking and image requests never run on the model at the same time.
+same weights; no second copy). Every model step goes through ``ModelService.call`` (the model lock), and a
+propagation takes it frame by frame, so image requests and other sessions interleave between frames.
+Opening a video and decoding the next frames run in worker threads outside the model lock.
 
-The session table lives on the event loop (only async code touches it); a slot is reserved before the
-predictor starts loading frames, so concurrent ``/track/start`` calls cannot overshoot ``SAM_MAX_SESSIONS``.
+The session table lives on the event loop (only async code touches it). A session in use (a request
+working on it, a propagation running) is never idle; closing it (``/track/stop``, expiry, shutdown) removes
+it from the table and frees it in one synchronous step that cannot be refused; when a request is still
+using it, that request frees it as it ends.
 """
 
 from __future__ import annotations
@@ -14,29 +17,52 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
-import numpy as np
 
-from server.errors import BadValue, Conflict, NotFound, ServiceError, TooBusy, Unavailable
-from server.mask_codec import mask_to_b64png
+from server.errors import (
+    BadValue,
+    Conflict,
+    Forbidden,
+    NotFound,
+    ServiceError,
+    TooBusy,
+    TooLarge,
+    Unavailable,
+    UnsupportedMedia,
+)
+from server.mask_codec import MaskFormat, encode_mask
 from server.prompts import Box
-from server.services.model_service import ModelService, describe_error, to_numpy
+from server.services.model_service import ModelService, describe_error
 from server.settings import Settings
-from server.video_probe import MediaInfo
+
+if TYPE_CHECKING:
+    from sam3.inference.video_predictor import Propagation, Sam3VideoPredictor
+    from sam3.inference.video_state import FrameResult, VideoSession
 
 log = logging.getLogger("sam3.server")
+T = TypeVar("T")
 
 
 @dataclass
 class Session:
+    """One tracking session: the predictor's typed session plus what the service needs around it."""
+
     session_id: str
-    media: MediaInfo
+    video: VideoSession | None = None  # None while the video is being opened
     last_used: float = field(default_factory=time.monotonic)
-    ready: bool = False  # False while the predictor is still loading its frames
+    users: int = 0  # requests working on it right now; a session in use is never idle
+    propagation: Propagation | None = None
+    cancel: bool = False  # set by /track/cancel, /track/stop or expiry: the propagation stops before its next frame
+    closing: bool = False  # removed from the table while in use: the last user frees it
+
+    @property
+    def ready(self) -> bool:
+        return self.video is not None
 
     def touch(self) -> None:
         self.last_used = time.monotonic()
@@ -51,51 +77,36 @@ class FramePrompt:
     points: list[tuple[float, float]] | None
     labels: list[int] | None
     boxes: list[Box] | None
+    box_labels: list[int] | None
     obj_id: int | None
 
 
-def _get(result: Any, *names: str, default: Any = None) -> Any:
-    """Read the first present field among ``names`` from a dataclass/object or a dict."""
-    for name in names:
-        if isinstance(result, dict) and name in result:
-            return result[name]
-        if not isinstance(result, dict) and hasattr(result, name):
-            return getattr(result, name)
-    return default
-
-
-def mask_box_xyxy(mask: np.ndarray) -> list[float]:
-    """Pixel ``[x0, y0, x1, y1]`` around a boolean mask, max index inclusive (as the official video output
-    and our predictor's ``boxes_xyxy``); zeros for an empty mask."""
-    ys = np.flatnonzero(mask.any(axis=1))
-    xs = np.flatnonzero(mask.any(axis=0))
-    if ys.size == 0:
-        return [0.0, 0.0, 0.0, 0.0]
-    return [float(xs[0]), float(ys[0]), float(xs[-1]), float(ys[-1])]
-
-
-def frame_to_wire(result: Any, frame_idx: int | None, width: int, height: int) -> dict:
-    """One predictor frame result -> the contract's ``{frame_idx, object_ids, scores, masks, boxes}``.
-
-    Boxes are the predictor's pixel ``boxes_xyxy`` when it gives them, else computed from the masks.
-    """
-    idx = _get(result, "frame_idx", "frame_index", default=frame_idx)
-    ids = to_numpy(_get(result, "object_ids", "obj_ids", "out_obj_ids", default=[])).reshape(-1)
-    scores = to_numpy(_get(result, "scores", "probs", "out_probs", default=[])).reshape(-1)
-    masks = to_numpy(_get(result, "masks", "binary_masks", "out_binary_masks", default=np.zeros((0, height, width))))
-    masks = masks.reshape(-1, *masks.shape[-2:]) if masks.size else np.zeros((0, height, width), bool)
-    masks = masks > 0.5 if masks.dtype != np.bool_ else masks
-    boxes = _get(result, "boxes_xyxy", default=None)
-    if boxes is not None:
-        boxes = to_numpy(boxes).reshape(-1, 4).astype(np.float64)
-        boxes = [[float(v) for v in b] for b in boxes] if len(boxes) == len(masks) else None
+def frame_to_wire(result: FrameResult, mask_format: MaskFormat = "png") -> dict:
+    """One predictor frame result -> the contract's ``{frame_idx, object_ids, scores, masks, boxes}``."""
     return {
-        "frame_idx": int(idx),
-        "object_ids": [int(i) for i in ids],
-        "scores": [float(s) for s in scores],
-        "masks": [mask_to_b64png(m) for m in masks],
-        "boxes": boxes if boxes is not None else [mask_box_xyxy(m) for m in masks],
+        "frame_idx": int(result.frame_idx),
+        "object_ids": [int(i) for i in result.obj_ids],
+        "scores": [float(s) for s in result.scores],
+        "masks": [encode_mask(m, mask_format) for m in result.masks],
+        "boxes": [[float(v) for v in b] for b in result.boxes_xyxy],
     }
+
+
+async def frames_to_wire(results: list[FrameResult], mask_format: MaskFormat) -> list[dict]:
+    """Encode frame results in a worker thread (CPU work, not under the model lock)."""
+    if not results:
+        return []
+    return await anyio.to_thread.run_sync(lambda: [frame_to_wire(r, mask_format) for r in results])
+
+
+def video_error(exc: Exception) -> ServiceError:
+    """A video the loader refuses -> the HTTP error naming ``video_path``."""
+    from sam3.inference.video_io import VideoForbidden, VideoTooLarge, VideoUnsupported
+
+    kind = Forbidden if isinstance(exc, VideoForbidden) else TooLarge if isinstance(exc, VideoTooLarge) else (
+        UnsupportedMedia if isinstance(exc, VideoUnsupported) else BadValue
+    )
+    return kind(f"video_path: {exc}")
 
 
 class TrackingService:
@@ -104,16 +115,17 @@ class TrackingService:
     def __init__(self, settings: Settings, models: ModelService):
         self.settings = settings
         self.models = models
-        self.predictor: Any = None
+        self.predictor: Sam3VideoPredictor | None = None
         self.predictor_error: str | None = None
         self.sessions: dict[str, Session] = {}
+        self.frames_propagated = 0  # frames processed by propagations since start (for /metrics)
 
     # ------------------------------------------------------------------ predictor
     @property
     def predictor_loaded(self) -> bool:
         return self.predictor is not None
 
-    async def ensure_predictor(self) -> Any:
+    async def ensure_predictor(self) -> Sam3VideoPredictor:
         """The video predictor, built on first use from the loaded image model (503 when impossible)."""
         if self.predictor is not None:
             return self.predictor
@@ -127,10 +139,15 @@ class TrackingService:
         if self.predictor is not None:
             return
         try:
+            from sam3.inference.video_io import VideoLimits
             from sam3.inference.video_predictor import Sam3VideoPredictor
 
+            s = self.settings
+            limits = VideoLimits(max_frames=s.max_video_frames, max_side=s.max_video_side,
+                                 max_pixels=s.max_video_pixels, cache_mb=s.video_cache_mb)
             # the same Sam3Model object as the image processor: one copy of the weights
-            self.predictor, self.predictor_error = Sam3VideoPredictor(self.models.model), None
+            self.predictor = Sam3VideoPredictor(self.models.model, memory_frames=s.video_memory_frames, limits=limits)
+            self.predictor_error = None
             log.info("video predictor ready (sharing the image model's weights)")
         except Exception as exc:  # missing module, incompatible model, out of memory...
             self.predictor_error = describe_error(exc)
@@ -139,7 +156,7 @@ class TrackingService:
     # ------------------------------------------------------------------ session table
     def _retry_after_s(self) -> float:
         now = time.monotonic()
-        remaining = [self.settings.session_ttl_s - (now - s.last_used) for s in self.sessions.values()]
+        remaining = [self.settings.session_ttl_s - (now - s.last_used) for s in self.sessions.values() if not s.users]
         return max(1.0, min(remaining, default=1.0))
 
     def get(self, session_id: str) -> Session:
@@ -150,44 +167,90 @@ class TrackingService:
             raise Conflict(f"session_id: session {session_id!r} is still starting")
         return session
 
+    @asynccontextmanager
+    async def use(self, session_id: str, exclusive: bool = True) -> AsyncIterator[Session]:
+        """Hold a session for one request: it cannot expire meanwhile, and a close waits for the request.
+
+        ``exclusive`` requests (prompts, propagation, remove, reset) are refused while a propagation runs.
+        """
+        self._evict_now()
+        session = self.get(session_id)
+        if exclusive and session.propagation is not None:
+            raise Conflict(
+                f"session_id: a propagation is running on session {session_id!r}; "
+                "wait for it or stop it with /track/cancel"
+            )
+        session.users += 1
+        try:
+            yield session
+        finally:
+            session.users -= 1
+            session.touch()
+            if session.closing and session.users == 0:
+                self._free(session)
+
     async def evict_expired(self) -> list[str]:
-        """Close every session idle for longer than ``SAM_SESSION_TTL_S``."""
+        """Close every session idle (not in use) for longer than ``SAM_SESSION_TTL_S`` (the idle sweep)."""
+        return self._evict_now()
+
+    def _evict_now(self) -> list[str]:
         now = time.monotonic()
-        expired = [
-            sid for sid, s in self.sessions.items() if s.ready and now - s.last_used > self.settings.session_ttl_s
-        ]
+        ttl = self.settings.session_ttl_s
+        expired = [sid for sid, s in self.sessions.items() if s.ready and not s.users and now - s.last_used > ttl]
         for sid in expired:
             log.info("session %s expired after %.0f s idle", sid, now - self.sessions[sid].last_used)
-            await self._close(sid)
+            self._close(sid)
         return expired
 
-    async def _close(self, session_id: str) -> bool:
+    def _close(self, session_id: str) -> bool:
+        """Remove a session from the table and free it, in one step (no await: it cannot half-happen)."""
         session = self.sessions.pop(session_id, None)
         if session is None:
             return False
-        if self.predictor is not None:
-            await self.models.call(self._close_sync, session_id)
+        session.cancel = True
+        if session.users:
+            session.closing = True  # the request using it frees it when it ends
+        else:
+            self._free(session)
         return True
 
-    def _close_sync(self, session_id: str) -> None:
-        try:
-            self.predictor.close_session(session_id)
-        except Exception as exc:  # closing must not fail the caller; the session is gone from our table
-            log.warning("close_session(%s) failed: %s", session_id, describe_error(exc))
-        try:
-            from sam3.device import empty_cache
-
-            empty_cache(self.models.device)
-        except Exception:
-            pass
+    def _free(self, session: Session) -> None:
+        if session.video is not None and self.predictor is not None:
+            try:
+                self.predictor.close_session(session.video)
+            except Exception as exc:  # freeing must not fail the caller
+                log.warning("close_session(%s) failed: %s", session.session_id, describe_error(exc))
+        session.video = None
 
     async def close_all(self) -> None:
         for sid in list(self.sessions):
-            await self._close(sid)
+            self._close(sid)
+
+    async def _model_step(self, fn: Callable[[], T]) -> T:
+        """One unit of model work under the model lock; a full queue is waited out (a propagation in progress
+        must not fail because other requests are queued)."""
+        while True:
+            try:
+                return await self.models.call(fn)
+            except TooBusy:
+                await anyio.sleep(0.05)
+
+    async def _predictor_call(self, fn: Callable[[], T], refusal: type[ServiceError] = BadValue,
+                              field: str = "prompt", step: bool = False) -> T:
+        """Run a predictor call on the model thread; a ``ValueError`` it raises becomes ``refusal`` naming
+        ``field`` (a video read error becomes the matching ``video_path`` error)."""
+        from sam3.inference.video_io import VideoReadError
+
+        try:
+            return await (self._model_step(fn) if step else self.models.call(fn))
+        except VideoReadError as exc:
+            raise video_error(exc) from None
+        except ValueError as exc:
+            raise refusal(f"{field}: {exc}") from None
 
     # ------------------------------------------------------------------ requests
-    async def start(self, media: MediaInfo, session_id: str | None) -> Session:
-        await self.evict_expired()
+    async def start(self, video_path: str, session_id: str | None) -> Session:
+        self._evict_now()
         if session_id is not None and session_id in self.sessions:
             raise Conflict(f"session_id: a session named {session_id!r} already exists")
         if len(self.sessions) >= self.settings.max_sessions:
@@ -198,111 +261,153 @@ class TrackingService:
             )
         self.models.require_loaded()
         sid = session_id or uuid.uuid4().hex
-        session = Session(sid, media)
+        session = Session(sid)
         self.sessions[sid] = session  # reserve the slot before any await
         try:
             predictor = await self.ensure_predictor()
-            info = await self._call_predictor(
-                lambda: predictor.start_session(str(media.path), sid), refusal=BadValue, field="video_path"
-            )
+            from sam3.inference.video_io import VideoReadError
+
+            roots = self.settings.media_root_paths
+            try:
+                # checks and the first frame, in a worker thread: not under the model lock
+                video = await anyio.to_thread.run_sync(lambda: predictor.start_session(video_path, sid, roots=roots))
+            except VideoReadError as exc:
+                raise video_error(exc) from None
         except BaseException:
             self.sessions.pop(sid, None)
             raise
-        returned = _get(info, "session_id", default=sid)
-        if returned != sid:
-            raise RuntimeError(f"the predictor named the session {returned!r}, expected {sid!r}")
-        # The predictor decoded the frames: trust its numbers over the probe's.
-        session.media = MediaInfo(
-            media.path,
-            int(_get(info, "num_frames", default=media.num_frames)),
-            int(_get(info, "width", default=media.width)),
-            int(_get(info, "height", default=media.height)),
-            _get(info, "fps", default=media.fps),
-        )
-        session.ready = True
+        if self.sessions.get(sid) is not session:  # closed while opening (shutdown)
+            predictor.close_session(video)
+            raise NotFound(f"session_id: session {sid!r} was closed while it was starting")
+        session.video = video
         session.touch()
         return session
 
-    async def add_prompt(self, session_id: str, prompt: FramePrompt) -> dict:
-        await self.evict_expired()
-        session = self.get(session_id)
-        media = session.media
-        if prompt.frame_idx >= media.num_frames:
-            raise BadValue(f"frame_idx: {prompt.frame_idx} is out of range; the video has {media.num_frames} frames")
-        session.touch()
-        predictor = await self.ensure_predictor()
-        w, h = media.width, media.height
-        # The predictor takes the wire units: pixel points, normalised cxcywh boxes.
-        points = [list(p) for p in prompt.points] if prompt.points else None
-        boxes = [b.to_list() for b in prompt.boxes] if prompt.boxes else None
-        obj_id = prompt.obj_id if prompt.obj_id is not None else (1 if points else None)
+    async def add_prompt(self, session_id: str, prompt: FramePrompt, mask_format: MaskFormat) -> dict:
+        async with self.use(session_id) as session:
+            video = session.video
+            if prompt.frame_idx >= video.num_frames:
+                raise BadValue(f"frame_idx: {prompt.frame_idx} is out of range; the video has {video.num_frames} frames")
+            predictor = await self.ensure_predictor()
+            await self._decode(lambda: video.video.prefetch(prompt.frame_idx, prompt.frame_idx + 1))
+            points = [list(p) for p in prompt.points] if prompt.points else None
+            boxes = [b.to_list() for b in prompt.boxes] if prompt.boxes else None
+            result = await self._predictor_call(lambda: predictor.add_prompt(
+                video, prompt.frame_idx, text=prompt.text, points=points, labels=prompt.labels if points else None,
+                boxes=boxes, box_labels=prompt.box_labels if boxes else None, obj_id=prompt.obj_id,
+            ))
+            (out,) = await frames_to_wire([result], mask_format)
+            out["num_objects"] = len(out["object_ids"])
+            return out
 
-        def run() -> Any:
-            return predictor.add_prompt(
-                session_id,
-                frame_idx=prompt.frame_idx,
-                text=prompt.text,
-                points=points,
-                labels=prompt.labels if points else None,
-                boxes=boxes,
-                obj_id=obj_id,
+    async def begin_propagation(self, session_id: str, direction: str, start_frame: int | None,
+                                max_frames: int) -> tuple[Session, Propagation]:
+        """Check the arguments and plan the frames (errors here are ordinary 4xx answers). Nothing in the
+        session changes until :meth:`run_propagation` takes the first step."""
+        async with self.use(session_id) as session:
+            video = session.video
+            if start_frame is not None and start_frame >= video.num_frames:
+                raise BadValue(f"start_frame: {start_frame} is out of range; the video has {video.num_frames} frames")
+            predictor = await self.ensure_predictor()
+            prop = await self._predictor_call(
+                lambda: predictor.propagate(video, direction, start_frame, None if max_frames < 0 else max_frames),
+                refusal=Conflict, field="session_id",
             )
+            return session, prop
 
-        result = await self._call_predictor(run)
-        session.touch()
-        frame = await _encode_frames_off_loop([result], prompt.frame_idx, w, h)
-        out = frame[0]
-        out["num_objects"] = len(out["object_ids"])
-        return out
+    async def run_propagation(self, session: Session, prop: Propagation, mask_format: MaskFormat) -> AsyncIterator[dict]:
+        """Run a planned propagation frame by frame, yielding each encoded frame as soon as it exists.
 
-    async def propagate(self, session_id: str, direction: str, start_frame: int | None, max_frames: int) -> list[dict]:
-        await self.evict_expired()
-        session = self.get(session_id)
-        media = session.media
-        if start_frame is not None and start_frame >= media.num_frames:
-            raise BadValue(f"start_frame: {start_frame} is out of range; the video has {media.num_frames} frames")
-        session.touch()
-        predictor = await self.ensure_predictor()
+        The model lock is taken per frame; the frame (and the detector's look-ahead frame) is decoded before
+        taking it. On cancel (``/track/cancel``, ``/track/stop``, a disconnect) the frames computed so far
+        stay stored, and ``prop.stopped`` is true.
+        """
+        if self.sessions.get(session.session_id) is not session or not session.ready:
+            raise NotFound(f"session_id: session {session.session_id!r} was closed")
+        if session.propagation is not None:
+            raise Conflict(f"session_id: a propagation is already running on session {session.session_id!r}")
+        session.propagation, session.cancel = prop, False
+        session.users += 1
+        try:
+            video = session.video
+            while not prop.finished:
+                if session.cancel:
+                    for frame in await frames_to_wire(await self._finish(prop), mask_format):
+                        yield frame
+                    break
+                t = prop.next_frame
+                ahead = prop.order[prop.done + 1] if prop.done + 1 < prop.total else t
+                await self._decode(lambda: video.video.prefetch(t, ahead))
+                results = await self._predictor_call(prop.step, refusal=Conflict, field="session_id", step=True)
+                self.frames_propagated += 1
+                for frame in await frames_to_wire(results, mask_format):
+                    yield frame
+        finally:
+            with anyio.CancelScope(shield=True):  # a disconnect or an error: keep what was computed
+                if not prop.finished:
+                    await self._finish(prop)
+                self._end_propagation(session)
 
-        def run() -> list[Any]:
-            return list(
-                predictor.propagate_in_video(
-                    session_id,
-                    direction=direction,
-                    start_frame=start_frame,
-                    max_frames=None if max_frames < 0 else max_frames,
-                )
-            )
-
-        results = await self._call_predictor(run, refusal=Conflict, field="session_id")
-        session.touch()
-        frames = await _encode_frames_off_loop(results, None, media.width, media.height)
-        by_index = {f["frame_idx"]: f for f in frames}  # "both" may yield the start frame twice
-        return [by_index[i] for i in sorted(by_index)]
-
-    async def _call_predictor(
-        self, fn: Callable[[], Any], refusal: type[ServiceError] = BadValue, field: str = "prompt"
-    ) -> Any:
-        """Run a predictor call on the model thread. A ``ValueError`` it raises (a prompt it refuses, a
-        video it cannot decode, a propagation before any prompt) becomes ``refusal`` (400 or 409) naming
-        ``field``."""
-        from sam3.inference.video_predictor import SessionNotFound
+    async def _decode(self, fn: Callable[[], Any]) -> None:
+        from sam3.inference.video_io import VideoReadError
 
         try:
-            return await self.models.call(fn)
-        except SessionNotFound as exc:
-            raise NotFound(f"session_id: the video predictor has no session {exc}") from None
-        except ValueError as exc:
-            raise refusal(f"{field}: {exc}") from None
+            await anyio.to_thread.run_sync(fn)
+        except VideoReadError as exc:
+            raise video_error(exc) from None
+
+    async def _finish(self, prop: Propagation) -> list[FrameResult]:
+        if prop.session.closed:
+            return []
+        return await anyio.to_thread.run_sync(prop.finish)
+
+    def _end_propagation(self, session: Session) -> None:
+        session.propagation = None
+        session.cancel = False
+        session.users -= 1
+        session.touch()
+        if session.closing and session.users == 0:
+            self._free(session)
+
+    def cancel(self, session_id: str) -> bool:
+        session = self.get(session_id)
+        if session.propagation is None:
+            return False
+        session.cancel = True
+        return True
+
+    async def frames(self, session_id: str, start: int, end: int | None, mask_format: MaskFormat) -> list[dict]:
+        """Stored results of the computed frames in ``start..end`` (inclusive), in frame order."""
+        async with self.use(session_id, exclusive=False) as session:
+            video = session.video
+            last = video.num_frames - 1 if end is None else end
+            if start >= video.num_frames:
+                raise BadValue(f"start: {start} is out of range; the video has {video.num_frames} frames")
+            if last < start:
+                raise BadValue(f"end: {end} is before start {start}")
+            last = min(last, video.num_frames - 1)
+            predictor = await self.ensure_predictor()
+
+            def read() -> list[dict]:
+                with predictor.lock:  # a propagation may be adding frames meanwhile
+                    computed = sorted(t for t in video.stored_masks if start <= t <= last)
+                results = [predictor.frame_result(video, t) for t in computed]
+                return [frame_to_wire(r, mask_format) for r in results if r is not None]
+
+            return await anyio.to_thread.run_sync(read)
+
+    async def remove_object(self, session_id: str, obj_id: int) -> bool:
+        async with self.use(session_id) as session:
+            predictor = await self.ensure_predictor()
+            return await self._predictor_call(lambda: predictor.remove_object(session.video, obj_id), field="obj_id")
+
+    async def reset(self, session_id: str) -> None:
+        async with self.use(session_id) as session:
+            predictor = await self.ensure_predictor()
+            await self._predictor_call(lambda: predictor.reset_session(session.video), field="session_id")
 
     async def stop(self, session_id: str) -> bool:
         session = self.sessions.get(session_id)
         if session is None or not session.ready:
             return False
-        return await self._close(session_id)
-
-
-async def _encode_frames_off_loop(results: Iterable[Any], frame_idx: int | None, width: int, height: int) -> list[dict]:
-    """PNG-encode frame results in a worker thread (not under the model lock; it is CPU work only)."""
-    results = list(results)
-    return await anyio.to_thread.run_sync(lambda: [frame_to_wire(r, frame_idx, width, height) for r in results])
+        return self._close(session_id)

@@ -7,6 +7,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from milimo_clients import (
+    NO_RETRY,
     InpaintingManager,
     SamModelNotLoaded,
     SamServiceBusy,
@@ -29,7 +30,7 @@ def image_path(tmp_path, astronaut):
 def test_refused_connection_says_the_service_is_not_running(image_path):
     port = free_port()  # bound then released: nothing listens there
     url = f"http://127.0.0.1:{port}"
-    with InpaintingManager(url) as sam:
+    with InpaintingManager(url, retry=NO_RETRY) as sam:
         with pytest.raises(SamServiceNotRunning) as err:
             sam.get_mask_from_sam(image_path, [[5, 5]])
     message = str(err.value)

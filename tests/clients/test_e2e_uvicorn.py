@@ -28,15 +28,21 @@ def test_health(live_server):
     assert body["error"] is None and body["random_weights"] is True
 
 
-def test_inpainting_manager_click_mask(live_server, coffee_path, tmp_path):
+def test_inpainting_manager_click_mask(live_server, coffee_path, tmp_path, monkeypatch):
     with InpaintingManager(live_server.url) as sam:
         out = sam.get_mask_from_sam(coffee_path, [[300, 200]], output_path=tmp_path / "m" / "mask.png")
         assert out == str(tmp_path / "m" / "mask.png")
         mask = decode_mask(open(out, "rb").read())
         assert mask.shape == (400, 600) and set(np.unique(mask)) <= {0, 255}
-        # Default output path: a new file in the temp folder.
-        other = sam.get_mask_from_sam(coffee_path, [[300, 200], [10, 10]], labels=[1, 0], box=[0.5, 0.5, 0.5, 0.5])
+    # No output path: the documented folder (SAM_OUTPUT_DIR, default ./sam_masks), one file per request.
+    monkeypatch.setenv("SAM_OUTPUT_DIR", str(tmp_path / "masks"))
+    with InpaintingManager(live_server.url) as sam:
+        request = dict(labels=[1, 0], box=[0.5, 0.5, 0.5, 0.5])
+        other = sam.get_mask_from_sam(coffee_path, [[300, 200], [10, 10]], **request)
+        again = sam.get_mask_from_sam(coffee_path, [[300, 200], [10, 10]], **request)
+        assert other == again and other.startswith(str(tmp_path / "masks" / "coffee_mask_"))
         assert decode_mask(open(other, "rb").read()).shape == (400, 600)
+        assert len(list((tmp_path / "masks").iterdir())) == 1
 
 
 def test_inpainting_manager_text_mask_and_detection(live_server, coffee_path, tmp_path):

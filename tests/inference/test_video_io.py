@@ -57,3 +57,102 @@ def test_broken_video_is_a_clear_error(tmp_path):
     empty.mkdir()
     with pytest.raises(VideoReadError, match="no JPEG/PNG frames"):
         probe_video(empty)
+
+
+# ------------------------------------------------------------------------------------------------ hostile paths
+from sam3.inference.video_io import (  # noqa: E402
+    VideoForbidden,
+    VideoLimits,
+    VideoTooLarge,
+    VideoUnsupported,
+    open_video,
+)
+
+
+def _folder(path, n=3, name=lambda i: f"{i}.png"):
+    path.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        Image.fromarray(np.full((16, 24, 3), 40 * i, np.uint8)).save(path / name(i))
+    return path
+
+
+def test_paths_are_checked_after_resolving(tmp_path):
+    root = tmp_path / "media"
+    outside = _folder(tmp_path / "outside")
+    root.mkdir()
+    roots = (root.resolve(),)
+    (root / "link").symlink_to(outside)
+    with pytest.raises(VideoForbidden) as err:
+        open_video(root / "link", 32, roots=roots)
+    assert str(outside) in str(err.value) and str(root) + ":" not in str(err.value)
+    # a folder inside the roots whose frame files are symlinks to files outside them
+    inner = root / "frames"
+    inner.mkdir()
+    for f in outside.iterdir():
+        (inner / f.name).symlink_to(f)
+    with pytest.raises(VideoForbidden):
+        open_video(inner, 32, roots=roots)
+    (root / "loop").symlink_to(root / "loop")
+    with pytest.raises(VideoReadError, match="symlink loop|cannot"):
+        open_video(root / "loop", 32, roots=roots)
+    with pytest.raises(VideoReadError, match="no such user"):
+        open_video("~nosuchuser_xyz/clip.mp4", 32, roots=roots)
+    with pytest.raises(VideoReadError, match="too long|cannot"):
+        open_video(root / ("a" * 300 + ".mp4"), 32, roots=roots)
+    with pytest.raises(VideoReadError, match="NUL"):
+        open_video(str(root) + "/a\x00b", 32, roots=roots)
+
+
+def test_a_named_pipe_is_refused_without_blocking(tmp_path):
+    import os
+
+    fifo = tmp_path / "pipe.mp4"
+    os.mkfifo(fifo)
+    with pytest.raises(VideoUnsupported, match="not a regular file"):
+        open_video(fifo, 32)
+    frames = _folder(tmp_path / "frames", 2)
+    (frames / "0.png").unlink()
+    os.mkfifo(frames / "0.png")
+    with pytest.raises(VideoUnsupported, match="not a regular file"):
+        open_video(frames, 32)
+
+
+def test_non_ascii_digit_names_sort_by_name(tmp_path):
+    arabic = "٠١٢"
+    src = _folder(tmp_path / "f", 3, name=lambda i: f"{arabic[i]}.png")
+    assert open_video(src, 32).num_frames == 3
+    mixed = _folder(tmp_path / "g", 2)
+    Image.fromarray(np.zeros((16, 24, 3), np.uint8)).save(mixed / "².png")
+    assert open_video(mixed, 32).num_frames == 3
+
+
+def test_frame_count_and_frame_size_limits(tmp_path, coffee):
+    clip = tmp_path / "clip.mp4"
+    write_mp4(clip, [coffee[:64, :96]] * 6)
+    with pytest.raises(VideoTooLarge, match="more than 5 frames"):
+        open_video(clip, 32, limits=VideoLimits(max_frames=5))
+    with pytest.raises(VideoTooLarge, match="more than 2 frames"):
+        open_video(_folder(tmp_path / "many", 3), 32, limits=VideoLimits(max_frames=2))
+    with pytest.raises(VideoTooLarge, match="side limit"):
+        open_video(clip, 32, limits=VideoLimits(max_side=64))
+    with pytest.raises(VideoTooLarge, match="pixels"):
+        open_video(clip, 32, limits=VideoLimits(max_pixels=1000))
+    thin = tmp_path / "thin"
+    thin.mkdir()
+    Image.fromarray(np.zeros((2, 400, 3), np.uint8)).save(thin / "0.png")
+    with pytest.raises(VideoTooLarge, match="aspect"):
+        open_video(thin, 32)
+
+
+def test_lazy_reading_matches_eager_in_any_order(tmp_path, coffee):
+    """Frames read on demand, backwards and with a tiny cache, equal the frames decoded in one pass."""
+    frames = [np.ascontiguousarray(np.roll(coffee[:96, :128], 5 * i, axis=1)) for i in range(12)]
+    clip = tmp_path / "clip.mp4"
+    write_mp4(clip, frames)
+    eager = load_video_frames(clip, image_size=32)
+    src = open_video(clip, 32, limits=VideoLimits(cache_mb=3 * 32 * 32 * 2 * 3 / 2**20))
+    assert src.cache_frames == 3
+    for i in [11, 10, 9, 3, 4, 0, 7, 6, 5, 2, 1, 8]:
+        assert torch.equal(src.frame(i), eager.frames[i]), i
+    assert src.cached_bytes() <= 3 * 3 * 32 * 32 * 2
+    src.close()

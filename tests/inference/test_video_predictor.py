@@ -15,7 +15,8 @@ from PIL import Image
 
 from sam3.inference.association import TrackingHeuristics
 from sam3.inference.video_io import VideoReadError
-from sam3.inference.video_predictor import Sam3VideoPredictor, SessionExists, SessionNotFound
+from sam3.inference.video_predictor import Sam3VideoPredictor, SessionClosed
+from sam3.inference.video_state import ActionKind
 
 NUM_FRAMES = 5
 HW = (120, 160)  # small frames keep the video-size work cheap
@@ -78,42 +79,42 @@ def test_text_prompt_then_both_directions_on_mp4(predictor, mp4):
     info = predictor.start_session(str(mp4))
     assert (info.num_frames, info.width, info.height) == (NUM_FRAMES, HW[1], HW[0])
     assert info.fps == pytest.approx(10.0)
-    first = predictor.add_prompt(info.session_id, 2, text="a cup")
+    first = predictor.add_prompt(info, 2, text="a cup")
     _check_result(first, 2)
     assert first.num_objects >= 1, "lowered thresholds should detect something"
     assert ((first.scores > 0.2) & (first.scores < 1)).all()
 
-    results = list(predictor.propagate_in_video(info.session_id, "both"))
+    results = list(predictor.propagate(info, "both"))
     assert [r.frame_idx for r in results] == [2, 3, 4, 1, 0]  # forward from the start, then backward
     for r in results:
         _check_result(r, r.frame_idx)
     # a second request only fetches, from the earliest frame with outputs by default: the same masks
-    again = list(predictor.propagate_in_video(info.session_id, "forward"))
+    again = list(predictor.propagate(info, "forward"))
     assert [r.frame_idx for r in again] == [0, 1, 2, 3, 4]
     by_frame = {r.frame_idx: r for r in results}
     for a in again:
         b = by_frame[a.frame_idx]
         assert np.array_equal(a.obj_ids, b.obj_ids) and np.array_equal(a.masks, b.masks)
-    assert predictor.close_session(info.session_id)
+    predictor.close_session(info)
 
 
 def test_forward_backward_and_max_frames_on_a_folder(predictor, folder):
-    sid = predictor.start_session(str(folder), session_id="folder").session_id
-    assert sid == "folder"
+    sid = predictor.start_session(str(folder), session_id="folder")
+    assert sid.session_id == "folder"
     predictor.add_prompt(sid, 0, text="a cup")
-    forward = list(predictor.propagate_in_video(sid, "forward", max_frames=2))
+    forward = list(predictor.propagate(sid, "forward", max_frames=2))
     assert [r.frame_idx for r in forward] == [0, 1, 2]
-    backward = list(predictor.propagate_in_video(sid, "backward", start_frame=3, max_frames=2))
+    backward = list(predictor.propagate(sid, "backward", start_frame=3, max_frames=2))
     assert [r.frame_idx for r in backward] == [2, 1]
     predictor.close_session(sid)
 
 
 def test_clicks_add_and_refine_then_partial_propagation(predictor, folder):
-    sid = predictor.start_session(str(folder)).session_id
+    sid = predictor.start_session(str(folder))
     predictor.add_prompt(sid, 0, text="a cup")
-    list(predictor.propagate_in_video(sid, "forward"))
-    s = predictor.session(sid)
-    before = {t: {i: m.clone() for i, m in s.cached_masks[t].items()} for t in range(NUM_FRAMES)}
+    list(predictor.propagate(sid, "forward"))
+    s = sid
+    before = {t: {i: m.clone() for i, m in s.masks_on(t).items()} for t in range(NUM_FRAMES)}
 
     r = predictor.add_prompt(sid, 2, points=[[80, 60]], labels=[1], obj_id=42)  # a new object
     _check_result(r, 2)
@@ -121,66 +122,64 @@ def test_clicks_add_and_refine_then_partial_propagation(predictor, folder):
     refined = int(s.objects.obj_ids[0])
     r = predictor.add_prompt(sid, 2, points=[[40, 30], [120, 90]], labels=[1, 0], obj_id=refined)
     _check_result(r, 2)
-    assert [a.kind for a in s.actions[-2:]] == ["add", "refine"]
+    assert [a.kind for a in s.actions[-2:]] == [ActionKind.ADD, ActionKind.REFINE]
 
-    results = list(predictor.propagate_in_video(sid, "both", start_frame=2))
+    results = list(predictor.propagate(sid, "both", start_frame=2))
     assert [r.frame_idx for r in results] == [2, 3, 4, 1, 0]
-    assert s.actions[-1].kind == "propagation_partial" and s.actions[-1].obj_ids == sorted({42, refined})
+    assert s.actions[-1].kind == ActionKind.PROPAGATION_PARTIAL and s.actions[-1].obj_ids == sorted({42, refined})
     for r in results:
         _check_result(r, r.frame_idx)
         # only the clicked objects are re-tracked: every other object keeps its mask
         for i, mask in before[r.frame_idx].items():
             if i not in (42, refined):
-                assert torch.equal(s.cached_masks[r.frame_idx][i], mask)
+                assert torch.equal(s.masks_on(r.frame_idx)[i], mask)
     predictor.close_session(sid)
 
 
 def test_remove_object(predictor, folder):
-    sid = predictor.start_session(str(folder)).session_id
+    sid = predictor.start_session(str(folder))
     predictor.add_prompt(sid, 0, text="a cup")
-    list(predictor.propagate_in_video(sid, "forward"))
-    victim = int(predictor.session(sid).objects.obj_ids[0])
+    list(predictor.propagate(sid, "forward"))
+    victim = int(sid.objects.obj_ids[0])
     assert predictor.remove_object(sid, victim)
     assert not predictor.remove_object(sid, victim)  # already gone
     assert not predictor.remove_object(sid, 12345)
-    for r in predictor.propagate_in_video(sid, "forward"):
+    for r in predictor.propagate(sid, "forward"):
         assert victim not in r.obj_ids
-    assert all(victim not in b.obj_ids for b in predictor.session(sid).batches)
+    assert all(victim not in b.obj_ids for b in sid.batches)
     predictor.close_session(sid)
 
 
 def test_reset_session_forgets_prompts(predictor, folder):
-    sid = predictor.start_session(str(folder)).session_id
+    sid = predictor.start_session(str(folder))
     predictor.add_prompt(sid, 1, text="a cup")
     predictor.reset_session(sid)
-    s = predictor.session(sid)
-    assert not s.batches and not s.objects.obj_ids and not s.cached_masks and s.text is None
+    s = sid
+    assert not s.batches and not s.objects.obj_ids and not s.stored_masks and s.text is None
     with pytest.raises(ValueError, match="add a prompt"):
-        predictor.propagate_in_video(sid, "forward")
+        predictor.propagate(sid, "forward")
     r = predictor.add_prompt(sid, 1, text="a cup")  # usable again
     _check_result(r, 1)
     predictor.close_session(sid)
 
 
 def test_close_session_frees_everything(predictor, folder):
-    sid = predictor.start_session(str(folder)).session_id
+    sid = predictor.start_session(str(folder))
     predictor.add_prompt(sid, 0, text="a cup")
-    s = predictor.session(sid)
-    assert s.video.frames.numel() > 0 and s.features
-    assert predictor.close_session(sid)
-    assert sid not in predictor.sessions
-    assert s.video.frames.numel() == 0 and not s.features and not s.batches and not s.text_cache
-    assert not predictor.close_session(sid)  # idempotent
-    with pytest.raises(SessionNotFound):
+    s = sid
+    assert s.video.cached_bytes() > 0 and s.features
+    predictor.close_session(sid)
+    assert s.closed and s.video.cached_bytes() == 0 and not s.features and not s.batches and not s.text_cache
+    assert not s.stored_masks
+    predictor.close_session(sid)  # idempotent
+    with pytest.raises(SessionClosed):
         predictor.add_prompt(sid, 0, text="a cup")
-    with pytest.raises(SessionNotFound):
-        predictor.propagate_in_video(sid)
+    with pytest.raises(SessionClosed):
+        predictor.propagate(sid)
 
 
 def test_bad_inputs_raise_clear_errors(predictor, folder, tmp_path, model):
-    sid = predictor.start_session(str(folder), session_id="bad").session_id
-    with pytest.raises(SessionExists):
-        predictor.start_session(str(folder), session_id="bad")
+    sid = predictor.start_session(str(folder), session_id="bad")
     with pytest.raises(ValueError, match="frame_idx 9 is outside"):
         predictor.add_prompt(sid, 9, text="a cup")
     with pytest.raises(ValueError, match="needs text, points or a box"):
@@ -194,13 +193,11 @@ def test_bad_inputs_raise_clear_errors(predictor, folder, tmp_path, model):
     with pytest.raises(ValueError, match="exactly one box"):
         predictor.add_prompt(sid, 0, boxes=[[0.5, 0.5, 0.2, 0.2], [0.3, 0.3, 0.1, 0.1]])
     with pytest.raises(ValueError, match="direction"):
-        predictor.propagate_in_video(sid, "sideways")
+        predictor.propagate(sid, "sideways")
     with pytest.raises(ValueError, match="add a prompt"):
-        predictor.propagate_in_video(sid, "forward")
+        predictor.propagate(sid, "forward")
     with pytest.raises(ValueError, match="start_frame 7 is outside"):
-        predictor.propagate_in_video(sid, "forward", start_frame=7)
-    with pytest.raises(SessionNotFound):
-        predictor.add_prompt("nope", 0, text="a cup")
+        predictor.propagate(sid, "forward", start_frame=7)
     with pytest.raises(VideoReadError):
         predictor.start_session(str(tmp_path / "missing.mp4"))
     (tmp_path / "broken.mp4").write_bytes(b"not a video")
@@ -227,14 +224,62 @@ def test_cuda_gives_the_cpu_results(model, folder):
     for device in ("cpu", "cuda"):
         m = model if device == "cpu" else copy.deepcopy(model).to(device)
         predictor = Sam3VideoPredictor(m, HEURISTICS)
-        sid = predictor.start_session(str(folder)).session_id
+        sid = predictor.start_session(str(folder))
         first = predictor.add_prompt(sid, 1, text="a cup")
-        tracked = list(predictor.propagate_in_video(sid, "forward"))
+        tracked = list(predictor.propagate(sid, "forward"))
         click = predictor.add_prompt(sid, 2, points=[[80, 60]], labels=[1], obj_id=42)
-        runs[device] = [first, *tracked, click, *predictor.propagate_in_video(sid, "both", start_frame=2)]
+        runs[device] = [first, *tracked, click, *predictor.propagate(sid, "both", start_frame=2)]
         predictor.close_session(sid)
     for a, b in zip(runs["cpu"], runs["cuda"], strict=True):
         _check_result(b, a.frame_idx)
         assert np.array_equal(a.obj_ids, b.obj_ids)
         # cuDNN may convolve in TF32: a few border pixels can flip
         assert (a.masks != b.masks).mean() < 1e-2
+
+
+def test_stored_results_and_early_stop(model, folder):
+    """``frame_result`` gives back what a propagation returned; ``finish`` keeps the held-back frames."""
+    heuristics = TrackingHeuristics(score_threshold_detection=0.2, new_det_thresh=0.2, det_nms_thresh=0.5,
+                                    hotstart_delay=3)
+    predictor = Sam3VideoPredictor(model, heuristics)
+    s = predictor.start_session(str(folder))
+    predictor.add_prompt(s, 0, text="a cup")
+    prop = predictor.propagate(s, "forward")
+    assert prop.total == NUM_FRAMES and prop.order == list(range(NUM_FRAMES))
+    assert prop.step() == [] and prop.step() == []  # held back by the hot-start delay
+    held = prop.finish()
+    assert [r.frame_idx for r in held] == [0, 1] and prop.finished
+    for r in held:
+        stored = predictor.frame_result(s, r.frame_idx)
+        assert np.array_equal(stored.obj_ids, r.obj_ids) and np.array_equal(stored.masks, r.masks)
+    assert predictor.frame_result(s, 4) is None
+    predictor.close_session(s)
+
+
+def test_memory_bank_is_pruned_to_the_window(model, tmp_path, coffee):
+    """A 40-frame folder with a window of 4: the bank keeps the frames near the current frame and the
+    prompted / start frames only, and the outputs stay compact."""
+    base = np.asarray(Image.fromarray(coffee).resize((HW[1] * 2, HW[0])))
+    for i in range(40):
+        Image.fromarray(np.ascontiguousarray(base[:, 2 * i : 2 * i + HW[1]])).save(tmp_path / f"{i}.jpg")
+    predictor = Sam3VideoPredictor(model, HEURISTICS, memory_frames=4)
+    s = predictor.start_session(str(tmp_path))
+    predictor.add_prompt(s, 0, points=[[80, 60]], labels=[1], obj_id=7)
+    results = list(predictor.propagate(s, "forward"))
+    assert [r.frame_idx for r in results] == list(range(40))
+    (batch,) = s.batches
+    assert set(batch.bank.cond) == {0}
+    assert set(batch.bank.non_cond) <= set(range(0, 5)) | set(range(35, 40))
+    assert len(s.stored_masks) == 40
+    assert s.video.cached_bytes() <= s.video.cache_frames * 3 * 224 * 224 * 2
+
+
+def test_memory_bank_prune_rule():
+    """Without a model: which frames ``MemoryBank.prune`` keeps."""
+    from sam3.modeling.tracker.state import FrameMemory, MemoryBank
+
+    mem = FrameMemory(torch.zeros(1, 1, 2, 2), torch.zeros(1, 4), torch.zeros(1, 1))
+    bank = MemoryBank(cond={10: mem}, non_cond={t: mem for t in range(100)})
+    assert bank.prune(50, 0) == 0 and len(bank.non_cond) == 100  # 0 keeps everything
+    bank.prune(90, 3, anchors={30}, keep={0})
+    assert sorted(bank.non_cond) == [0, 7, 8, 9, 10, 11, 12, 13, 27, 28, 29, 30, 31, 32, 33, 87, 88, 89, 90, 91, 92, 93]

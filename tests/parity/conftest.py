@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import KEYS_VIDEO
 from tests.parity.harness import INSTALL_HINT, ROOT, oracle_available
 
+# Optional: a nicer photo when the team's shared folder is beside the checkout (else a scikit-image photo).
 SHARED_IMAGES = ROOT.parent / "shared" / "data" / "images"
-SHARED_KEYS = ROOT.parent / "shared" / "reference" / "keys_video.tsv"
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,6 @@ def photo_small(tmp_path_factory) -> Photo:
 
 
 @pytest.fixture(scope="session")
-def keys_tsv() -> Path | None:
-    """``../shared/reference/keys_video.tsv`` when present (the official sam3.pt layout), else None."""
-    return SHARED_KEYS if SHARED_KEYS.is_file() else None
+def keys_tsv() -> Path:
+    """``tests/data/keys_video.tsv.gz``: the official sam3.pt layout (name, shape, dtype per tensor)."""
+    return KEYS_VIDEO

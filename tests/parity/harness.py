@@ -94,6 +94,12 @@ def default_plan(image_path: Path, hw: tuple[int, int], *, full: bool = False, r
             {"name": "text_long", "steps": [["reset"], ["text", long_text]]},
             {"name": "text_pos_neg", "steps": [["reset"], ["text", "bottle"], ["box", [0.4, 0.5, 0.3, 0.5], True],
                                                ["box", [0.7, 0.3, 0.2, 0.2], False]]},
+            # exemplars: negative with text, positive + negative without text, two positives with text
+            {"name": "text_neg", "steps": [["reset"], ["text", "a red cat"], ["box", [0.6, 0.4, 0.3, 0.3], False]]},
+            {"name": "visual_pos_neg", "steps": [["reset"], ["box", [0.3, 0.6, 0.2, 0.3], True],
+                                                 ["box", [0.7, 0.3, 0.2, 0.2], False]]},
+            {"name": "text_two_pos", "steps": [["reset"], ["text", "fruit"], ["box", [0.3, 0.6, 0.2, 0.3], True],
+                                               ["box", [0.6, 0.4, 0.3, 0.3], True]]},
         ]
     box = [*px(0.2, 0.25), *px(0.7, 0.8)]
     inst = [
@@ -110,6 +116,9 @@ def default_plan(image_path: Path, hw: tuple[int, int], *, full: bool = False, r
                                           "multimask_output": False}, "mask_input_from": "point"},
         {"name": "point_logits", "kwargs": {"point_coords": [px(0.3, 0.7)], "point_labels": [1],
                                             "multimask_output": True, "return_logits": True}},
+        # a refining click, as the service's refine=true does: the previous best low-res logits as mask input
+        {"name": "refine", "kwargs": {"point_coords": [px(0.5, 0.5), px(0.62, 0.4)], "point_labels": [1, 0],
+                                      "multimask_output": False}, "mask_input_from": "point_single"},
     ]
     return {"image": str(image_path), "threshold": "gap", "grounding": grounding, "inst": inst,
             "repeat_text": repeat_text}
@@ -117,6 +126,12 @@ def default_plan(image_path: Path, hw: tuple[int, int], *, full: bool = False, r
 
 def _case_prompt(case: dict) -> tuple[str, list, list]:
     """(text, boxes, labels) in force after a case's steps (reset clears, text replaces, boxes append)."""
+    text, boxes, labels = _case_prompt_raw(case)
+    return (text if text is not None else "visual"), boxes, labels
+
+
+def _case_prompt_raw(case: dict) -> tuple[str | None, list, list]:
+    """As :func:`_case_prompt`, with None as the text of an exemplar-only case."""
     text, boxes, labels = None, [], []
     for step in case["steps"]:
         if step[0] == "reset":
@@ -126,12 +141,13 @@ def _case_prompt(case: dict) -> tuple[str, list, list]:
         elif step[0] == "box":
             boxes.append(list(step[1]))
             labels.append(bool(step[2]))
-    return (text if text is not None else "visual"), boxes, labels
+    return text, boxes, labels
 
 
 # ----------------------------------------------------------------------------------------------- ours
 def load_ours(checkpoint: Path, preset: str):
-    from sam3.build import build_sam3_image_model
+    """Our model through the official builder's path (``sam3.model_builder``), so ``model.predict_inst`` exists."""
+    from sam3.model_builder import build_sam3_image_model
 
     return build_sam3_image_model(checkpoint_path=checkpoint, preset=preset, device="cpu",
                                   enable_inst_interactivity=True)
@@ -385,6 +401,11 @@ def compare_processor(model, off: dict, timings: dict | None = None, captured: d
                     state = processor.add_geometric_prompt(list(step[1]), bool(step[2]), state) or state
             timings["grounding"][name] = time.perf_counter() - t0
             rows += _processor_rows(f"proc/{name}", state, r, last.get("out"))
+            # the service's path: every prompt of the case set at once, one detector run
+            if hasattr(processor, "set_prompts"):
+                text, boxes, labels = _case_prompt_raw(case)
+                once = processor.set_prompts(state, text, boxes, [int(v) for v in labels])
+                rows += _processor_rows(f"proc_once/{name}", once, r, last.get("out"))
         runs = []
         first_text = next((c for c in plan["grounding"] if c["steps"][-1][0] == "text"), None)
         for _ in range(plan.get("repeat_text", 0) if first_text else 0):
@@ -400,6 +421,9 @@ def compare_processor(model, off: dict, timings: dict | None = None, captured: d
             name, r = case["name"], off["inst"][case["name"]]
             masks, iou, low = predict(state, **_inst_kwargs(case, r))
             rows += _inst_result_rows(f"proc/inst/{name}", case, r, masks, iou, low)
+            if hasattr(model, "predict_inst"):  # the official model-level call (sam3.model.sam3_image)
+                masks, iou, low = model.predict_inst(state, **_inst_kwargs(case, r))
+                rows += _inst_result_rows(f"proc/model_inst/{name}", case, r, masks, iou, low)
     finally:
         model.detector.forward_grounding = grounding
         cap.close()

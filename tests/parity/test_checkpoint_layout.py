@@ -1,8 +1,7 @@
 """Our state dict IS the layout of Meta's ``sam3.pt``: same 1465 names, shapes and dtypes, so loading is
 an identity mapping.
 
-Checked two ways: against ``../shared/reference/keys_video.tsv`` (when the shared folder is beside the
-checkout) and against the official model's own state dict, built on the meta device in an oracle subprocess
+Checked two ways: against ``tests/data/keys_video.tsv.gz`` (the key list of the released file) and against the official model's own state dict, built on the meta device in an oracle subprocess
 (so the check does not need ``../shared``). The oracle's builder mirror is itself checked against the
 official ``build_sam3_image_model`` (module classes, hyper-parameters and parameter shapes).
 """
@@ -15,13 +14,14 @@ import pytest
 import torch
 
 from sam3.config import get_config
-from sam3.modeling.sam3_model import Sam3Model
+from sam3.build import compose_sam3_model
+from tests.conftest import read_keys_video
 from tests.parity import harness
 
 
 def _our_layout(preset: str) -> list[tuple[str, list[int], str]]:
     with torch.device("meta"):
-        model = Sam3Model(get_config(preset), enable_inst_interactivity=True)
+        model = compose_sam3_model(get_config(preset), enable_inst_interactivity=True)
     return [(k, list(v.shape), str(v.dtype).replace("torch.", "")) for k, v in model.state_dict().items()]
 
 
@@ -39,20 +39,8 @@ def _differences(ours: list, ref: list) -> list[str]:
     return errs + [f"{n}: ours {a[n]}, reference {b[n]}" for n in a if n in b and a[n] != b[n]]
 
 
-def _read_tsv(path) -> list[tuple[str, list[int], str]]:
-    rows = []
-    for line in path.read_text().splitlines():
-        if line.strip():
-            name, shape, dtype = line.split("\t")[:3]
-            dims = [int(x) for x in shape.strip("() ").split(",") if x.strip()]
-            rows.append((name, dims, dtype))
-    return rows
-
-
 def test_layout_matches_keys_video_tsv(keys_tsv):
-    if keys_tsv is None:
-        pytest.skip("../shared/reference/keys_video.tsv is not beside this checkout (the oracle test covers it)")
-    ref = _read_tsv(keys_tsv)
+    ref = [(name, list(shape), dtype) for name, shape, dtype in read_keys_video()]
     ours = _our_layout("sam3")
     assert len(ref) == 1465
     errs = _differences(ours, ref)

@@ -14,7 +14,7 @@ from sam3 import checkpoint as ck
 from sam3 import hf_layout as hl
 from sam3.build import build_sam3_image_model
 from sam3.config import get_config
-from sam3.modeling.sam3_model import Sam3Model
+from sam3.build import compose_sam3_model
 
 # Ours only: recomputed RoPE tables and the detector's point-prompt projections (no HF counterpart).
 ABSENT_FROM_HF = (".attn.freqs_cis", "detector.geometry_encoder.points_")
@@ -22,7 +22,7 @@ ABSENT_FROM_HF = (".attn.freqs_cis", "detector.geometry_encoder.points_")
 
 def _ours_on_meta(preset: str) -> dict[str, torch.Tensor]:
     with torch.device("meta"):
-        return Sam3Model(get_config(preset), tokenizer=object()).state_dict()
+        return compose_sam3_model(get_config(preset), tokenizer=object()).state_dict()
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@
 
 An oracle subprocess (``tests/parity/oracle/video_official.py``) builds the official video model at the tiny
 preset with deterministic random weights, saves them as a ``sam3.pt`` and runs the official predictor on the
-first 8 frames of ``../shared/data/video_0001`` for a plan of requests (text and box prompts with forward /
+first 8 frames of a real video (``tests/data/video_0001``) for a plan of requests (text and box prompts with forward /
 backward / both propagation, clicks that refine a detected object or add a new one, a removal, propagations
 that re-run, re-track only the clicked objects, or fetch). Our predictor loads that checkpoint and runs the
 same requests; every step is compared:
@@ -32,9 +32,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.parity.harness import INSTALL_HINT, ROOT, oracle_available, run_oracle
+from tests.conftest import VIDEO_FRAMES
+from tests.parity.harness import INSTALL_HINT, oracle_available, run_oracle
 
-VIDEO_DIR = ROOT.parent / "shared" / "data" / "video_0001"
+VIDEO_DIR = VIDEO_FRAMES
 NUM_FRAMES = 8
 RTOL = 1e-4
 PROB_BAND = 1e-3
@@ -92,7 +93,7 @@ def _skip_reason() -> str | None:
     if not oracle_available():
         return INSTALL_HINT
     if not VIDEO_DIR.is_dir() or len(sorted(VIDEO_DIR.glob("*.jpg"))) < NUM_FRAMES:
-        return f"the shared video {VIDEO_DIR} (>= {NUM_FRAMES} JPEG frames) is absent"
+        return f"the video frames {VIDEO_DIR} (>= {NUM_FRAMES} JPEG frames) are absent"
     return None
 
 
@@ -191,7 +192,7 @@ def run_ours(model, official: dict, frames: Path, plan: list[dict]) -> list[list
     for scenario, off in zip(plan, official["scenarios"]):
         predictor = Sam3VideoPredictor(model, TrackingHeuristics(**scenario["heuristics"]))
         rec = OurLogits(predictor.engine)
-        sid = predictor.start_session(str(frames)).session_id
+        sid = predictor.start_session(str(frames))  # frames decoded on demand (lazy)
         steps = []
         for step, off_step in zip(scenario["steps"], off["steps"]):
             kind, results = step[0], []
@@ -205,7 +206,7 @@ def run_ours(model, official: dict, frames: Path, plan: list[dict]) -> list[list
                 points = off_step["points_px"].tolist()
                 results = [predictor.add_prompt(sid, step[1], points=points, labels=step[4], obj_id=off_step["obj_id"])]
             elif kind == "propagate":
-                results = list(predictor.propagate_in_video(sid, step[1], step[2], step[3]))
+                results = list(predictor.propagate(sid, step[1], step[2], step[3]))
             elif kind == "remove":
                 assert predictor.remove_object(sid, off_step["obj_id"])
             steps.append(OurStep([rec.frame(r) for r in results], list(rec.detections)))

@@ -205,12 +205,16 @@ def test_session_lifecycle(client, video, frame_folder):
 
 @needs_predictor
 def test_corrupt_later_frame_is_400(client, media_root, astronaut):
-    # The probe reads only the first frame; the predictor's full read finds the broken one.
+    # Opening reads only the first frame; frames are decoded when needed, and a broken one is a 400 then.
     folder = media_root / "late_break"
     folder.mkdir(exist_ok=True)
     Image.fromarray(astronaut[:64, :64]).save(folder / "0.jpg")
     (folder / "1.jpg").write_bytes(b"\xff\xd8\xff\xe0 broken")
-    assert_error(client.post("/track/start", json={"video_path": str(folder)}), 400, "video_path")
+    r = client.post("/track/start", json={"video_path": str(folder), "session_id": "late"})
+    assert r.status_code == 200, r.text
+    r = client.post("/track/prompt", json={"session_id": "late", "frame_idx": 1, "points": [[5, 5]]})
+    assert_error(r, 400, "video_path")
+    assert client.post("/track/stop", json={"session_id": "late"}).json()["closed"] is True
     assert client.app.state.tracking.sessions == {}
 
 
@@ -257,9 +261,16 @@ def test_frame_results_are_encoded_as_the_contract_says():
         boxes_xyxy=np.array([[2, 1, 4, 2], [0, 4, 1, 5]], np.float32),
         masks=masks,
     )
-    wire = frame_to_wire(result, None, 8, 6)
+    wire = frame_to_wire(result, "png")
     assert wire["frame_idx"] == 3 and wire["object_ids"] == [1, 7]
     assert wire["scores"] == pytest.approx([1.0, 0.8])
     assert wire["boxes"] == [[2, 1, 4, 2], [0, 4, 1, 5]]
     for b64, expected in zip(wire["masks"], masks):
         np.testing.assert_array_equal(decode_mask(base64.b64decode(b64)) > 0, expected)
+    from server.mask_codec import rle_to_mask
+
+    rle = frame_to_wire(result, "rle")
+    assert {k: v for k, v in rle.items() if k != "masks"} == {k: v for k, v in wire.items() if k != "masks"}
+    for coded, expected in zip(rle["masks"], masks):
+        assert coded["size"] == [6, 8] and isinstance(coded["counts"], str)
+        np.testing.assert_array_equal(rle_to_mask(coded), expected)

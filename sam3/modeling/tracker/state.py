@@ -8,6 +8,7 @@ live here so that they can be tested without a model.
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -153,6 +154,35 @@ class MemoryBank:
 
     def __len__(self) -> int:
         return len(self.cond) + len(self.non_cond)
+
+    def prune(self, frame_idx: int, window: int, anchors=(), keep=()) -> int:
+        """Forget non-conditioning memories more than ``window`` frames away from ``frame_idx``, from every
+        conditioning frame and from every frame of ``anchors``; frames in ``keep`` stay. Returns how many
+        were dropped. ``window <= 0`` keeps everything (as released).
+
+        What the tracker reads from the bank on frame t (see ``Sam3Tracker.gather_memory``): the
+        conditioning frames (always kept), ``num_maskmem - 1`` recent frames and ``max_obj_ptrs - 1``
+        object pointers, chosen by memory selection among the non-conditioning frames behind t. Without
+        memory selection these are the 15 frames next to t. With it (the released setting), selection scans
+        back from t until it has found ``max_obj_ptrs - 1`` frames whose score passes the threshold: a
+        pruned bank changes a result only when fewer than that many of the ``window`` frames behind t pass
+        (the object absent or uncertain on more than ``window - 15`` of them), where the released model would
+        reach further back.
+        """
+        if window <= 0 or not self.non_cond:
+            return 0
+        centres = sorted({frame_idx, *self.cond, *anchors})
+        keep = set(keep)
+        dropped = 0
+        for t in list(self.non_cond):
+            if t in keep:
+                continue
+            k = bisect.bisect_left(centres, t)
+            near = (k < len(centres) and centres[k] - t <= window) or (k > 0 and t - centres[k - 1] <= window)
+            if not near:
+                del self.non_cond[t]
+                dropped += 1
+        return dropped
 
     def select_cond_frames(
         self, frame_idx: int, max_num: int

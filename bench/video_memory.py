@@ -1,0 +1,194 @@
+"""Peak memory of the service while it tracks one object through long videos.
+
+For each length, a fresh ``uvicorn server.main:app`` (tiny preset, random weights, CPU) opens a generated
+1280x720 clip (a disk moving over a textured background, H.264 or MPEG-4 via PyAV) or a folder of JPEG
+frames, takes one click on frame 0 and propagates forward through every frame. The peak resident set of the
+service process (``VmHWM``) is read at the end; the slope between the shortest and the longest clip is the
+memory cost per 1000 extra frames.
+
+``--repo`` runs another checkout of the service (e.g. the code before this change, from ``git worktree add
+/tmp/before 4fd74dc``) with the same clips and the same client, so the two slopes compare like with like.
+A service that streams (``"stream": true``) is read line by line with RLE masks; an older one answers the
+plain JSON reply (PNG masks), which is part of its memory cost.
+
+    python bench/video_memory.py --lengths 100 700 1600
+    python bench/video_memory.py --repo /tmp/before --lengths 100 700 1600
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+W, H = 1280, 720
+
+
+def frame_at(i: int, rng_bg: np.ndarray) -> np.ndarray:
+    """A textured background with a bright disk moving left to right."""
+    img = rng_bg.copy()
+    cx, cy, r = 200 + (i * 3) % 880, 360, 80
+    yy, xx = np.ogrid[:H, :W]
+    img[(xx - cx) ** 2 + (yy - cy) ** 2 <= r * r] = (240, 200, 40)
+    return img
+
+
+def background() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    small = rng.integers(0, 120, size=(H // 16, W // 16, 3), dtype=np.uint8)
+    return np.ascontiguousarray(small.repeat(16, axis=0).repeat(16, axis=1))
+
+
+def write_clip(path: Path, n: int) -> Path:
+    import av
+
+    bg = background()
+    with av.open(str(path), "w") as out:
+        try:
+            stream = out.add_stream("libx264", rate=25)
+        except Exception:  # an FFmpeg build without x264
+            stream = out.add_stream("mpeg4", rate=25)
+        stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
+        for i in range(n):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame_at(i, bg), format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
+def write_folder(path: Path, n: int) -> Path:
+    from PIL import Image
+
+    path.mkdir(parents=True, exist_ok=True)
+    bg = background()
+    for i in range(n):
+        Image.fromarray(frame_at(i, bg)).save(path / f"{i:05d}.jpg", quality=90)
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def peak_rss_mb(pid: int) -> tuple[float, float]:
+    """(current, peak) resident set of a process in MB, from /proc."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        fields[key] = value.strip()
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+def run_one(repo: Path, media: Path, video: Path, threads: int) -> dict:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SAM_", "SAM3_"))}
+    env.update(SAM3_PRESET="tiny", SAM3_RANDOM_WEIGHTS="true", SAM3_DEVICE="cpu", SAM3_AUTO_DOWNLOAD="false",
+               SAM_MEDIA_ROOTS=str(media), SAM_MAX_VIDEO_FRAMES="100000", PYTHONPATH=str(repo),
+               OMP_NUM_THREADS=str(threads), SAM3_WARMUP="false")
+    log = open(media / f"server_{port}.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "server.main:app", "--host", "127.0.0.1",
+                             "--port", str(port)], cwd=media, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"service did not start:\n{(media / log.name).read_text()[-2000:]}")
+            try:
+                health = httpx.get(f"{url}/health", timeout=2).json()
+                if health.get("model_loaded"):
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        idle_rss, _ = peak_rss_mb(proc.pid)
+        client = httpx.Client(base_url=url, timeout=3600)
+        streams = "stream" in json.dumps(client.get("/openapi.json").json()["components"]["schemas"].get(
+            "TrackPropagateRequest", {}))
+        t0 = time.perf_counter()
+        info = client.post("/track/start", json={"video_path": str(video), "session_id": "bench"})
+        info.raise_for_status()
+        n = info.json()["num_frames"]
+        client.post("/track/prompt", json={"session_id": "bench", "frame_idx": 0,
+                                          "points": [[200, 360]], "obj_id": 1}).raise_for_status()
+        first = None
+        body = {"session_id": "bench", "direction": "forward"}
+        if streams:
+            with client.stream("POST", "/track/propagate", json={**body, "stream": True, "mask_format": "rle"}) as r:
+                r.raise_for_status()
+                frames = 0
+                for raw in r.iter_lines():
+                    event = json.loads(raw)
+                    if event["event"] == "frame":
+                        frames += 1
+                        first = first or time.perf_counter() - t0
+                    elif event["event"] == "error":
+                        raise RuntimeError(event)
+        else:
+            r = client.post("/track/propagate", json=body)
+            r.raise_for_status()
+            frames = r.json()["num_frames_processed"]
+        seconds = time.perf_counter() - t0
+        rss, peak = peak_rss_mb(proc.pid)
+        return {"frames": n, "propagated": frames, "idle_mb": idle_rss, "peak_mb": peak, "end_mb": rss,
+                "seconds": seconds, "first_frame_s": first, "streamed": streams}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repo", type=Path, default=REPO, help="checkout of the service to measure")
+    ap.add_argument("--lengths", type=int, nargs="+", default=[100, 700, 1600])
+    ap.add_argument("--folder", type=int, nargs="*", default=None,
+                    help="lengths for the JPEG-folder runs (default: the shortest and the longest clip)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--workdir", type=Path, default=None, help="where to write the clips (kept for reuse)")
+    args = ap.parse_args()
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="video_memory_"))
+    work.mkdir(parents=True, exist_ok=True)
+    folder_lengths = args.folder if args.folder is not None else [min(args.lengths), max(args.lengths)]
+    print(f"service: {args.repo} ({subprocess.run(['git', '-C', str(args.repo), 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True).stdout.strip()})")
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; tiny preset, CPU, {W}x{H}")
+    rows = {}
+    for kind, lengths in (("file", args.lengths), ("folder", folder_lengths)):
+        for n in lengths:
+            src = work / (f"clip_{n}.mp4" if kind == "file" else f"frames_{n}")
+            if not src.exists():
+                (write_clip if kind == "file" else write_folder)(src, n)
+            r = run_one(args.repo, work, src, args.threads)
+            rows[(kind, n)] = r
+            first = f"{r['first_frame_s']:.2f}" if r["first_frame_s"] else "-"
+            print(f"{kind:6} {n:5d} frames: peak RSS {r['peak_mb']:7.0f} MB (idle {r['idle_mb']:.0f}), "
+                  f"{r['seconds']:6.1f} s, first frame after {first} s, streamed={r['streamed']}", flush=True)
+    for kind, lengths in (("file", args.lengths), ("folder", folder_lengths)):
+        if len(lengths) >= 2:
+            lo, hi = rows[(kind, min(lengths))], rows[(kind, max(lengths))]
+            slope = (hi["peak_mb"] - lo["peak_mb"]) / (hi["frames"] - lo["frames"]) * 1000
+            print(f"{kind}: {slope:.0f} MB per 1000 extra frames ({min(lengths)} -> {max(lengths)} frames)")
+    if args.workdir is None:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""The official package's builders with their signatures (``from sam3.model_builder import ...``).
+
+Thin wrappers over :mod:`sam3.build`: the official keyword arguments are accepted; the ones that select a
+configuration this implementation does not have (no segmentation head, no presence token, ...) raise
+``NotImplementedError`` instead of being ignored. Two keywords of ours are added at the end: ``preset``
+("sam3" the released sizes, "tiny" for tests) and ``random_weights``.
+
+Differences on purpose: ``device=None`` picks cuda > mps > cpu (the official default is cuda, else cpu);
+``compile=True`` is refused (our compiled path is a service setting, ``SAM3_COMPILE``).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
+    from sam3.model.sam3_image import Sam3Image
+    from sam3.model.sam3_video_predictor import Sam3VideoPredictor
+    from sam3.modeling.sam3_model import Sam3Model
+
+PathLike = str | os.PathLike
+
+
+def _refuse(name: str, value: object, supported: object) -> None:
+    if value != supported:
+        raise NotImplementedError(f"{name}={value!r} is not supported by this implementation (only {supported!r})")
+
+
+def build_sam3_image_model(
+    bpe_path: PathLike | None = None,
+    device: str | torch.device | None = None,
+    eval_mode: bool = True,
+    checkpoint_path: PathLike | None = None,
+    load_from_HF: bool = True,
+    enable_segmentation: bool = True,
+    enable_inst_interactivity: bool = False,
+    compile: bool = False,
+    *,
+    preset: str = "sam3",
+    random_weights: bool = False,
+) -> Sam3Image:
+    """SAM 3 for images, as the official builder: text / box prompts, and ``model.predict_inst`` clicks
+    when ``enable_inst_interactivity`` (off by default, as in the official release)."""
+    from sam3.build import build_sam3_image_model as build
+    from sam3.model.sam3_image import Sam3Image
+
+    _refuse("enable_segmentation", enable_segmentation, True)
+    _refuse("compile", compile, False)
+    model = build(
+        checkpoint_path=checkpoint_path,
+        device=device,
+        enable_inst_interactivity=enable_inst_interactivity,
+        load_from_HF=load_from_HF,
+        preset=preset,
+        bpe_path=bpe_path,
+        eval_mode=eval_mode,
+        random_weights=random_weights,
+        model_class=Sam3Image,
+    )
+    assert isinstance(model, Sam3Image)
+    return model
+
+
+def build_sam3_video_model(
+    checkpoint_path: PathLike | None = None,
+    load_from_HF: bool = True,
+    bpe_path: PathLike | None = None,
+    has_presence_token: bool = True,
+    geo_encoder_use_img_cross_attn: bool = True,
+    strict_state_dict_loading: bool = True,
+    apply_temporal_disambiguation: bool = True,
+    device: str | torch.device | None = None,
+    compile: bool = False,
+    *,
+    preset: str = "sam3",
+    random_weights: bool = False,
+) -> Sam3Model:
+    """SAM 3 for video (detector and tracker), the model our video predictor runs."""
+    from sam3.build import build_sam3_video_model as build
+
+    _refuse("has_presence_token", has_presence_token, True)
+    _refuse("geo_encoder_use_img_cross_attn", geo_encoder_use_img_cross_attn, True)
+    _refuse("strict_state_dict_loading", strict_state_dict_loading, True)
+    _refuse("apply_temporal_disambiguation", apply_temporal_disambiguation, True)
+    _refuse("compile", compile, False)
+    return build(
+        checkpoint_path=checkpoint_path,
+        device=device,
+        load_from_HF=load_from_HF,
+        preset=preset,
+        bpe_path=bpe_path,
+        random_weights=random_weights,
+    )
+
+
+def build_sam3_video_predictor(*model_args, gpus_to_use: list[int] | None = None, **model_kwargs) -> Sam3VideoPredictor:
+    """The official request interface (``handle_request`` / ``handle_stream_request``) over our predictor.
+
+    ``model_args`` / ``model_kwargs`` are those of :class:`sam3.model.sam3_video_predictor.Sam3VideoPredictor`
+    (the official ones: ``checkpoint_path``, ``bpe_path``, ...). One device only: ``gpus_to_use`` may name
+    at most one GPU.
+    """
+    from sam3.model.sam3_video_predictor import Sam3VideoPredictor
+
+    if gpus_to_use is not None and len(set(gpus_to_use)) > 1:
+        raise NotImplementedError("one device per predictor here; start one service per GPU instead")
+    if gpus_to_use and "device" not in model_kwargs:
+        model_kwargs["device"] = f"cuda:{gpus_to_use[0]}"
+    return Sam3VideoPredictor(*model_args, **model_kwargs)
+
+
+__all__ = ["build_sam3_image_model", "build_sam3_video_model", "build_sam3_video_predictor"]
