@@ -147,9 +147,9 @@ class _StateCollector(Collector):
 
 def model_precision(models: Any) -> str:
     """The precision in use: the service's own setting once it has one, else the weights' dtype."""
-    precision = getattr(models, "precision", None)
+    precision = getattr(models, "precision", None)  # sam3.device.Precision once loaded
     if precision:
-        return str(precision)
+        return str(getattr(precision, "mode", precision))
     model = models.model
     if model is None:
         return "none"
