@@ -1,86 +1,260 @@
-"""Run the image path on an accelerator and compare it with the CPU, on the same random weights.
+"""On a lent GPU: ours (SAM3_PRECISION auto, and auto + SAM3_COMPILE) against the official release
+(bf16 autocast, as its README runs it) on the same random weights, in one run. One command:
 
-    python bench/device_check.py --device cuda --preset sam3        # on a GPU machine
-    python bench/device_check.py --device mps --preset tiny         # on Apple silicon
+    .venv/bin/python bench/device_check.py --preset sam3            # CUDA, released sizes (5-8 min on an H100/H200)
+    .venv/bin/python bench/device_check.py --preset tiny --no-official   # a smoke run anywhere (CPU too)
 
-Builds one model with random weights, copies it to the device, and runs the same photo through
-``Sam3Processor`` on both: set_image, a text prompt, a click. Prints the largest differences of the
-detector outputs and of the click logits, and median timings on the device. fp32 throughout; on CUDA,
-TF32 is switched off for the comparison (``--tf32`` keeps PyTorch's default for convolutions).
+What it does:
+
+1. unless ``--no-official``: an oracle subprocess (the official ``sam3==0.1.4`` from ``.oracle``, GPU kept)
+   draws random weights with the official initialisers (seed 0), saves them as a ``sam3.pt`` (``--workdir``),
+   and times set_image, a text prompt and a click under ``torch.autocast("cuda", dtype=torch.bfloat16)``;
+   our model loads that ``sam3.pt`` (without the official side: our own random weights), and an fp32 CPU
+   copy gives the reference outputs;
+2. for each of our configurations (``fp32``, ``auto``, ``auto+compile``): loads the weights on the device,
+   applies the precision / compile (``sam3.inference.runtime``), warms up, then times set_image, a text prompt,
+   a click on the encoded image (medians), and video propagation frames per second with 1 and 5 objects
+   (click-prompted objects on a generated 8-frame video); prints the largest differences of the scores and
+   click IoUs against the CPU fp32 run;
+3. ratios ours / official for the image steps (target <= 0.7x). The official video path is not timed here.
+
+Everything runs on one device in one process tree, one side at a time.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import json
+import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
-import torch
 
-from sam3.build import build_sam3_image_model
-from sam3.device import resolve_device, synchronize
-from sam3.inference.processor import Sam3Processor
+ROOT = Path(__file__).resolve().parents[1]
+ORACLE = ROOT / ".oracle"
+ORACLE_SCRIPTS = ROOT / "tests" / "parity" / "oracle"
+TEXT = "a person"
 
 
 def photo() -> np.ndarray:
     from skimage import data
 
-    return data.astronaut()
+    return data.astronaut()  # 512 x 512
 
 
-def timed(fn, device, repeats: int) -> tuple[float, object]:
-    times, out = [], None
+def timed(fn, sync, repeats: int):
+    """Median seconds of ``repeats`` calls after one untimed call; -> (seconds, last result)."""
+    out = fn()
+    times = []
     for _ in range(repeats):
-        synchronize(device)
+        sync()
         t0 = time.perf_counter()
         out = fn()
-        synchronize(device)
+        sync()
         times.append(time.perf_counter() - t0)
     return statistics.median(times), out
 
 
+def image_steps(processor, context, sync, repeats: int, image) -> dict:
+    """set_image (new pixels every call), a text prompt, a click: medians in seconds and the outputs."""
+    click = dict(point_coords=np.array([[256.0, 200.0]]), point_labels=np.array([1]), multimask_output=True)
+    counter = iter(range(1, 10_000))
+
+    def new_image():
+        k = next(counter)
+        img = image.copy()
+        img[0, 0, 0] = k % 256  # one pixel changed: no feature cache can answer
+        img[0, 1, 0] = k // 256
+        return processor.set_image(img)
+
+    with context():
+        t_enc, _ = timed(new_image, sync, repeats)
+        state = processor.set_image(image)
+        processor.set_confidence_threshold(0.0, state)
+
+        def text():
+            processor.reset_all_prompts(state)
+            return processor.set_text_prompt(TEXT, state)
+
+        t_txt, st = timed(text, sync, repeats)
+        scores = st["scores"].float().cpu()
+        t_clk, (masks, ious, _) = timed(lambda: processor.predict_inst(state, **click), sync, repeats)
+    return {"set_image": t_enc, "text": t_txt, "click": t_clk, "scores": scores, "ious": np.asarray(ious)}
+
+
+def video_fps(model, context, sync, frames_dir: Path, objects: int) -> float:
+    """Frames per second of forward propagation with ``objects`` click-prompted objects."""
+    from sam3.inference.video_predictor import Sam3VideoPredictor
+
+    predictor = Sam3VideoPredictor(model)
+    sid = predictor.start_session(str(frames_dir)).session_id
+    try:
+        with context():
+            for i in range(objects):
+                x = 64 + 384 * i / max(1, objects - 1)
+                predictor.add_prompt(sid, 0, points=[[x, 256.0]], labels=[1], obj_id=i + 1)
+            sync()
+            t0, n = time.perf_counter(), 0
+            for _ in predictor.propagate_in_video(sid, "forward"):
+                n += 1
+            sync()
+        return n / (time.perf_counter() - t0)
+    finally:
+        predictor.close_session(sid)
+
+
+def make_video(folder: Path, frames: int = 8) -> Path:
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    base = photo()
+    for i in range(frames):
+        Image.fromarray(np.roll(base, 8 * i, axis=1)).save(folder / f"{i:05d}.jpg", quality=95)
+    return folder
+
+
+# -------------------------------------------------------------------------------------------- official
+def official_worker(args) -> None:
+    """Inside the oracle subprocess (official package, GPU kept): the image steps under bf16 autocast."""
+    os.environ["SAM3_ORACLE_GPU"] = "1"  # shims: keep the GPU, patch nothing (the release as users run it)
+    sys.path.insert(0, str(ORACLE_SCRIPTS))
+    import build_official
+    import run_official
+    import torch
+    from sam3.model.sam3_image_processor import Sam3Processor
+
+    cfg = json.loads(Path(args.config).read_text())
+    ckpt = Path(args.checkpoint)
+    if ckpt.is_file():
+        model = build_official.build_official_image_model(cfg)
+        run_official.load_checkpoint(model, str(ckpt))
+    else:
+        model = build_official.build_random(cfg, 0)
+        torch.save(build_official.to_checkpoint_names(model.state_dict()), ckpt)
+    model = model.to(args.device).eval()
+    processor = Sam3Processor(model, resolution=cfg["vision"]["image_size"], device=args.device,
+                              confidence_threshold=0.0)
+    sync = lambda: torch.cuda.synchronize() if args.device.startswith("cuda") else None  # noqa: E731
+    mixed = lambda: torch.autocast("cuda", dtype=torch.bfloat16)  # noqa: E731
+    image = photo()
+    from PIL import Image
+
+    click = dict(point_coords=np.array([[256.0, 200.0]]), point_labels=np.array([1]), multimask_output=True)
+    out = {}
+    with torch.inference_mode(), mixed():
+        out["set_image"], _ = timed(lambda: processor.set_image(Image.fromarray(image)), sync, args.repeats)
+        state = processor.set_image(Image.fromarray(image))
+
+        def text():
+            processor.reset_all_prompts(state)
+            return processor.set_text_prompt(TEXT, state)
+
+        out["text"], _ = timed(text, sync, args.repeats)
+        out["click"], _ = timed(lambda: model.predict_inst(state, **click), sync, args.repeats)
+    print(json.dumps(out), flush=True)
+
+
+def run_official(args, cfg_path: Path, ckpt: Path) -> dict | None:
+    if not (ORACLE / "sam3" / "model_builder.py").is_file():
+        print("official: .oracle is not installed (./run_tests.sh installs it); skipped")
+        return None
+    env = dict(os.environ, PYTHONPATH=str(ORACLE), PYTHONWARNINGS="ignore", SAM3_ORACLE_GPU="1")
+    cmd = [sys.executable, "-P", str(Path(__file__).resolve()), "--official-worker", "--config", str(cfg_path),
+           "--checkpoint", str(ckpt), "--device", args.device or "cuda", "--repeats", str(args.repeats)]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
+    if proc.returncode != 0:
+        print(f"official: failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+        return None
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# -------------------------------------------------------------------------------------------------- main
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default=None, help="cuda | mps | cpu (default: auto)")
-    ap.add_argument("--preset", default="tiny")
+    ap.add_argument("--preset", default="tiny", choices=["tiny", "sam3"])
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--tf32", action="store_true", help="keep PyTorch's TF32 default for cuDNN convolutions")
+    ap.add_argument("--modes", default="fp32,auto,auto+compile", help="our configurations, comma-separated")
+    ap.add_argument("--no-official", action="store_true", help="skip the official side")
+    ap.add_argument("--no-video", action="store_true", help="skip the video frames-per-second step")
+    ap.add_argument("--workdir", default=None, help="keeps sam3.pt and the video frames (default: a temp folder)")
+    ap.add_argument("--official-worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--config", help=argparse.SUPPRESS)
+    ap.add_argument("--checkpoint", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.official_worker:
+        official_worker(args)
+        return
+
+    sys.path.insert(0, str(ROOT))
+    import torch
+
+    from sam3.build import build_sam3_image_model
+    from sam3.config import get_config
+    from sam3.device import cpu_info, resolve_device, resolve_precision, synchronize
+    from sam3.inference.processor import Sam3Processor
+    from sam3.inference.runtime import prepare_model, warm_up
 
     device = resolve_device(args.device)
-    if device.type == "cuda" and not args.tf32:
-        torch.backends.cudnn.allow_tf32 = False
-        torch.backends.cuda.matmul.allow_tf32 = False
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="sam3_device_check_"))
+    work.mkdir(parents=True, exist_ok=True)
+    ckpt, cfg_path = work / f"sam3-{args.preset}.pt", work / "cfg.json"
+    cfg_path.write_text(json.dumps(get_config(args.preset).to_dict()))
+    off = None
+    if not args.no_official and device.type == "cuda":
+        off = run_official(args, cfg_path, ckpt)  # draws and saves the weights, then times the official side
     torch.manual_seed(0)
-    cpu_model = build_sam3_image_model(preset=args.preset, random_weights=True, device="cpu", load_from_HF=False)
-    dev_model = copy.deepcopy(cpu_model).to(device)
-    image = photo()
-    text, click = "a person", np.array([[256.0, 200.0]])
+    if ckpt.is_file():
+        cpu_model = build_sam3_image_model(checkpoint_path=ckpt, preset=args.preset, device="cpu", load_from_HF=False)
+    else:
+        cpu_model = build_sam3_image_model(preset=args.preset, random_weights=True, device="cpu", load_from_HF=False)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+    print(f"device {name}; preset {args.preset}; torch {torch.__version__}; host CPU {cpu_info().describe()}")
+    image, sync = photo(), (lambda: synchronize(device))
+    reference = image_steps(Sam3Processor(cpu_model), lambda: torch.inference_mode(), lambda: None, 1, image)
+    frames = make_video(work / "frames") if not args.no_video else None
 
-    results = {}
-    for name, model in (("cpu", cpu_model), (device.type, dev_model)):
-        proc = Sam3Processor(model, confidence_threshold=0.0)
-        t_enc, state = timed(lambda: proc.set_image(image), model.device, 1)
-        t_txt, state = timed(lambda: proc.set_text_prompt(text, state), model.device, args.repeats)
-        t_clk, (masks, ious, low) = timed(
-            lambda: proc.predict_inst(state, point_coords=click, point_labels=np.array([1]), multimask_output=True),
-            model.device, args.repeats,
-        )
-        results[name] = dict(
-            scores=state["scores"].float().cpu(), boxes=state["boxes"].float().cpu(),
-            probs=state["masks_logits"].float().cpu(), ious=torch.as_tensor(ious), low=torch.as_tensor(low),
-            times=(t_enc, t_txt, t_clk),
-        )
-        print(f"{name:>5}: set_image {t_enc * 1e3:9.1f} ms   text prompt {t_txt * 1e3:8.1f} ms   click {t_clk * 1e3:7.1f} ms",
-              flush=True)
+    rows = {}
+    for mode in args.modes.split(","):
+        want, compile_ = mode.split("+")[0], mode.endswith("+compile")
+        try:
+            precision = resolve_precision(want, device)
+        except ValueError as exc:
+            print(f"{mode}: {exc}")
+            continue
+        model = copy.deepcopy(cpu_model).to(device).eval()
+        prepare_model(model, precision, compile=compile_)
+        warm = warm_up(model, precision)
+        ctx = precision.context
+        r = image_steps(Sam3Processor(model), ctx, sync, args.repeats, image)
+        if frames is not None:
+            r["fps1"] = video_fps(model, ctx, sync, frames, 1)
+            r["fps5"] = video_fps(model, ctx, sync, frames, 5)
+        dscore = (r["scores"] - reference["scores"]).abs().max().item() if r["scores"].numel() else 0.0
+        diou = float(np.abs(r["ious"] - reference["ious"]).max())
+        print(f"{mode:>14} ({precision.mode}): warm-up {warm:.1f} s  set_image {r['set_image'] * 1e3:8.1f} ms  "
+              f"text {r['text'] * 1e3:7.1f} ms  click {r['click'] * 1e3:6.1f} ms"
+              + (f"  video {r['fps1']:.2f} fps (1 obj) {r['fps5']:.2f} fps (5 obj)" if frames is not None else "")
+              + f"  max|score - cpu fp32| {dscore:.2e}  max|iou - cpu fp32| {diou:.2e}", flush=True)
+        rows[mode] = r
+        del model
+        torch.cuda.empty_cache() if device.type == "cuda" else None
 
-    a, b = results["cpu"], results[device.type]
-    print(f"device {torch.cuda.get_device_name(device) if device.type == 'cuda' else device.type}, preset {args.preset}")
-    for key in ("scores", "boxes", "probs", "ious", "low"):
-        diff = (a[key] - b[key]).abs().max().item() if a[key].numel() else 0.0
-        print(f"  max|cpu - {device.type}| {key:7s} {diff:.3e}   (max|cpu| {a[key].abs().max().item() if a[key].numel() else 0:.3g})")
+    if off is None:
+        print("official side skipped" + (" (--no-official)" if args.no_official else
+                                         " (it runs on CUDA only)" if device.type != "cuda" else " (failed, above)"))
+        return
+    print(f"{'official bf16':>14}: set_image {off['set_image'] * 1e3:8.1f} ms  text {off['text'] * 1e3:7.1f} ms  "
+          f"click {off['click'] * 1e3:6.1f} ms")
+    for mode, r in rows.items():
+        ratios = "  ".join(f"{k} {r[k] / off[k]:.2f}x" for k in ("set_image", "text", "click"))
+        print(f"ours {mode} / official: {ratios}   (target <= 0.7x)")
 
 
 if __name__ == "__main__":

@@ -94,17 +94,21 @@ def click_kwargs(h: int, w: int, i: int = 0) -> dict:
 class Side:
     """The benchmark calls on one processor; every method returns (seconds, extra)."""
 
-    def __init__(self, processor, predict_inst, image_path: str):
+    def __init__(self, processor, predict_inst, image_path: str, context=None):
+        import contextlib
+
         self.processor, self.predict_inst = processor, predict_inst
+        self.context = context or contextlib.nullcontext  # the precision context, entered around each call
         self.rgb = np.asarray(Image.open(image_path).convert("RGB"))
         self.h, self.w = self.rgb.shape[:2]
         self.state = None  # the photo (variant 0), encoded in step 1
 
     def _timed(self, fn):
         """-> ([wall seconds, CPU seconds of this process], fn's result)."""
-        t0, c0 = time.perf_counter(), time.process_time()
-        extra = fn()
-        return [time.perf_counter() - t0, time.process_time() - c0], extra
+        with self.context():
+            t0, c0 = time.perf_counter(), time.process_time()
+            extra = fn()
+            return [time.perf_counter() - t0, time.process_time() - c0], extra
 
     def set_image(self, k: int):
         image = variant(self.rgb, k)  # made before the clock starts: the user already has the image
@@ -187,7 +191,10 @@ def oracle_worker(args) -> None:
     model.eval()
     build_s = time.perf_counter() - t0
     processor = Sam3Processor(model, resolution=cfg["vision"]["image_size"], device="cpu", confidence_threshold=0.5)
-    side = Side(processor, model.predict_inst, args.image)
+    mixed = None
+    if args.official_precision == "bf16":  # the official release's own reduced precision, on the CPU
+        mixed = lambda: torch.autocast("cpu", dtype=torch.bfloat16)  # noqa: E731
+    side = Side(processor, model.predict_inst, args.image, mixed)
 
     def pick_thresholds(prompts: list[str], keep: int):
         """Per prompt, the midpoint between its keep-th and (keep+1)-th best score on the photo.
@@ -236,7 +243,7 @@ def start_oracle(args, cfg: dict, image: Path, ckpt: Path, workdir: Path) -> tup
         env.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     cmd = [sys.executable, "-P", str(Path(__file__).resolve()), "--oracle-worker", "--config",
            str(workdir / "cfg.json"), "--image", str(image), "--checkpoint", str(ckpt), "--seed", str(args.seed),
-           "--threads", str(args.threads)]
+           "--threads", str(args.threads), "--official-precision", args.official_precision]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     line = proc.stdout.readline()  # stderr (progress) goes straight through
     if not line:
@@ -256,9 +263,16 @@ def load_ours(args, ckpt: Path, image: Path):
     log(f"ours: loading {ckpt}")
     t0 = time.perf_counter()
     model = build_sam3_image_model(checkpoint_path=ckpt, preset=args.preset, device="cpu", load_from_HF=False)
+    from sam3.device import cpu_info, resolve_precision
+    from sam3.inference.runtime import prepare_model
+
+    precision = resolve_precision(args.precision, "cpu")
+    report = prepare_model(model, precision)
+    log(f"ours: precision {precision.mode} ({precision.reason}); {len(report.quantized)} int8 linears; "
+        f"CPU {cpu_info().describe()}")
     build_s = time.perf_counter() - t0
     processor = Sam3Processor(model)
-    return Side(processor, processor.predict_inst, str(image)), build_s
+    return Side(processor, processor.predict_inst, str(image), precision.context), build_s
 
 
 # ------------------------------------------------------------------------------------------- the run
@@ -339,16 +353,18 @@ def profile_click(side: Side, n: int) -> None:
         return out
 
     def resize_threshold(logits):
-        return (F.interpolate(logits, (h, w), mode="bilinear", align_corners=False) > 0).float().squeeze(0).numpy()
+        b, k, s1, s2 = logits.shape  # as predict_inst does: the K masks as a batch of one-channel maps
+        up = F.interpolate(logits.reshape(b * k, 1, s1, s2), (h, w), mode="bilinear", align_corners=False)
+        return (up > 0).float().reshape(k, h, w).numpy()
 
-    with torch.inference_mode():
+    with torch.inference_mode(), side.context():
         for i in range(n + 1):
             sparse, dense = clock("prompt encoder", enc, points=(coords, labels), boxes=None, masks=None)
-            pe = clock("dense PE (get_dense_pe)", enc.get_dense_pe)
+            # the dense PE and the first block's image-only projections come precomputed with the image
             low, _, _, _ = clock(
-                "mask decoder", dec, image_embeddings=feats.image_embed, image_pe=pe, sparse_prompt_embeddings=sparse,
-                dense_prompt_embeddings=dense, multimask_output=True, repeat_image=False,
-                high_res_features=feats.high_res,
+                "mask decoder (precomputed image tokens)", dec, image_embeddings=feats.image_embed, image_pe=None,
+                sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=True,
+                repeat_image=False, high_res_features=feats.high_res, image_tokens=feats.tokens,
             )
             filled = clock("hole filling (CC labelling)", fill_small_components, low, 256.0, 0.0, 0.0)
             clock(f"resize to {w}x{h} + threshold + numpy", resize_threshold, filled)
@@ -361,12 +377,18 @@ def profile_click(side: Side, n: int) -> None:
         wall, cpu = (statistics.median(x[col] for x in xs) * 1e3 for col in (0, 1))
         print(f"  {name:45s} {wall:9.1f} {cpu:9.1f}")
 
-    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof, side.context():
         for _ in range(3):
             side.predict_inst(state, **kw)
     print("\ntorch.profiler, our predict_inst x3 (totals over the 3 calls), top ops by self CPU time:")
     print(prof.key_averages(group_by_input_shape=True).table(
         sort_by="self_cpu_time_total", row_limit=20, max_name_column_width=30, max_shapes_column_width=70))
+
+
+def _cpu() -> str:
+    from sam3.device import cpu_info
+
+    return cpu_info().describe()
 
 
 def report(res: dict, info: dict, args, image: Path, n: int, n_enc: int) -> str:
@@ -382,6 +404,7 @@ def report(res: dict, info: dict, args, image: Path, n: int, n_enc: int) -> str:
             f"official={info['official']['threads']}  torch {info['ours']['torch']}  load avg at start/end "
             f"{info['load'][0]:.1f}/{info['load'][1]:.1f} ({os.cpu_count()} cpus)"
         ),
+        f"precision: ours {args.precision}, official {args.official_precision}; CPU {_cpu()}",
         (
             f"timed calls per step: {n} (steps 1 and 4: {n_enc}); per-prompt thresholds keep {args.keep} queries "
             f"(smallest score gap at a threshold: {min(g for _, g in res['thresholds'].values()):.2e})"
@@ -430,6 +453,10 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0, help="random-weight seed (official initialisers)")
     ap.add_argument("--workdir", default="/tmp/sam3_bench", help="keeps sam3-<preset>-seed<seed>.pt between runs")
     ap.add_argument("--profile", action="store_true", help="also break down and profile our click")
+    ap.add_argument("--precision", default="fp32", choices=["auto", "fp32", "bf16", "fp16", "int8"],
+                    help="our side's SAM3_PRECISION (default fp32; the policy of sam3.device on this CPU)")
+    ap.add_argument("--official-precision", default="fp32", choices=["fp32", "bf16"],
+                    help="the official side: fp32, or bf16 CPU autocast (only worth timing with native bf16)")
     ap.add_argument("--oracle-worker", action="store_true", help=argparse.SUPPRESS)  # the oracle subprocess
     ap.add_argument("--config", help=argparse.SUPPRESS)
     ap.add_argument("--checkpoint", help=argparse.SUPPRESS)

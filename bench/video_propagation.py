@@ -142,14 +142,18 @@ class Oracle:
 
 # ------------------------------------------------------------------------------------------------ our side
 class Ours:
-    def __init__(self, ckpt: Path, preset: str, frames_dir: Path, threads: int):
+    def __init__(self, ckpt: Path, preset: str, frames_dir: Path, threads: int, precision: str = "fp32"):
         import torch
 
         from sam3.build import build_sam3_video_model
+        from sam3.device import resolve_precision
+        from sam3.inference.runtime import prepare_model
 
         if threads:
             torch.set_num_threads(threads)
         self.model = build_sam3_video_model(checkpoint_path=ckpt, preset=preset, device="cpu", load_from_HF=False)
+        self.precision = resolve_precision(precision, "cpu")  # SAM3_PRECISION; entered around prompt / next
+        prepare_model(self.model, self.precision)
         self.frames_dir = frames_dir
 
     def pick_thresholds(self, objects: int) -> dict:
@@ -183,14 +187,16 @@ class Ours:
 
     def prompt(self, text: str) -> dict:
         t0 = time.perf_counter()
-        r = self.predictor.add_prompt(self.sid, 0, text=text)
+        with self.precision.context():
+            r = self.predictor.add_prompt(self.sid, 0, text=text)
         return {"seconds": time.perf_counter() - t0, "objects": r.num_objects}
 
     def next(self) -> dict:
         if self.stream is None:
             self.stream = self.predictor.propagate(self.sid, "forward")
         t0 = time.perf_counter()
-        r = next(self.stream, None)
+        with self.precision.context():
+            r = next(self.stream, None)
         if r is None:
             return {"done": True}
         return {"seconds": time.perf_counter() - t0, "frame": r.frame_idx, "objects": r.num_objects}
@@ -207,6 +213,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch threads on both sides (0: torch default)")
     ap.add_argument("--objects", type=int, default=3, help="objects the thresholds let through on frame 0")
     # oracle worker (internal)
+    ap.add_argument("--precision", default="fp32", choices=["auto", "fp32", "bf16", "fp16", "int8"],
+                    help="our side's SAM3_PRECISION (default fp32)")
     ap.add_argument("--oracle-worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--config", help=argparse.SUPPRESS)
     ap.add_argument("--frames-dir", help=argparse.SUPPRESS)
@@ -241,7 +249,7 @@ def main() -> None:
     log(f"building the official model ({args.preset}){' and its random weights' if not ckpt.is_file() else ''} ...")
     oracle = Oracle(args, cfg_path, frames_dir, ckpt, heuristics)
     log(f"  {time.perf_counter() - t0:.0f} s; building ours ...")
-    ours = Ours(ckpt, args.preset, frames_dir, args.threads)
+    ours = Ours(ckpt, args.preset, frames_dir, args.threads, args.precision)
     try:
         picked = ours.pick_thresholds(args.objects)
         log(f"thresholds from frame 0's scores: {picked}")
@@ -275,6 +283,7 @@ def main() -> None:
         ("propagation, mean s/frame", tot_off / n, tot_ours / n),
         ("prompt + propagation, s", p_off["seconds"] + tot_off, p_ours["seconds"] + tot_ours),
     ]
+    print(f"our precision {ours.precision.mode} ({ours.precision.reason})")
     print(f"preset {args.preset}, {n} frames propagated forward from frame 0, CPU, "
           f"{args.threads or 'default'} threads, objects per frame {[b['objects'] for _, b in rows]}")
     print(f"same frames and object counts on both sides: {'yes' if same else 'NO'}")

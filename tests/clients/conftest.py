@@ -45,6 +45,7 @@ def start_server(tmp: Path, extra_env: dict[str, str], wait_for_model: bool = Tr
         SAM3_RANDOM_WEIGHTS="true",
         SAM3_DEVICE="cpu",
         SAM3_AUTO_DOWNLOAD="false",
+        SAM3_WARMUP="false",  # tested in tests/server/test_precision.py; here it would only slow the start
         SAM_MEDIA_ROOTS=str(media),
         SAM_MAX_SESSIONS="2",
         PYTHONUNBUFFERED="1",

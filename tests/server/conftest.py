@@ -27,6 +27,7 @@ def tiny_settings(**overrides) -> Settings:
         load_in_background=False,
         auto_download=False,
         image_cache_mb=256,
+        warmup=False,  # the warm-up has its own test (test_precision.py); elsewhere it only slows the start
         **TEST_LIMITS,
     )
     values.update(overrides)

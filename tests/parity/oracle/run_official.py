@@ -178,6 +178,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0, help="without --checkpoint: random weights from this seed")
     ap.add_argument("--save-checkpoint", help="without --checkpoint: also save the random weights here")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
+    ap.add_argument("--autocast", choices=("bf16", "fp16"), help="run the plan under CPU autocast (the yardstick "
+                    "of reduced precision: the official model as released on CUDA, here on the CPU)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -206,6 +208,7 @@ def main() -> None:
     # self.confidence_threshold only after model.forward_grounding returns.
     grounding = model.forward_grounding
     policy = plan.get("threshold", "gap")
+    current: dict = {"case": None}
 
     def forward_grounding_with_threshold(*a, **kw):
         out = grounding(*a, **kw)
@@ -215,6 +218,8 @@ def main() -> None:
         rec.data["scores"] = scores.detach().clone()
         if policy == "gap":
             processor.confidence_threshold, rec.data["threshold_gap"] = pick_threshold(scores)
+        elif isinstance(policy, dict):  # per case, e.g. the thresholds an fp32 run picked
+            processor.confidence_threshold, rec.data["threshold_gap"] = float(policy[current["case"]]), float("nan")
         else:
             processor.confidence_threshold, rec.data["threshold_gap"] = float(policy), float("nan")
         return out
@@ -226,7 +231,12 @@ def main() -> None:
                              "torch": str(torch.__version__), "threads": torch.get_num_threads()},
                     "grounding": {}, "inst": {}}
     caught: list[str] = []
-    with warnings.catch_warnings(record=True) as wlist:
+    import contextlib
+
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.autocast or "")
+    mixed = torch.autocast("cpu", dtype=dtype) if dtype is not None else contextlib.nullcontext()
+    result["meta"]["autocast"] = args.autocast
+    with warnings.catch_warnings(record=True) as wlist, mixed:
         warnings.simplefilter("always")
         with torch.inference_mode():
             t0 = time.perf_counter()
@@ -244,6 +254,7 @@ def main() -> None:
         for case in plan.get("grounding", []):
             t0 = time.perf_counter()
             text = None
+            current["case"] = case["name"]
             for step in case["steps"]:
                 rec.data = {}
                 if step[0] == "reset":

@@ -18,8 +18,11 @@ from __future__ import annotations
 
 import os
 
-# Must happen before torch initialises CUDA: the reference is the CPU fp32 code path.
-os.environ["CUDA_VISIBLE_DEVICES"] = ""
+# Must happen before torch initialises CUDA: the reference is the CPU fp32 code path. bench/device_check.py
+# sets SAM3_ORACLE_GPU=1 to time the release on a GPU as users run it: then nothing is hidden or patched.
+KEEP_GPU = os.environ.get("SAM3_ORACLE_GPU") == "1"
+if not KEEP_GPU:
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""
 
 import torch  # noqa: E402
 
@@ -33,7 +36,7 @@ def _identity(self, *args, **kwargs):
 def install() -> None:
     """Apply the shims once (idempotent). Call before building any official module."""
     global _INSTALLED
-    if _INSTALLED:
+    if _INSTALLED or KEEP_GPU:
         return
     from sam3.model import position_encoding
     from sam3.model.decoder import TransformerDecoder
