@@ -38,6 +38,9 @@ if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt
 fi
 
 export PYTHONDONTWRITEBYTECODE=1
+# Lint and format check first (seconds): ruff's rules are in pyproject.toml.
+echo "== ruff check + format check"
+"$VENV/bin/ruff" check --quiet . && "$VENV/bin/ruff" format --check --quiet .
 if [ "${1:-}" = "--full" ]; then
   shift
   exec "$VENV/bin/python" -m pytest -m full -p no:cacheprovider "$@"

@@ -82,14 +82,15 @@ def main() -> None:
     }
     low = torch.randn(1, 3, 4 * model.config.feature_size, 4 * model.config.feature_size)
     runs["resize 3 channels"] = lambda: F.interpolate(low, (h, w), mode="bilinear", align_corners=False)
-    runs["resize as batch"] = lambda: F.interpolate(low.reshape(3, 1, *low.shape[-2:]), (h, w), mode="bilinear",
-                                                    align_corners=False)
+    runs["resize as batch"] = lambda: F.interpolate(
+        low.reshape(3, 1, *low.shape[-2:]), (h, w), mode="bilinear", align_corners=False
+    )
     times: dict[str, list[tuple[float, float]]] = {k: [] for k in runs}
     with torch.inference_mode():
         for fn in runs.values():
             fn()  # warm-up
         for i in range(args.repeats):
-            for name in (list(runs) if i % 2 == 0 else list(runs)[::-1]):
+            for name in list(runs) if i % 2 == 0 else list(runs)[::-1]:
                 t0, c0 = time.perf_counter(), time.process_time()
                 runs[name]()
                 times[name].append((time.perf_counter() - t0, time.process_time() - c0))
@@ -108,18 +109,32 @@ def main() -> None:
 
         for _ in range(args.repeats):
             sparse, dense = clock("prompt encoder", enc, points=(coords, labels), boxes=None, masks=None)
-            lr, _, _, _ = clock("mask decoder", dec, image_embeddings=fast.image_embed, image_pe=None,
-                                sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=True,
-                                repeat_image=False, high_res_features=fast.high_res, image_tokens=fast.tokens)
+            lr, _, _, _ = clock(
+                "mask decoder",
+                dec,
+                image_embeddings=fast.image_embed,
+                image_pe=None,
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense,
+                multimask_output=True,
+                repeat_image=False,
+                high_res_features=fast.high_res,
+                image_tokens=fast.tokens,
+            )
             filled = clock("hole filling", fill_small_components, lr, 256.0, 0.0, 0.0)
-            up = clock("resize (batched)", lambda x: F.interpolate(x.reshape(3, 1, *x.shape[-2:]), (h, w),
-                                                                   mode="bilinear", align_corners=False), filled)
+            up = clock(
+                "resize (batched)",
+                lambda x: F.interpolate(x.reshape(3, 1, *x.shape[-2:]), (h, w), mode="bilinear", align_corners=False),
+                filled,
+            )
             clock("threshold to bool + numpy", lambda x: (x > 0).numpy(), up)
 
     med = lambda xs, c: statistics.median(x[c] for x in xs) * 1e3  # noqa: E731
-    print(f"preset {args.preset}, image {w}x{h}, threads {torch.get_num_threads()}, CPU {cpu_info().describe()}, "
-          f"torch {torch.__version__}; load avg {load0:.1f} -> {os.getloadavg()[0]:.1f} ({os.cpu_count()} cpus); "
-          f"build {build:.0f} s, encode {encode:.1f} s; {args.repeats} alternating runs, medians")
+    print(
+        f"preset {args.preset}, image {w}x{h}, threads {torch.get_num_threads()}, CPU {cpu_info().describe()}, "
+        f"torch {torch.__version__}; load avg {load0:.1f} -> {os.getloadavg()[0]:.1f} ({os.cpu_count()} cpus); "
+        f"build {build:.0f} s, encode {encode:.1f} s; {args.repeats} alternating runs, medians"
+    )
     print(f"{'':26s}{'wall ms':>10s}{'CPU ms':>10s}{'wall / plain':>14s}")
     for name, xs in times.items():
         base = times["plain"] if not name.startswith("resize") else times["resize 3 channels"]

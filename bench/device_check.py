@@ -138,8 +138,9 @@ def official_worker(args) -> None:
         model = build_official.build_random(cfg, 0)
         torch.save(build_official.to_checkpoint_names(model.state_dict()), ckpt)
     model = model.to(args.device).eval()
-    processor = Sam3Processor(model, resolution=cfg["vision"]["image_size"], device=args.device,
-                              confidence_threshold=0.0)
+    processor = Sam3Processor(
+        model, resolution=cfg["vision"]["image_size"], device=args.device, confidence_threshold=0.0
+    )
     sync = lambda: torch.cuda.synchronize() if args.device.startswith("cuda") else None  # noqa: E731
     mixed = lambda: torch.autocast("cuda", dtype=torch.bfloat16)  # noqa: E731
     image = photo()
@@ -165,8 +166,20 @@ def run_official(args, cfg_path: Path, ckpt: Path) -> dict | None:
         print("official: .oracle is not installed (./run_tests.sh installs it); skipped")
         return None
     env = dict(os.environ, PYTHONPATH=str(ORACLE), PYTHONWARNINGS="ignore", SAM3_ORACLE_GPU="1")
-    cmd = [sys.executable, "-P", str(Path(__file__).resolve()), "--official-worker", "--config", str(cfg_path),
-           "--checkpoint", str(ckpt), "--device", args.device or "cuda", "--repeats", str(args.repeats)]
+    cmd = [
+        sys.executable,
+        "-P",
+        str(Path(__file__).resolve()),
+        "--official-worker",
+        "--config",
+        str(cfg_path),
+        "--checkpoint",
+        str(ckpt),
+        "--device",
+        args.device or "cuda",
+        "--repeats",
+        str(args.repeats),
+    ]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
     if proc.returncode != 0:
         print(f"official: failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -238,20 +251,33 @@ def main() -> None:
             r["fps5"] = video_fps(model, ctx, sync, frames, 5)
         dscore = (r["scores"] - reference["scores"]).abs().max().item() if r["scores"].numel() else 0.0
         diou = float(np.abs(r["ious"] - reference["ious"]).max())
-        print(f"{mode:>14} ({precision.mode}): warm-up {warm:.1f} s  set_image {r['set_image'] * 1e3:8.1f} ms  "
-              f"text {r['text'] * 1e3:7.1f} ms  click {r['click'] * 1e3:6.1f} ms"
-              + (f"  video {r['fps1']:.2f} fps (1 obj) {r['fps5']:.2f} fps (5 obj)" if frames is not None else "")
-              + f"  max|score - cpu fp32| {dscore:.2e}  max|iou - cpu fp32| {diou:.2e}", flush=True)
+        print(
+            f"{mode:>14} ({precision.mode}): warm-up {warm:.1f} s  set_image {r['set_image'] * 1e3:8.1f} ms  "
+            f"text {r['text'] * 1e3:7.1f} ms  click {r['click'] * 1e3:6.1f} ms"
+            + (f"  video {r['fps1']:.2f} fps (1 obj) {r['fps5']:.2f} fps (5 obj)" if frames is not None else "")
+            + f"  max|score - cpu fp32| {dscore:.2e}  max|iou - cpu fp32| {diou:.2e}",
+            flush=True,
+        )
         rows[mode] = r
         del model
         torch.cuda.empty_cache() if device.type == "cuda" else None
 
     if off is None:
-        print("official side skipped" + (" (--no-official)" if args.no_official else
-                                         " (it runs on CUDA only)" if device.type != "cuda" else " (failed, above)"))
+        print(
+            "official side skipped"
+            + (
+                " (--no-official)"
+                if args.no_official
+                else " (it runs on CUDA only)"
+                if device.type != "cuda"
+                else " (failed, above)"
+            )
+        )
         return
-    print(f"{'official bf16':>14}: set_image {off['set_image'] * 1e3:8.1f} ms  text {off['text'] * 1e3:7.1f} ms  "
-          f"click {off['click'] * 1e3:6.1f} ms")
+    print(
+        f"{'official bf16':>14}: set_image {off['set_image'] * 1e3:8.1f} ms  text {off['text'] * 1e3:7.1f} ms  "
+        f"click {off['click'] * 1e3:6.1f} ms"
+    )
     for mode, r in rows.items():
         ratios = "  ".join(f"{k} {r[k] / off[k]:.2f}x" for k in ("set_image", "text", "click"))
         print(f"ours {mode} / official: {ratios}   (target <= 0.7x)")

@@ -59,8 +59,23 @@ PHOTO = ROOT.parent / "shared" / "data" / "images" / "truck.jpg"
 
 # Prompts: the first is the warm-up, "truck" is the repeated one, the rest are new.
 WARMUP_PROMPT, SAME_PROMPT = "object", "truck"
-NEW_PROMPTS = ["a wheel", "window", "the road", "a tree", "car door", "sky", "person", "tire", "headlight",
-               "bumper", "grass", "building", "a white truck", "mirror", "fence"]
+NEW_PROMPTS = [
+    "a wheel",
+    "window",
+    "the road",
+    "a tree",
+    "car door",
+    "sky",
+    "person",
+    "tire",
+    "headlight",
+    "bumper",
+    "grass",
+    "building",
+    "a white truck",
+    "mirror",
+    "fence",
+]
 
 STEPS = [
     ("set_image", "1  set_image (encode)"),
@@ -86,8 +101,11 @@ def variant(rgb: np.ndarray, k: int) -> Image.Image:
 def click_kwargs(h: int, w: int, i: int = 0) -> dict:
     """One positive click near the middle of the lower half (on the truck in truck.jpg), nudged per call."""
     xy = [[0.45 * w + 3 * i, 0.6 * h + 2 * i]]
-    return {"point_coords": np.array(xy, dtype=np.float32), "point_labels": np.array([1], dtype=np.int32),
-            "multimask_output": True}
+    return {
+        "point_coords": np.array(xy, dtype=np.float32),
+        "point_labels": np.array([1], dtype=np.int32),
+        "multimask_output": True,
+    }
 
 
 # ------------------------------------------------------------------------------------------- one side
@@ -241,9 +259,24 @@ def start_oracle(args, cfg: dict, image: Path, ckpt: Path, workdir: Path) -> tup
     env = dict(os.environ, PYTHONPATH=str(ORACLE), CUDA_VISIBLE_DEVICES="", PYTHONWARNINGS="ignore")
     if args.threads:
         env.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
-    cmd = [sys.executable, "-P", str(Path(__file__).resolve()), "--oracle-worker", "--config",
-           str(workdir / "cfg.json"), "--image", str(image), "--checkpoint", str(ckpt), "--seed", str(args.seed),
-           "--threads", str(args.threads), "--official-precision", args.official_precision]
+    cmd = [
+        sys.executable,
+        "-P",
+        str(Path(__file__).resolve()),
+        "--oracle-worker",
+        "--config",
+        str(workdir / "cfg.json"),
+        "--image",
+        str(image),
+        "--checkpoint",
+        str(ckpt),
+        "--seed",
+        str(args.seed),
+        "--threads",
+        str(args.threads),
+        "--official-precision",
+        args.official_precision,
+    ]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     line = proc.stdout.readline()  # stderr (progress) goes straight through
     if not line:
@@ -268,8 +301,10 @@ def load_ours(args, ckpt: Path, image: Path):
 
     precision = resolve_precision(args.precision, "cpu")
     report = prepare_model(model, precision)
-    log(f"ours: precision {precision.mode} ({precision.reason}); {len(report.quantized)} int8 linears; "
-        f"CPU {cpu_info().describe()}")
+    log(
+        f"ours: precision {precision.mode} ({precision.reason}); {len(report.quantized)} int8 linears; "
+        f"CPU {cpu_info().describe()}"
+    )
     build_s = time.perf_counter() - t0
     processor = Sam3Processor(model)
     return Side(processor, processor.predict_inst, str(image), precision.context), build_s
@@ -322,7 +357,7 @@ def run(sides: dict, n: int, n_enc: int, full: bool, keep: int) -> dict:
         both("click_new", i, "click_new", next(counter))
 
     log("step 5: our set_image of the same pixels (cache hit)")
-    for i in range(n):
+    for _ in range(n):
         seconds, _ = sides["ours"].set_image(0)
         times["ours"].setdefault("set_image_cached", []).append(seconds)
     return {"times": times, "extra": extra, "thresholds": thresholds}
@@ -362,9 +397,16 @@ def profile_click(side: Side, n: int) -> None:
             sparse, dense = clock("prompt encoder", enc, points=(coords, labels), boxes=None, masks=None)
             # the dense PE and the first block's image-only projections come precomputed with the image
             low, _, _, _ = clock(
-                "mask decoder (precomputed image tokens)", dec, image_embeddings=feats.image_embed, image_pe=None,
-                sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=True,
-                repeat_image=False, high_res_features=feats.high_res, image_tokens=feats.tokens,
+                "mask decoder (precomputed image tokens)",
+                dec,
+                image_embeddings=feats.image_embed,
+                image_pe=None,
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense,
+                multimask_output=True,
+                repeat_image=False,
+                high_res_features=feats.high_res,
+                image_tokens=feats.tokens,
             )
             filled = clock("hole filling (CC labelling)", fill_small_components, low, 256.0, 0.0, 0.0)
             clock(f"resize to {w}x{h} + threshold + numpy", resize_threshold, filled)
@@ -381,8 +423,11 @@ def profile_click(side: Side, n: int) -> None:
         for _ in range(3):
             side.predict_inst(state, **kw)
     print("\ntorch.profiler, our predict_inst x3 (totals over the 3 calls), top ops by self CPU time:")
-    print(prof.key_averages(group_by_input_shape=True).table(
-        sort_by="self_cpu_time_total", row_limit=20, max_name_column_width=30, max_shapes_column_width=70))
+    print(
+        prof.key_averages(group_by_input_shape=True).table(
+            sort_by="self_cpu_time_total", row_limit=20, max_name_column_width=30, max_shapes_column_width=70
+        )
+    )
 
 
 def _cpu() -> str:
@@ -445,18 +490,30 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="sam3", choices=["sam3", "tiny"])
     ap.add_argument("--repeats", type=int, default=5, help="timed calls of the cheap steps (default 5)")
-    ap.add_argument("--encode-repeats", type=int, default=None,
-                    help="timed image encodings in steps 1 and 4 (default 1 at sam3, else --repeats)")
+    ap.add_argument(
+        "--encode-repeats",
+        type=int,
+        default=None,
+        help="timed image encodings in steps 1 and 4 (default 1 at sam3, else --repeats)",
+    )
     ap.add_argument("--threads", type=int, default=0, help="torch threads on both sides (0: torch default)")
     ap.add_argument("--image", default=None, help=f"photo (default {PHOTO} if present, else skimage astronaut)")
     ap.add_argument("--keep", type=int, default=3, help="queries each prompt's threshold keeps (default 3)")
     ap.add_argument("--seed", type=int, default=0, help="random-weight seed (official initialisers)")
     ap.add_argument("--workdir", default="/tmp/sam3_bench", help="keeps sam3-<preset>-seed<seed>.pt between runs")
     ap.add_argument("--profile", action="store_true", help="also break down and profile our click")
-    ap.add_argument("--precision", default="fp32", choices=["auto", "fp32", "bf16", "fp16", "int8"],
-                    help="our side's SAM3_PRECISION (default fp32; the policy of sam3.device on this CPU)")
-    ap.add_argument("--official-precision", default="fp32", choices=["fp32", "bf16"],
-                    help="the official side: fp32, or bf16 CPU autocast (only worth timing with native bf16)")
+    ap.add_argument(
+        "--precision",
+        default="fp32",
+        choices=["auto", "fp32", "bf16", "fp16", "int8"],
+        help="our side's SAM3_PRECISION (default fp32; the policy of sam3.device on this CPU)",
+    )
+    ap.add_argument(
+        "--official-precision",
+        default="fp32",
+        choices=["fp32", "bf16"],
+        help="the official side: fp32, or bf16 CPU autocast (only worth timing with native bf16)",
+    )
     ap.add_argument("--oracle-worker", action="store_true", help=argparse.SUPPRESS)  # the oracle subprocess
     ap.add_argument("--config", help=argparse.SUPPRESS)
     ap.add_argument("--checkpoint", help=argparse.SUPPRESS)
@@ -493,8 +550,10 @@ def main() -> None:
         ours, ours_build = load_ours(args, ckpt, image)
         sides = {"official": official, "ours": ours}
         res = run(sides, n, n_enc, full, args.keep)
-        info = {name: {**side.info()[1], "build_s": b} for (name, side), b in
-                zip(sides.items(), (official_build, ours_build))}
+        info = {
+            name: {**side.info()[1], "build_s": b}
+            for (name, side), b in zip(sides.items(), (official_build, ours_build))
+        }
     finally:
         official.proc.stdin.close()
         official.proc.wait()

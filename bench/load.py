@@ -57,14 +57,33 @@ def start_server(env_extra: dict[str, str]) -> tuple[str, subprocess.Popen, Path
         port = s.getsockname()[1]
     workdir = Path(tempfile.mkdtemp(prefix="sam3_load_"))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SAM_", "SAM3_"))}
-    env.update(SAM3_PRESET="tiny", SAM3_RANDOM_WEIGHTS="true", SAM3_DEVICE="cpu", SAM3_AUTO_DOWNLOAD="false",
-               SAM_MEDIA_ROOTS=str(workdir), PYTHONPATH=str(REPO))
+    env.update(
+        SAM3_PRESET="tiny",
+        SAM3_RANDOM_WEIGHTS="true",
+        SAM3_DEVICE="cpu",
+        SAM3_AUTO_DOWNLOAD="false",
+        SAM_MEDIA_ROOTS=str(workdir),
+        PYTHONPATH=str(REPO),
+    )
     env.update(env_extra)
     log = open(workdir / "uvicorn.log", "wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "server.main:app", "--host", "127.0.0.1", "--port", str(port),
-         "--log-level", "warning"],
-        cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "server.main:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        cwd=workdir,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300
@@ -95,25 +114,71 @@ def make_requests(seed: int) -> list[tuple[str, dict]]:
     mix: list[tuple[str, dict]] = []
     for i in range(64):
         x, y = (int(v) for v in rng.integers(5, 250, 2))
-        mix.append(("click_cached", dict(method="POST", url="/predict/mask",
-                                          files={"image": ("a.png", shared, "image/png")},
-                                          data={"points": f"[[{x}, {y}]]"})))
-        mix.append(("click_new_image", dict(method="POST", url="/predict/mask",
-                                             files={"image": ("b.png", fresh[i], "image/png")},
-                                             data={"points": "[[50, 50]]"})))
+        mix.append(
+            (
+                "click_cached",
+                dict(
+                    method="POST",
+                    url="/predict/mask",
+                    files={"image": ("a.png", shared, "image/png")},
+                    data={"points": f"[[{x}, {y}]]"},
+                ),
+            )
+        )
+        mix.append(
+            (
+                "click_new_image",
+                dict(
+                    method="POST",
+                    url="/predict/mask",
+                    files={"image": ("b.png", fresh[i], "image/png")},
+                    data={"points": "[[50, 50]]"},
+                ),
+            )
+        )
         if i % 2 == 0:
-            mix.append(("detect", dict(method="POST", url="/detect",
-                                        files={"image": ("a.png", shared, "image/png")}, data={"text": "a person"})))
+            mix.append(
+                (
+                    "detect",
+                    dict(
+                        method="POST",
+                        url="/detect",
+                        files={"image": ("a.png", shared, "image/png")},
+                        data={"text": "a person"},
+                    ),
+                )
+            )
         if i % 4 == 0:
-            mix.append(("segment_text", dict(method="POST", url="/segment/text",
-                                              files={"image": ("a.png", shared, "image/png")}, data={"text": "face"})))
+            mix.append(
+                (
+                    "segment_text",
+                    dict(
+                        method="POST",
+                        url="/segment/text",
+                        files={"image": ("a.png", shared, "image/png")},
+                        data={"text": "face"},
+                    ),
+                )
+            )
         hostile = [
-            dict(method="POST", url="/predict/mask", files={"image": ("a.png", shared, "image/png")},
-                 data={"points": "[" * 20_000}),
-            dict(method="POST", url="/predict/mask", files={"image": ("a.png", shared, "image/png")},
-                 data={"points": f"[[{2**70}, 1]]"}),
-            dict(method="POST", url="/detect", files={"image": ("x.png", b"not an image" * 50, "image/png")},
-                 data={"text": "cat"}),
+            dict(
+                method="POST",
+                url="/predict/mask",
+                files={"image": ("a.png", shared, "image/png")},
+                data={"points": "[" * 20_000},
+            ),
+            dict(
+                method="POST",
+                url="/predict/mask",
+                files={"image": ("a.png", shared, "image/png")},
+                data={"points": f"[[{2**70}, 1]]"},
+            ),
+            dict(
+                method="POST",
+                url="/detect",
+                files={"image": ("x.png", b"not an image" * 50, "image/png")},
+                data={"text": "cat"},
+            ),
             dict(method="POST", url="/track/prompt", json={"session_id": "nobody", "frame_idx": 0, "text": "x"}),
         ]
         mix.append(("hostile", hostile[i % len(hostile)]))
@@ -193,8 +258,10 @@ async def run(url: str, pid: int | None, clients: int, duration: float, seed: in
     for kind in sorted(by_kind):
         print(f"  {kind:16s} n={len(by_kind[kind]):5d}  {percentiles(by_kind[kind])}  {dict(kind_status[kind])}")
     print(f"  {'all':16s} n={len(results):5d}  {percentiles([s for _, _, s in results])}")
-    print(f"/health during load: n={len(health_latencies)} {percentiles(health_latencies)} "
-          f"statuses {dict(health_statuses)}; median {statistics.median(health_latencies) * 1000:.1f} ms")
+    print(
+        f"/health during load: n={len(health_latencies)} {percentiles(health_latencies)} "
+        f"statuses {dict(health_statuses)}; median {statistics.median(health_latencies) * 1000:.1f} ms"
+    )
     if pid is not None:
         print(f"server RSS: before {rss_before:.0f} MB, peak {peak[0]:.0f} MB, after {rss_after:.0f} MB")
     server_errors = sum(n for s, n in statuses.items() if isinstance(s, int) and s >= 500)

@@ -82,14 +82,23 @@ def main() -> int:
         photo, source = _photo(args.image, workdir)
         print(f"preset {args.preset}, photo {source}, {args.threads} threads, workdir {workdir}", flush=True)
         t0 = time.perf_counter()
-        report = harness.run_parity(args.preset, workdir, photo, seed=args.seed, threads=args.threads,
-                                    full_plan=True, repeat_text=args.repeat_text)
+        report = harness.run_parity(
+            args.preset,
+            workdir,
+            photo,
+            seed=args.seed,
+            threads=args.threads,
+            full_plan=True,
+            repeat_text=args.repeat_text,
+        )
         wall = time.perf_counter() - t0
 
     print(report.table(only_failures=args.failures_only))
     failed = report.failures
-    print(f"\n{len(report.rows) - len(failed)}/{len(report.rows)} comparisons pass"
-          + (f"; FAILED: {', '.join(r.name for r in failed[:20])}" if failed else ""))
+    print(
+        f"\n{len(report.rows) - len(failed)}/{len(report.rows)} comparisons pass"
+        + (f"; FAILED: {', '.join(r.name for r in failed[:20])}" if failed else "")
+    )
     if report.meta.get("warnings"):
         print("oracle warnings:", "; ".join(report.meta["warnings"]))
 
@@ -99,12 +108,18 @@ def main() -> int:
     fmt = lambda s: f"{s:8.2f} s" if s else "     n/a"  # noqa: E731
     print(f"\ntimings ({args.threads} threads, same run, one side after the other)")
     enc_off, enc_ours = off.get("set_image"), ours.get("set_image")
-    print(f"  image encoding (set_image, 1 run)   official {fmt(enc_off)}   ours {fmt(enc_ours)}"
-          f"   ours = {_ratio(enc_ours, enc_off)}")
-    print(f"  text prompt (median of {args.repeat_text})          official {fmt(off_text)}   ours {fmt(ours_text)}"
-          f"   ours = {_ratio(ours_text, off_text)}")
-    print(f"  model build / load                  official {fmt(off.get('build'))}   ours {fmt(ours.get('load'))}"
-          "   (official: random init + save; ours: load of that sam3.pt)")
+    print(
+        f"  image encoding (set_image, 1 run)   official {fmt(enc_off)}   ours {fmt(enc_ours)}"
+        f"   ours = {_ratio(enc_ours, enc_off)}"
+    )
+    print(
+        f"  text prompt (median of {args.repeat_text})          official {fmt(off_text)}   ours {fmt(ours_text)}"
+        f"   ours = {_ratio(ours_text, off_text)}"
+    )
+    print(
+        f"  model build / load                  official {fmt(off.get('build'))}   ours {fmt(ours.get('load'))}"
+        "   (official: random init + save; ours: load of that sam3.pt)"
+    )
     print(f"  total wall time {wall:.0f} s")
     return 1 if failed else 0
 

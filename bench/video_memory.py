@@ -102,12 +102,25 @@ class Service:
     def __init__(self, repo: Path, media: Path, threads: int):
         port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("SAM_", "SAM3_"))}
-        env.update(SAM3_PRESET="tiny", SAM3_RANDOM_WEIGHTS="true", SAM3_DEVICE="cpu", SAM3_AUTO_DOWNLOAD="false",
-                   SAM_MEDIA_ROOTS=str(media), SAM_MAX_VIDEO_FRAMES="100000", PYTHONPATH=str(repo),
-                   OMP_NUM_THREADS=str(threads), SAM3_WARMUP="false")
+        env.update(
+            SAM3_PRESET="tiny",
+            SAM3_RANDOM_WEIGHTS="true",
+            SAM3_DEVICE="cpu",
+            SAM3_AUTO_DOWNLOAD="false",
+            SAM_MEDIA_ROOTS=str(media),
+            SAM_MAX_VIDEO_FRAMES="100000",
+            PYTHONPATH=str(repo),
+            OMP_NUM_THREADS=str(threads),
+            SAM3_WARMUP="false",
+        )
         self.log = open(media / f"server_{port}.log", "wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "server.main:app", "--host", "127.0.0.1",
-                                      "--port", str(port)], cwd=media, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "server.main:app", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=media,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
         self.url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 1800
         while True:
@@ -165,8 +178,9 @@ def track_one(svc: Service, video: Path) -> dict:
         info = client.post("/track/start", json={"video_path": str(video), "session_id": "bench"})
         info.raise_for_status()
         n = info.json()["num_frames"]
-        client.post("/track/prompt", json={"session_id": "bench", "frame_idx": 0,
-                                          "points": [[200, 360]], "obj_id": 1}).raise_for_status()
+        client.post(
+            "/track/prompt", json={"session_id": "bench", "frame_idx": 0, "points": [[200, 360]], "obj_id": 1}
+        ).raise_for_status()
         first = None
         body = {"session_id": "bench", "direction": "forward"}
         t_prop = time.perf_counter()
@@ -187,20 +201,36 @@ def track_one(svc: Service, video: Path) -> dict:
             frames = r.json()["num_frames_processed"]
         seconds = time.perf_counter() - t0
     client.post("/track/stop", json={"session_id": "bench"}).raise_for_status()
-    return {"frames": n, "propagated": frames, "before_mb": rss.before, "peak_mb": rss.peak,
-            "growth_mb": rss.peak - rss.before, "seconds": seconds, "first_frame_s": first, "streamed": svc.streams}
+    return {
+        "frames": n,
+        "propagated": frames,
+        "before_mb": rss.before,
+        "peak_mb": rss.peak,
+        "growth_mb": rss.peak - rss.before,
+        "seconds": seconds,
+        "first_frame_s": first,
+        "streamed": svc.streams,
+    }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repo", type=Path, default=REPO, help="checkout of the service to measure")
     ap.add_argument("--lengths", type=int, nargs="+", default=[100, 700, 1600])
-    ap.add_argument("--folder", type=int, nargs="*", default=None,
-                    help="lengths for the JPEG-folder runs (default: the shortest and the longest clip)")
+    ap.add_argument(
+        "--folder",
+        type=int,
+        nargs="*",
+        default=None,
+        help="lengths for the JPEG-folder runs (default: the shortest and the longest clip)",
+    )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--workdir", type=Path, default=None, help="where to write the clips (kept for reuse)")
-    ap.add_argument("--fresh", action="store_true",
-                    help="a new service process per clip (default: one process, sessions one after the other)")
+    ap.add_argument(
+        "--fresh",
+        action="store_true",
+        help="a new service process per clip (default: one process, sessions one after the other)",
+    )
     args = ap.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="video_memory_"))
     work.mkdir(parents=True, exist_ok=True)
@@ -226,9 +256,12 @@ def main() -> None:
             r["hwm_mb"] = peak_rss_mb(svc.proc.pid)[1]
             rows[(kind, n)] = r
             first = f"{r['first_frame_s']:.2f}" if r["first_frame_s"] else "-"
-            print(f"{kind:6} {n:5d} frames: peak RSS {r['peak_mb']:7.0f} MB, +{r['growth_mb']:6.0f} MB over the "
-                  f"{r['before_mb']:.0f} MB before the session (VmHWM {r['hwm_mb']:.0f}), {r['seconds']:6.1f} s, "
-                  f"first frame after {first} s, streamed={r['streamed']}", flush=True)
+            print(
+                f"{kind:6} {n:5d} frames: peak RSS {r['peak_mb']:7.0f} MB, +{r['growth_mb']:6.0f} MB over the "
+                f"{r['before_mb']:.0f} MB before the session (VmHWM {r['hwm_mb']:.0f}), {r['seconds']:6.1f} s, "
+                f"first frame after {first} s, streamed={r['streamed']}",
+                flush=True,
+            )
     finally:
         if svc is not None:
             svc.close()

@@ -72,7 +72,8 @@ def oracle_worker(args) -> None:
     ckpt = Path(args.checkpoint)
     with torch.inference_mode():
         model, state = video_official.build_official_video_model(
-            cfg, heuristics, args.seed, str(ckpt) if ckpt.is_file() else None, args.score_gain)
+            cfg, heuristics, args.seed, str(ckpt) if ckpt.is_file() else None, args.score_gain
+        )
     if not ckpt.is_file():
         torch.save(state, ckpt)
     predictor = video_official.make_predictor(model)
@@ -92,19 +93,26 @@ def oracle_worker(args) -> None:
                     setattr(model, video_official.HEURISTIC_ARGS[k], v)
                 answer({"ok": True})
             elif cmd["op"] == "prompt":
-                out = predictor.handle_request({"type": "add_prompt", "session_id": sid, "frame_index": 0,
-                                                "text": cmd["text"]})["outputs"]
+                out = predictor.handle_request(
+                    {"type": "add_prompt", "session_id": sid, "frame_index": 0, "text": cmd["text"]}
+                )["outputs"]
                 answer({"seconds": time.perf_counter() - t0, "objects": len(out["out_obj_ids"])})
             elif cmd["op"] == "next":
                 if stream is None:
-                    stream = predictor.handle_stream_request({"type": "propagate_in_video", "session_id": sid,
-                                                              "propagation_direction": "forward"})
+                    stream = predictor.handle_stream_request(
+                        {"type": "propagate_in_video", "session_id": sid, "propagation_direction": "forward"}
+                    )
                 resp = next(stream, None)
                 if resp is None:
                     answer({"done": True})
                 else:
-                    answer({"seconds": time.perf_counter() - t0, "frame": resp["frame_index"],
-                            "objects": len(resp["outputs"]["out_obj_ids"])})
+                    answer(
+                        {
+                            "seconds": time.perf_counter() - t0,
+                            "frame": resp["frame_index"],
+                            "objects": len(resp["outputs"]["out_obj_ids"]),
+                        }
+                    )
             else:
                 answer({"bye": True})
                 return
@@ -113,18 +121,35 @@ def oracle_worker(args) -> None:
 class Oracle:
     def __init__(self, args, cfg_path: Path, frames_dir: Path, ckpt: Path, heuristics: dict):
         env = dict(os.environ, PYTHONPATH=str(ORACLE), CUDA_VISIBLE_DEVICES="", PYTHONWARNINGS="ignore")
-        cmd = [sys.executable, "-P", str(Path(__file__).resolve()), "--oracle-worker", "--config", str(cfg_path),
-               "--frames-dir", str(frames_dir), "--checkpoint", str(ckpt), "--seed", str(args.seed),
-               "--heuristics", json.dumps(heuristics), "--score-gain", str(SCORE_GAIN),
-               "--threads", str(args.threads)]
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.DEVNULL, text=True)
+        cmd = [
+            sys.executable,
+            "-P",
+            str(Path(__file__).resolve()),
+            "--oracle-worker",
+            "--config",
+            str(cfg_path),
+            "--frames-dir",
+            str(frames_dir),
+            "--checkpoint",
+            str(ckpt),
+            "--seed",
+            str(args.seed),
+            "--heuristics",
+            json.dumps(heuristics),
+            "--score-gain",
+            str(SCORE_GAIN),
+            "--threads",
+            str(args.threads),
+        ]
+        self.proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        )
         self.read()  # ready (the weights are built and saved by then)
 
     def read(self) -> dict:
         for line in self.proc.stdout:
             if line.startswith(PREFIX):
-                return json.loads(line[len(PREFIX):])
+                return json.loads(line[len(PREFIX) :])
         raise RuntimeError(f"the oracle worker exited ({self.proc.wait()})")
 
     def call(self, op: str, **kw) -> dict:
@@ -170,7 +195,11 @@ class Ours:
             feats = self.model.encode_image(video.frames[:1].float())
             text = self.model.encode_text([TEXT, "visual"])
             out = self.model.detector.forward_grounding(
-                feats, TextFeatures(text.features[:1], text.mask[:1]), GeometricPrompt.empty(1, "cpu"), joint_scores=True)
+                feats,
+                TextFeatures(text.features[:1], text.mask[:1]),
+                GeometricPrompt.empty(1, "cpu"),
+                joint_scores=True,
+            )
         probs, masks = out.pred_logits[0].sigmoid(), out.pred_masks[0]
         kept = probs[nms_masks(probs, masks, 0.0, HEURISTICS["det_nms_thresh"])].sort(descending=True).values.tolist()
         k = min(objects, len(kept))
@@ -213,8 +242,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch threads on both sides (0: torch default)")
     ap.add_argument("--objects", type=int, default=3, help="objects the thresholds let through on frame 0")
     # oracle worker (internal)
-    ap.add_argument("--precision", default="fp32", choices=["auto", "fp32", "bf16", "fp16", "int8"],
-                    help="our side's SAM3_PRECISION (default fp32)")
+    ap.add_argument(
+        "--precision",
+        default="fp32",
+        choices=["auto", "fp32", "bf16", "fp16", "int8"],
+        help="our side's SAM3_PRECISION (default fp32)",
+    )
     ap.add_argument("--oracle-worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--config", help=argparse.SUPPRESS)
     ap.add_argument("--frames-dir", help=argparse.SUPPRESS)
@@ -257,8 +290,10 @@ def main() -> None:
         oracle.call("configure", heuristics=picked)
         ours.start(heuristics)
         p_off, p_ours = oracle.call("prompt", text=TEXT), ours.prompt(TEXT)
-        log(f"text prompt on frame 0: official {p_off['seconds']:.2f} s ({p_off['objects']} objects), "
-            f"ours {p_ours['seconds']:.2f} s ({p_ours['objects']} objects)")
+        log(
+            f"text prompt on frame 0: official {p_off['seconds']:.2f} s ({p_off['objects']} objects), "
+            f"ours {p_ours['seconds']:.2f} s ({p_ours['objects']} objects)"
+        )
         rows = []
         while True:
             a, b = oracle.call("next"), ours.next()
@@ -267,8 +302,10 @@ def main() -> None:
                     log("WARNING: the two sides returned a different number of frames")
                 break
             rows.append((a, b))
-            log(f"frame {a['frame']}: official {a['seconds']:.2f} s ({a['objects']} objects), "
-                f"ours {b['seconds']:.2f} s ({b['objects']} objects)")
+            log(
+                f"frame {a['frame']}: official {a['seconds']:.2f} s ({a['objects']} objects), "
+                f"ours {b['seconds']:.2f} s ({b['objects']} objects)"
+            )
     finally:
         oracle.close()
     if not rows:
@@ -278,14 +315,19 @@ def main() -> None:
     tot_off, tot_ours = sum(a["seconds"] for a, _ in rows), sum(b["seconds"] for _, b in rows)
     table = [
         ("text prompt (frame 0), s", p_off["seconds"], p_ours["seconds"]),
-        ("propagation, median s/frame", statistics.median(a["seconds"] for a, _ in rows),
-         statistics.median(b["seconds"] for _, b in rows)),
+        (
+            "propagation, median s/frame",
+            statistics.median(a["seconds"] for a, _ in rows),
+            statistics.median(b["seconds"] for _, b in rows),
+        ),
         ("propagation, mean s/frame", tot_off / n, tot_ours / n),
         ("prompt + propagation, s", p_off["seconds"] + tot_off, p_ours["seconds"] + tot_ours),
     ]
     print(f"our precision {ours.precision.mode} ({ours.precision.reason})")
-    print(f"preset {args.preset}, {n} frames propagated forward from frame 0, CPU, "
-          f"{args.threads or 'default'} threads, objects per frame {[b['objects'] for _, b in rows]}")
+    print(
+        f"preset {args.preset}, {n} frames propagated forward from frame 0, CPU, "
+        f"{args.threads or 'default'} threads, objects per frame {[b['objects'] for _, b in rows]}"
+    )
     print(f"same frames and object counts on both sides: {'yes' if same else 'NO'}")
     print(f"{'':<30}{'official':>10}{'ours':>10}{'ours/official':>15}")
     for name, a, b in table:

@@ -99,7 +99,11 @@ class _ClientConfig:
         self._checked(response, call)
         kind = response.headers.get("content-type", "")
         if "ndjson" not in kind:
-            raise SamProtocolError(f"{call.method} {call.path}: expected a streamed application/x-ndjson answer, got {kind or 'no content-type'}", response.status_code, response=response)
+            raise SamProtocolError(
+                f"{call.method} {call.path}: expected a streamed application/x-ndjson answer, got {kind or 'no content-type'}",
+                response.status_code,
+                response=response,
+            )
 
     @staticmethod
     def _line(line: str, call: Call) -> dict[str, Any]:
@@ -136,7 +140,9 @@ class ServiceClient(_ClientConfig):
     def _send(self, call: Call) -> httpx.Response:
         """The 2xx answer (body read) after the retries the policy allows, or the mapped error."""
         deadline = time.monotonic() + self.timeout
-        for attempt in tenacity.Retrying(sleep=time.sleep, **tenacity_kwargs(self.retry, call.idempotent, self.timeout)):
+        for attempt in tenacity.Retrying(
+            sleep=time.sleep, **tenacity_kwargs(self.retry, call.idempotent, self.timeout)
+        ):
             with attempt:
                 return self._checked(self._attempt(call, deadline), call)
         raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
@@ -148,13 +154,17 @@ class ServiceClient(_ClientConfig):
         url = f"{self.base_url}{call.path}"
         token = current_deadline.set(deadline)  # every network wait of this attempt ends by the deadline
         try:
-            with self._client.stream(call.method, url, timeout=self._http_timeout(remaining), **call.request_kwargs()) as streamed:
+            with self._client.stream(
+                call.method, url, timeout=self._http_timeout(remaining), **call.request_kwargs()
+            ) as streamed:
                 raw = []
                 for chunk in streamed.iter_raw():
                     raw.append(chunk)
                     if time.monotonic() > deadline:
                         raise self._timeout_error(call, "answer still arriving")
-                response = httpx.Response(streamed.status_code, headers=streamed.headers, content=b"".join(raw), request=streamed.request)
+                response = httpx.Response(
+                    streamed.status_code, headers=streamed.headers, content=b"".join(raw), request=streamed.request
+                )
         except httpx.HTTPError as exc:
             raise self._transport_error(exc, call) from None
         finally:
@@ -166,7 +176,9 @@ class ServiceClient(_ClientConfig):
         """The JSON objects of a streamed NDJSON answer, each as soon as its line arrives."""
         url = f"{self.base_url}{call.path}"
         try:
-            with self._client.stream(call.method, url, timeout=self._http_timeout(self.timeout), **call.request_kwargs()) as response:
+            with self._client.stream(
+                call.method, url, timeout=self._http_timeout(self.timeout), **call.request_kwargs()
+            ) as response:
                 if not response.is_success or "ndjson" not in response.headers.get("content-type", ""):
                     response.read()
                 self._stream_headers_checked(response, call)
@@ -204,7 +216,9 @@ class AsyncServiceClient(_ClientConfig):
 
     async def _send(self, call: Call) -> httpx.Response:
         deadline = time.monotonic() + self.timeout
-        retrying = tenacity.AsyncRetrying(sleep=anyio.sleep, **tenacity_kwargs(self.retry, call.idempotent, self.timeout))
+        retrying = tenacity.AsyncRetrying(
+            sleep=anyio.sleep, **tenacity_kwargs(self.retry, call.idempotent, self.timeout)
+        )
         try:
             with anyio.fail_after(self.timeout):
                 async for attempt in retrying:
@@ -218,7 +232,10 @@ class AsyncServiceClient(_ClientConfig):
         remaining = max(deadline - time.monotonic(), 1e-3)
         try:
             return await self._client.request(
-                call.method, f"{self.base_url}{call.path}", timeout=self._http_timeout(remaining), **call.request_kwargs()
+                call.method,
+                f"{self.base_url}{call.path}",
+                timeout=self._http_timeout(remaining),
+                **call.request_kwargs(),
             )
         except httpx.HTTPError as exc:
             raise self._transport_error(exc, call) from None
@@ -226,7 +243,9 @@ class AsyncServiceClient(_ClientConfig):
     async def _lines(self, call: Call) -> AsyncIterator[dict[str, Any]]:
         url = f"{self.base_url}{call.path}"
         try:
-            async with self._client.stream(call.method, url, timeout=self._http_timeout(self.timeout), **call.request_kwargs()) as response:
+            async with self._client.stream(
+                call.method, url, timeout=self._http_timeout(self.timeout), **call.request_kwargs()
+            ) as response:
                 if not response.is_success or "ndjson" not in response.headers.get("content-type", ""):
                     await response.aread()
                 self._stream_headers_checked(response, call)

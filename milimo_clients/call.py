@@ -36,7 +36,9 @@ class Call:
     idempotent: bool
     json: dict[str, Any] | None = None
     data: dict[str, str | list[str]] | None = None
-    files: dict[str, tuple[str, bytes, str]] | list[tuple[str, tuple[str, bytes, str]]] | None = field(default=None, repr=False)
+    files: dict[str, tuple[str, bytes, str]] | list[tuple[str, tuple[str, bytes, str]]] | None = field(
+        default=None, repr=False
+    )
     content: bytes | None = field(default=None, repr=False)  # a body passed through as it is (the router)
     headers: dict[str, str] | None = None
 
@@ -93,11 +95,18 @@ def image_part(image: ImageInput, name: str = "image") -> tuple[str, bytes, str]
             raise SamServiceError(f"{name}: the file object must be opened in binary mode")
         filename = Path(str(getattr(image, "name", name))).name
         return filename, bytes(data), mimetypes.guess_type(filename)[0] or _mime(bytes(data))
-    raise SamServiceError(f"{name}: expected a path, bytes, a binary file object or a PIL image, got {type(image).__name__}")
+    raise SamServiceError(
+        f"{name}: expected a path, bytes, a binary file object or a PIL image, got {type(image).__name__}"
+    )
 
 
-_MAGIC = ((b"\x89PNG\r\n\x1a\n", ".png", "image/png"), (b"\xff\xd8\xff", ".jpg", "image/jpeg"),
-          (b"RIFF", ".webp", "image/webp"), (b"GIF8", ".gif", "image/gif"), (b"BM", ".bmp", "image/bmp"))
+_MAGIC = (
+    (b"\x89PNG\r\n\x1a\n", ".png", "image/png"),
+    (b"\xff\xd8\xff", ".jpg", "image/jpeg"),
+    (b"RIFF", ".webp", "image/webp"),
+    (b"GIF8", ".gif", "image/gif"),
+    (b"BM", ".bmp", "image/bmp"),
+)
 
 
 def _suffix(data: bytes) -> str:

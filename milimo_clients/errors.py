@@ -122,7 +122,11 @@ def error_for_response(response: httpx.Response, method: str, path: str, base_ur
         if detail is not None and detail.startswith(_SERVICE_503_PREFIXES):
             return SamModelNotLoaded(detail, retry_after, response=response)
         where = f"{method} {path} at {base_url}"
-        what = f"the SAM service said: {detail}" if detail is not None else f"not the SAM service's answer: {_snippet(response)}"
+        what = (
+            f"the SAM service said: {detail}"
+            if detail is not None
+            else f"not the SAM service's answer: {_snippet(response)}"
+        )
         return SamServiceUnavailable(f"service unavailable (503) on {where}; {what}", retry_after, response=response)
     message = detail if detail is not None else f"HTTP {status} on {method} {path}: {_snippet(response)}"
     if status == 429:
@@ -144,7 +148,11 @@ def json_body(response: httpx.Response, method: str, path: str) -> dict:
             response=response,
         ) from None
     if not isinstance(body, dict):
-        raise SamProtocolError(f"{method} {path}: expected a JSON object, got {type(body).__name__}", response.status_code, response=response)
+        raise SamProtocolError(
+            f"{method} {path}: expected a JSON object, got {type(body).__name__}",
+            response.status_code,
+            response=response,
+        )
     return body
 
 
@@ -160,8 +168,12 @@ def png_body(response: httpx.Response, method: str, path: str) -> bytes:
     return response.content
 
 
-def missing_field(exc: KeyError | TypeError | ValueError, method: str, path: str, response: httpx.Response) -> SamProtocolError:
-    return SamProtocolError(f"{method} {path}: unexpected answer ({type(exc).__name__}: {exc})", response.status_code, response=response)
+def missing_field(
+    exc: KeyError | TypeError | ValueError, method: str, path: str, response: httpx.Response
+) -> SamProtocolError:
+    return SamProtocolError(
+        f"{method} {path}: unexpected answer ({type(exc).__name__}: {exc})", response.status_code, response=response
+    )
 
 
 def error_for_status(status: int, detail: str, retry_after_s: float | None = None) -> SamServiceError:

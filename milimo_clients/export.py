@@ -54,7 +54,13 @@ def _frame_parts(frame: Any, i: int) -> tuple[int, list[int], list, list, list]:
             except (binascii.Error, ValueError):
                 raise ValueError(f"frames[{i}].masks[{k}]: not base64") from None
         masks.append(m)
-    return frame.get("frame_idx"), list(frame.get("object_ids") or []), masks, list(frame.get("scores") or []), list(frame.get("boxes") or [])
+    return (
+        frame.get("frame_idx"),
+        list(frame.get("object_ids") or []),
+        masks,
+        list(frame.get("scores") or []),
+        list(frame.get("boxes") or []),
+    )
 
 
 def write_tracking_export(session_id: str, frames: Iterable[Any], out_dir: str | os.PathLike) -> dict[str, Any]:
@@ -79,12 +85,14 @@ def write_tracking_export(session_id: str, frames: Iterable[Any], out_dir: str |
                 files[rel] = mask_png(masks[k])
             except ValueError as exc:
                 raise ValueError(f"frames[{i}].masks[{k}]: {exc}") from None
-            objects.append({
-                "obj_id": obj_id,
-                "score": scores[k] if k < len(scores) else None,
-                "box": boxes[k] if k < len(boxes) else None,
-                "mask": rel,
-            })
+            objects.append(
+                {
+                    "obj_id": obj_id,
+                    "score": scores[k] if k < len(scores) else None,
+                    "box": boxes[k] if k < len(boxes) else None,
+                    "mask": rel,
+                }
+            )
         entries.append({"frame_idx": frame_idx, "objects": objects})
     manifest = {"session_id": session_id, "num_frames": len(entries), "num_masks": len(files), "frames": entries}
     out = Path(out_dir)

@@ -44,7 +44,15 @@ from milimo_clients.errors import SamServiceError, SamServiceTimeout, json_body
 from milimo_clients.export import export_session
 from milimo_clients.retry import DEFAULT_RETRY, RetryPolicy
 
-PASSED_HEADERS = ("content-type", "x-mask-score", "x-object-count", "x-image-id", "x-refined", "retry-after", "x-request-id")
+PASSED_HEADERS = (
+    "content-type",
+    "x-mask-score",
+    "x-object-count",
+    "x-image-id",
+    "x-refined",
+    "retry-after",
+    "x-request-id",
+)
 IMAGE_ROUTES = {"/edit/segment": "/predict/mask", "/edit/detect": "/detect", "/edit/segment-text": "/segment/text"}
 _PROMPTS = ("text", "texts", "boxes", "box_labels", "confidence")
 IMAGE_FIELDS = {  # documented in /docs; every field the caller sends is forwarded, listed here or not
@@ -57,10 +65,20 @@ IMAGE_FIELDS = {  # documented in /docs; every field the caller sends is forward
 def _multipart_doc(fields: tuple[str, ...]) -> dict[str, Any]:
     properties: dict[str, Any] = {"image": {"type": "string", "format": "binary"}, "image_id": {"type": "string"}}
     properties.update({name: {"type": "string"} for name in fields})
-    return {"requestBody": {"content": {"multipart/form-data": {"schema": {"type": "object", "properties": properties}}}}}
+    return {
+        "requestBody": {"content": {"multipart/form-data": {"schema": {"type": "object", "properties": properties}}}}
+    }
+
+
 TRACK_ACTIONS = {  # action -> may be retried (changes nothing when repeated)
-    "start": False, "prompt": False, "propagate": False, "stop": True,
-    "cancel": True, "frames": True, "remove_object": True, "reset": True,
+    "start": False,
+    "prompt": False,
+    "propagate": False,
+    "stop": True,
+    "cancel": True,
+    "frames": True,
+    "remove_object": True,
+    "reset": True,
 }
 
 
@@ -125,7 +143,9 @@ async def _form_parts(request: Request) -> tuple[list, dict[str, list[str]]]:
     files, data = [], {}
     for key, value in form.multi_items():
         if isinstance(value, UploadFile):
-            files.append((key, (value.filename or key, await value.read(), value.content_type or "application/octet-stream")))
+            files.append(
+                (key, (value.filename or key, await value.read(), value.content_type or "application/octet-stream"))
+            )
         else:
             data.setdefault(key, []).append(value)
     return files, data
@@ -154,13 +174,23 @@ def create_sam_router(
         async def proxy(request: Request) -> Response:
             files, data = await _form_parts(request)
             refine = any(v.lower() in ("true", "1") for v in data.get("refine", []))
-            call = Call("POST", service_path, parse=lambda r: r, idempotent=not refine, data=data, files=files or None,
-                        headers={k: v for k, v in _forward_headers(request).items() if k != "content-type"})
+            call = Call(
+                "POST",
+                service_path,
+                parse=lambda r: r,
+                idempotent=not refine,
+                data=data,
+                files=files or None,
+                headers={k: v for k, v in _forward_headers(request).items() if k != "content-type"},
+            )
             return await upstream.send(call)
 
         proxy.__name__ = "proxy_" + backend_path.strip("/").replace("/", "_").replace("-", "_")
         router.add_api_route(
-            backend_path, proxy, methods=["POST"], summary=f"Proxy to the SAM service's {service_path} (multipart)",
+            backend_path,
+            proxy,
+            methods=["POST"],
+            summary=f"Proxy to the SAM service's {service_path} (multipart)",
             openapi_extra=_multipart_doc(IMAGE_FIELDS[backend_path]),
         )
 
@@ -170,7 +200,14 @@ def create_sam_router(
     def track_route(action: str, idempotent: bool) -> None:
         async def proxy(request: Request) -> Response:
             body = await request.body()
-            call = Call("POST", f"/track/{action}", parse=lambda r: r, idempotent=idempotent, content=body, headers=_forward_headers(request))
+            call = Call(
+                "POST",
+                f"/track/{action}",
+                parse=lambda r: r,
+                idempotent=idempotent,
+                content=body,
+                headers=_forward_headers(request),
+            )
             if action == "propagate" and _wants_stream(body):
                 return await _stream(tracking, call, stream_timeout)
             return await tracking.send(call)
@@ -178,9 +215,16 @@ def create_sam_router(
         proxy.__name__ = f"proxy_track_{action}"
         summary = f"Proxy to the SAM service's /track/{action} (JSON body forwarded as is)"
         if action == "propagate":
-            summary += "; with \"stream\": true the NDJSON lines are passed through as they come"
-        router.add_api_route(f"/track/{action}", proxy, methods=["POST"], summary=summary,
-                             openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}}})
+            summary += '; with "stream": true the NDJSON lines are passed through as they come'
+        router.add_api_route(
+            f"/track/{action}",
+            proxy,
+            methods=["POST"],
+            summary=summary,
+            openapi_extra={
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}}
+            },
+        )
 
     for action, idempotent in TRACK_ACTIONS.items():
         track_route(action, idempotent)
@@ -188,7 +232,12 @@ def create_sam_router(
     @router.post(
         "/edit/track/save",
         summary="Save tracking masks as exports/tracking/<session_id>/masks/<frame>_<obj>.png and manifest.json",
-        openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": TrackingSaveRequest.model_json_schema()}}}},
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": TrackingSaveRequest.model_json_schema()}},
+            }
+        },
     )
     async def save(request: Request) -> Response:
         try:
@@ -218,10 +267,15 @@ def create_sam_router(
         except ValueError as exc:
             return _error(400, str(exc))
         rel = f"exports/tracking/{folder.name}"
-        return JSONResponse({
-            "session_id": raw["session_id"], "path": rel, "manifest": f"{rel}/manifest.json",
-            "num_frames": manifest["num_frames"], "num_masks": manifest["num_masks"],
-        })
+        return JSONResponse(
+            {
+                "session_id": raw["session_id"],
+                "path": rel,
+                "manifest": f"{rel}/manifest.json",
+                "num_frames": manifest["num_frames"],
+                "num_masks": manifest["num_masks"],
+            }
+        )
 
     return router
 
@@ -258,7 +312,12 @@ def _wants_stream(body: bytes) -> bool:
 async def _stream(upstream: _Upstream, call: Call, stream_timeout: float) -> Response:
     """The service's NDJSON passed through chunk by chunk; closing either side closes the other."""
     client = upstream.client()
-    request = client.build_request(call.method, f"{upstream.base_url}{call.path}", timeout=upstream._http_timeout(stream_timeout), **call.request_kwargs())
+    request = client.build_request(
+        call.method,
+        f"{upstream.base_url}{call.path}",
+        timeout=upstream._http_timeout(stream_timeout),
+        **call.request_kwargs(),
+    )
     try:
         response = await client.send(request, stream=True)
     except httpx.HTTPError as exc:

@@ -74,7 +74,14 @@ class DetectionResult:
             )
             for o in body["objects"]
         ]
-        return cls(objects, int(body["count"]), int(body["width"]), int(body["height"]), body.get("image_id"), list(body.get("prompts") or []))
+        return cls(
+            objects,
+            int(body["count"]),
+            int(body["width"]),
+            int(body["height"]),
+            body.get("image_id"),
+            list(body.get("prompts") or []),
+        )
 
 
 @dataclass(frozen=True)
@@ -230,19 +237,36 @@ class _InpaintingCalls:
                 score = response.headers.get("X-Mask-Score")
                 scores = [] if score is None else [float(score)]
                 refined = None if refined_header is None else refined_header == "true"
-                return MaskResult(png, scores[0] if scores else None, response.headers.get("X-Image-ID"), object_id, [png], scores, refined)
+                return MaskResult(
+                    png,
+                    scores[0] if scores else None,
+                    response.headers.get("X-Image-ID"),
+                    object_id,
+                    [png],
+                    scores,
+                    refined,
+                )
             body = json_body(response, call.method, call.path)
             masks = [base64.b64decode(m) for m in body["masks"]]
             scores = [float(s) for s in body["scores"]]
             shape = body.get("logits_shape")
             return MaskResult(
-                masks[0], scores[0] if scores else None, body.get("image_id") or response.headers.get("X-Image-ID"), object_id,
-                masks, scores, body.get("refined"), body.get("low_res_logits"), None if shape is None else tuple(int(v) for v in shape),
+                masks[0],
+                scores[0] if scores else None,
+                body.get("image_id") or response.headers.get("X-Image-ID"),
+                object_id,
+                masks,
+                scores,
+                body.get("refined"),
+                body.get("low_res_logits"),
+                None if shape is None else tuple(int(v) for v in shape),
             )
 
         return self._execute(_parse(call, read))
 
-    def refine_mask(self, image_id: str, object_id: str, points: Sequence[Sequence[float]], labels: Sequence[int] | None = None):
+    def refine_mask(
+        self, image_id: str, object_id: str, points: Sequence[Sequence[float]], labels: Sequence[int] | None = None
+    ):
         """Another click on the object ``object_id`` of an image the service still holds (``MaskResult``)."""
         return self.predict_mask(points=points, labels=labels, image_id=image_id, object_id=object_id, refine=True)
 

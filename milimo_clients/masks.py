@@ -58,7 +58,9 @@ def decode_rle(rle: dict[str, Any]):
     runs = list(counts) if isinstance(counts, list) else rle_counts(counts)
     runs_arr = np.asarray(runs, dtype=np.int64)
     if height < 0 or width < 0 or (runs_arr < 0).any() or int(runs_arr.sum()) != height * width:
-        raise ValueError(f"rle: run lengths sum to {int(runs_arr.sum())}, the size {height}x{width} needs {height * width}")
+        raise ValueError(
+            f"rle: run lengths sum to {int(runs_arr.sum())}, the size {height}x{width} needs {height * width}"
+        )
     values = np.zeros(len(runs), dtype=bool)
     values[1::2] = True
     flat = np.repeat(values, runs_arr)

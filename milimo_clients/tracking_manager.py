@@ -108,7 +108,9 @@ class _StreamState:
 
     def check_finished(self) -> None:
         if not self.finished:
-            raise SamProtocolError(f"{self.call.path}: the stream ended before its last line (after {self.done} frames)")
+            raise SamProtocolError(
+                f"{self.call.path}: the stream ended before its last line (after {self.done} frames)"
+            )
 
 
 class _StreamView:
@@ -200,7 +202,13 @@ class _TrackingCalls:
         body: dict[str, Any] = {"video_path": str(video_path)}
         if session_id is not None:
             body["session_id"] = session_id
-        read = lambda d: TrackingSession(d["session_id"], int(d["num_frames"]), int(d["width"]), int(d["height"]), None if d.get("fps") is None else float(d["fps"]))  # noqa: E731
+        read = lambda d: TrackingSession(
+            d["session_id"],
+            int(d["num_frames"]),
+            int(d["width"]),
+            int(d["height"]),
+            None if d.get("fps") is None else float(d["fps"]),
+        )  # noqa: E731
         return self._execute(_json_call("/track/start", body, False, read))
 
     def add_prompt(
@@ -224,10 +232,23 @@ class _TrackingCalls:
             body["mask_format"] = mask_format
         return self._execute(_json_call("/track/prompt", body, False, FrameResult.from_json))
 
-    def propagate(self, session_id: str, direction: str = "both", start_frame: int | None = None, max_frames: int = -1, *, mask_format: str = "png"):
+    def propagate(
+        self,
+        session_id: str,
+        direction: str = "both",
+        start_frame: int | None = None,
+        max_frames: int = -1,
+        *,
+        mask_format: str = "png",
+    ):
         """Track the prompted objects through the video (``max_frames=-1``: all frames); one answer at the end."""
         body = _propagate_body(session_id, direction, start_frame, max_frames, mask_format)
-        read = lambda d: PropagationResult(d["session_id"], d["direction"], int(d["num_frames_processed"]), [FrameResult.from_json(f) for f in d["frames"]])  # noqa: E731
+        read = lambda d: PropagationResult(
+            d["session_id"],
+            d["direction"],
+            int(d["num_frames_processed"]),
+            [FrameResult.from_json(f) for f in d["frames"]],
+        )  # noqa: E731
         return self._execute(_json_call("/track/propagate", body, False, read))
 
     def propagate_stream(
@@ -249,9 +270,13 @@ class _TrackingCalls:
 
     def cancel(self, session_id: str):
         """Stop the session's running propagation; False when none was running."""
-        return self._execute(_json_call("/track/cancel", {"session_id": session_id}, True, lambda d: bool(d["cancelled"])))
+        return self._execute(
+            _json_call("/track/cancel", {"session_id": session_id}, True, lambda d: bool(d["cancelled"]))
+        )
 
-    def get_frames(self, session_id: str, start: int | None = None, end: int | None = None, *, mask_format: str = "png"):
+    def get_frames(
+        self, session_id: str, start: int | None = None, end: int | None = None, *, mask_format: str = "png"
+    ):
         """The stored results of frames already computed (``start``..``end``), in frame order."""
         body: dict[str, Any] = {"session_id": session_id}
         if start is not None:
@@ -260,7 +285,9 @@ class _TrackingCalls:
             body["end"] = int(end)
         if mask_format != "png":
             body["mask_format"] = mask_format
-        return self._execute(_json_call("/track/frames", body, True, lambda d: [FrameResult.from_json(f) for f in d["frames"]]))
+        return self._execute(
+            _json_call("/track/frames", body, True, lambda d: [FrameResult.from_json(f) for f in d["frames"]])
+        )
 
     def remove_object(self, session_id: str, obj_id: int):
         """Forget one object everywhere in the session; False when it was not there."""

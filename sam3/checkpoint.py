@@ -118,8 +118,12 @@ def resolve_checkpoint(
         raise CheckpointNotFoundError(_not_found_message(tried, target))
 
     local_dir = str(given.parent) if given is not None else None
-    log.info("checkpoint not found locally: downloading %s/%s%s", HF_REPO_ID, filename,
-             f" into {local_dir}" if local_dir else " into the Hugging Face cache")
+    log.info(
+        "checkpoint not found locally: downloading %s/%s%s",
+        HF_REPO_ID,
+        filename,
+        f" into {local_dir}" if local_dir else " into the Hugging Face cache",
+    )
     try:
         return Path(hf_hub_download(HF_REPO_ID, filename, local_dir=local_dir))
     except Exception as exc:  # a gated repo without a token, a network failure mid-way, ...
@@ -265,9 +269,7 @@ def load_state_dict_strict(
     model.load_state_dict(state, strict=True, assign=True)
     still_meta = [n for n, t in (*model.named_parameters(), *model.named_buffers()) if t.is_meta]
     if still_meta:
-        raise CheckpointError(
-            f"{source}: {len(still_meta)} tensors of the model were not loaded: {_head(still_meta)}"
-        )
+        raise CheckpointError(f"{source}: {len(still_meta)} tensors of the model were not loaded: {_head(still_meta)}")
 
 
 def check_state_dict(expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor], source: str) -> None:
@@ -298,4 +300,3 @@ def check_state_dict(expected: Mapping[str, torch.Tensor], state: Mapping[str, t
         problems.append(f"{len(wrong_kind)} with the wrong dtype: {_head(wrong_kind)}")
     if problems:
         raise CheckpointError(f"{source} does not match the model:\n  " + "\n  ".join(problems))
-

@@ -159,9 +159,7 @@ class Precision:
             yield
 
 
-def resolve_precision(
-    requested: str | None, device: torch.device | str, cpu: CpuInfo | None = None
-) -> Precision:
+def resolve_precision(requested: str | None, device: torch.device | str, cpu: CpuInfo | None = None) -> Precision:
     """The precision policy: (requested mode, device, CPU) -> :class:`Precision`.
 
     ``cpu`` defaults to this machine's :func:`cpu_info` (tests pass their own). Raises ``ValueError``

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import warnings
 
-import torch
 from torch import nn
 
 # Linears with fewer weights than this stay fp32: quantising them costs more (per-call activation

@@ -201,8 +201,13 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    log.error("unhandled error outside the routes on %s %s (request id %s)", request.method, request.url.path,
-              current_request_id(), exc_info=exc)
+    log.error(
+        "unhandled error outside the routes on %s %s (request id %s)",
+        request.method,
+        request.url.path,
+        current_request_id(),
+        exc_info=exc,
+    )
     return JSONResponse(internal_error_body(current_request_id()), status_code=500)
 
 

@@ -125,7 +125,9 @@ def parse_confidence(value: str | None, num_prompts: int, default: float) -> lis
     try:
         raw = json.loads(value)
     except ValueError:
-        raise Unprocessable(f"confidence: expected a number in 0..1 or a JSON list of them, got {value[:80]!r}") from None
+        raise Unprocessable(
+            f"confidence: expected a number in 0..1 or a JSON list of them, got {value[:80]!r}"
+        ) from None
     if isinstance(raw, list):
         if len(raw) != num_prompts:
             raise Unprocessable(f"confidence: {len(raw)} values for {num_prompts} prompts; give one per prompt")
@@ -143,7 +145,9 @@ def parse_object_indices(value: str | None) -> list[int] | None:
         raise BadValue(f"object_indices: {len(raw)} indices, at most {MAX_OBJECT_INDICES}")
     for i, index in enumerate(raw):
         if isinstance(index, bool) or not isinstance(index, int) or index < 0:
-            raise BadValue(f"object_indices[{i}]: expected an index >= 0 into /detect's objects, got {json.dumps(index)}")
+            raise BadValue(
+                f"object_indices[{i}]: expected an index >= 0 into /detect's objects, got {json.dumps(index)}"
+            )
     return list(dict.fromkeys(raw))  # a repeated index adds nothing to the union
 
 

@@ -67,8 +67,9 @@ class ImageLimits:
 
     @classmethod
     def from_settings(cls, settings) -> ImageLimits:
-        return cls(settings.max_upload_bytes, settings.max_image_pixels, settings.max_image_side,
-                   settings.max_image_aspect)
+        return cls(
+            settings.max_upload_bytes, settings.max_image_pixels, settings.max_image_side, settings.max_image_aspect
+        )
 
 
 def _sniff(data: bytes) -> str | None:

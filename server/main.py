@@ -73,8 +73,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         _show_service_logs()
-        log.info("media roots that /track/start may read (SAM_MEDIA_ROOTS): %s",
-                 ", ".join(str(root) for root in settings.media_root_paths))
+        log.info(
+            "media roots that /track/start may read (SAM_MEDIA_ROOTS): %s",
+            ", ".join(str(root) for root in settings.media_root_paths),
+        )
         models = ModelService(settings)
         tracking = TrackingService(settings, models)
         app.state.settings, app.state.models, app.state.tracking = settings, models, tracking

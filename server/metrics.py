@@ -40,21 +40,26 @@ class ServiceMetrics:
         """``state`` is the app's ``app.state``; the services appear on it when the lifespan starts."""
         self.registry = CollectorRegistry()
         labels = ("method", "route", "status")
-        self.requests = Counter(
-            "sam3_http_requests", "HTTP requests answered", labels, registry=self.registry
-        )
+        self.requests = Counter("sam3_http_requests", "HTTP requests answered", labels, registry=self.registry)
         self.latency = Histogram(
-            "sam3_http_request_duration_seconds", "time from request to the end of the response", labels,
-            buckets=LATENCY_BUCKETS, registry=self.registry,
+            "sam3_http_request_duration_seconds",
+            "time from request to the end of the response",
+            labels,
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
         )
         self.in_flight = Gauge("sam3_http_requests_in_flight", "requests being served", registry=self.registry)
         self.queue_wait = Histogram(
-            "sam3_model_queue_wait_seconds", "time a model call waited for the model lock",
-            buckets=LATENCY_BUCKETS, registry=self.registry,
+            "sam3_model_queue_wait_seconds",
+            "time a model call waited for the model lock",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
         )
         self.lock_hold = Histogram(
-            "sam3_model_lock_hold_seconds", "time a model call held the model lock",
-            buckets=LATENCY_BUCKETS, registry=self.registry,
+            "sam3_model_lock_hold_seconds",
+            "time a model call held the model lock",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
         )
         self.registry.register(_StateCollector(state))
 
@@ -120,12 +125,15 @@ class _StateCollector(Collector):
         if load_s is not None:
             yield _gauge("sam3_model_load_seconds", "time the last model load took", load_s)
         info = InfoMetricFamily("sam3_model", "the model in use")
-        info.add_metric([], {
-            "device": str(models.device),
-            "precision": model_precision(models),
-            "preset": str(getattr(settings, "preset", "")),
-            "random_weights": str(bool(getattr(settings, "random_weights", False))).lower(),
-        })
+        info.add_metric(
+            [],
+            {
+                "device": str(models.device),
+                "precision": model_precision(models),
+                "preset": str(getattr(settings, "preset", "")),
+                "random_weights": str(bool(getattr(settings, "random_weights", False))).lower(),
+            },
+        )
         yield info
         yield _gauge("sam3_model_queue_depth", "model calls waiting for the model lock", models.queue_depth)
         yield _counter("sam3_backbone_runs", "images encoded by the vision backbone", models.backbone_runs)

@@ -79,5 +79,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     for report in skipped:
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         reporter.write_line(f"  {report.nodeid}: {reason.removeprefix('Skipped: ')}", red=True)
-    reporter.write_line("  (./run_tests.sh installs what the quick suite needs: the venv and the official oracle in .oracle)")
+    reporter.write_line(
+        "  (./run_tests.sh installs what the quick suite needs: the venv and the official oracle in .oracle)"
+    )
     reporter.write_sep("!", red=True, bold=True)

@@ -43,7 +43,11 @@ def test_roundtrip_identical(tmp_path, tiny_state):
 
 def test_model_wrapper_and_old_prefixes(tmp_path, tiny_state):
     renamed = {
-        ("sam3_model." + k[len("detector."):] if k.startswith("detector.") else "sam2_predictor.model." + k[len("tracker."):]): v
+        (
+            "sam3_model." + k[len("detector.") :]
+            if k.startswith("detector.")
+            else "sam2_predictor.model." + k[len("tracker.") :]
+        ): v
         for k, v in tiny_state.items()
     }
     for obj in ({"model": tiny_state}, renamed, {"model": renamed}):
@@ -53,7 +57,11 @@ def test_model_wrapper_and_old_prefixes(tmp_path, tiny_state):
 
 def test_official_image_model_layout(tmp_path, tiny_state):
     image_layout = {
-        (k[len("detector."):] if k.startswith("detector.") else "inst_interactive_predictor.model." + k[len("tracker."):]): v
+        (
+            k[len("detector.") :]
+            if k.startswith("detector.")
+            else "inst_interactive_predictor.model." + k[len("tracker.") :]
+        ): v
         for k, v in tiny_state.items()
     }
     path = _save(tmp_path, image_layout)
@@ -85,8 +93,11 @@ def test_unexpected_tensor_is_named(tmp_path, tiny_state):
 def test_wrong_shape_is_named(tmp_path, tiny_state):
     victim = "tracker.sam_mask_decoder.iou_token.weight"
     state = dict(tiny_state, **{victim: torch.zeros(2, 7)})
-    with pytest.raises(CheckpointError, match=r"1 with the wrong shape: tracker\.sam_mask_decoder\.iou_token\.weight: "
-                                              r"checkpoint \(2, 7\) vs model \(1, 256\)"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"1 with the wrong shape: tracker\.sam_mask_decoder\.iou_token\.weight: "
+        r"checkpoint \(2, 7\) vs model \(1, 256\)",
+    ):
         build_sam3_image_model(checkpoint_path=_save(tmp_path, state), preset="tiny", device="cpu")
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-README_IMAGE = '''
+README_IMAGE = """
 import torch
 #################################### For Image ####################################
 from PIL import Image
@@ -34,9 +34,9 @@ output = processor.set_text_prompt(state=inference_state, prompt="<YOUR_TEXT_PRO
 
 # Get the masks, bounding boxes, and scores
 masks, boxes, scores = output["masks"], output["boxes"], output["scores"]
-'''
+"""
 
-README_VIDEO = '''
+README_VIDEO = """
 #################################### For Video ####################################
 
 from sam3.model_builder import build_sam3_video_predictor
@@ -59,7 +59,7 @@ response = video_predictor.handle_request(
     )
 )
 output = response["outputs"]
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -90,8 +90,13 @@ def test_import_sam3_stays_light():
         from sam3 import build_sam3_image_model
         print(build_sam3_image_model.__module__)
     """)
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
-                         cwd=Path(__file__).resolve().parents[1])
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     assert out.stdout.strip() == "sam3.model_builder"
 
 
@@ -171,12 +176,16 @@ def test_readme_video_example(tiny_checkpoint, astronaut, tmp_path):
 
     # the rest of the official request vocabulary (the video notebook), on a second session
     session_id = predictor.handle_request(dict(type="start_session", resource_path=str(video)))["session_id"]
-    click = predictor.handle_request(dict(type="add_prompt", session_id=session_id, frame_index=2,
-                                          points=[[0.5, 0.5]], point_labels=[1], obj_id=7))
+    click = predictor.handle_request(
+        dict(type="add_prompt", session_id=session_id, frame_index=2, points=[[0.5, 0.5]], point_labels=[1], obj_id=7)
+    )
     assert click["frame_index"] == 2 and set(click["outputs"]) == set(output)
     assert click["outputs"]["out_binary_masks"].shape[1:] == (96, 96)
-    frames = list(predictor.handle_stream_request(dict(type="propagate_in_video", session_id=session_id,
-                                                       propagation_direction="both", start_frame_index=2)))
+    frames = list(
+        predictor.handle_stream_request(
+            dict(type="propagate_in_video", session_id=session_id, propagation_direction="both", start_frame_index=2)
+        )
+    )
     assert sorted(f["frame_index"] for f in frames) == list(range(6))
     assert all(f["outputs"]["out_binary_masks"].shape[0] == len(f["outputs"]["out_obj_ids"]) for f in frames)
     assert predictor.handle_request(dict(type="remove_object", session_id=session_id, obj_id=7)) == {"is_success": True}
@@ -193,8 +202,10 @@ def test_readme_video_example(tiny_checkpoint, astronaut, tmp_path):
     for official, native in [
         (dict(points=[[0.25, 0.5]], point_labels=[1], obj_id=3), dict(points=[[24.0, 48.0]], labels=[1], obj_id=3)),
         (dict(bounding_boxes=[[0.2, 0.3, 0.5, 0.4]], bounding_box_labels=[1]), dict(boxes=[[0.45, 0.5, 0.5, 0.4]])),
-        (dict(text="a face", bounding_boxes=[[0.2, 0.3, 0.5, 0.4]], bounding_box_labels=[0]),
-         dict(text="a face", boxes=[[0.45, 0.5, 0.5, 0.4]], box_labels=[0])),
+        (
+            dict(text="a face", bounding_boxes=[[0.2, 0.3, 0.5, 0.4]], bounding_box_labels=[0]),
+            dict(text="a face", boxes=[[0.45, 0.5, 0.5, 0.4]], box_labels=[0]),
+        ),
     ]:
         sid = predictor.handle_request(dict(type="start_session", resource_path=str(video)))["session_id"]
         got = predictor.handle_request(dict(type="add_prompt", session_id=sid, frame_index=1, **official))["outputs"]

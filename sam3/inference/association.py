@@ -118,9 +118,13 @@ def associate_detections(
     if det_masks.shape[-2:] != trk_masks.shape[-2:]:
         # compare at the smaller of the two resolutions
         if det_masks.shape[-2] * det_masks.shape[-1] < trk_masks.shape[-2] * trk_masks.shape[-1]:
-            trk_masks = F.interpolate(trk_masks[:, None], size=det_masks.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+            trk_masks = F.interpolate(
+                trk_masks[:, None], size=det_masks.shape[-2:], mode="bilinear", align_corners=False
+            )[:, 0]
         else:
-            det_masks = F.interpolate(det_masks[:, None], size=trk_masks.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+            det_masks = F.interpolate(
+                det_masks[:, None], size=trk_masks.shape[-2:], mode="bilinear", align_corners=False
+            )[:, 0]
     ious = mask_iou(det_masks > 0, trk_masks > 0).cpu().numpy()  # (N, M)
     trk_matched = (ious >= cfg.trk_assoc_iou_thresh).any(axis=0)
     unmatched = trk_ids[trk_nonempty & ~trk_matched]

@@ -125,7 +125,9 @@ class DetectTrackEngine:
         by the mask NMS get their logit lowered by 1e4 (as released)."""
         feats = self.frame_features(session, frame_idx)
         prompt = session.visual_prompt.get(prompt_frame) or GeometricPrompt.empty(1, self.device)
-        out = self.model.detector.forward_grounding(feats.backbone, self.text_features(session), prompt, joint_scores=True)
+        out = self.model.detector.forward_grounding(
+            feats.backbone, self.text_features(session), prompt, joint_scores=True
+        )
         logits = out.pred_logits[0].clone()  # (Q,)
         masks = out.pred_masks[0]
         if self.cfg.det_nms_thresh > 0:
@@ -134,7 +136,9 @@ class DetectTrackEngine:
         return Detections(box_cxcywh_to_xyxy(out.pred_boxes[0]), masks, logits.sigmoid())
 
     # ---------------------------------------------------------------- tracker steps
-    def propagate_tracks(self, session: VideoSession, frame_idx: int, reverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    def propagate_tracks(
+        self, session: VideoSession, frame_idx: int, reverse: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Every batch one frame on -> (N, 4g, 4g) logits (holes filled) and (N,) object-score logits."""
         feats = self.frame_features(session, frame_idx).tracker
         masks, scores = [], []
@@ -170,7 +174,10 @@ class DetectTrackEngine:
         """Start a batch for objects first seen on this frame, from (N, 4g, 4g) detection logits."""
         batch = TrackletBatch(num_frames=session.num_frames, video_hw=session.video_hw)
         feats = self.frame_features(session, frame_idx).tracker
-        big = F.interpolate(masks[:, None], size=(self.input_mask_size,) * 2, mode="bilinear", align_corners=False)[:, 0] > 0
+        big = (
+            F.interpolate(masks[:, None], size=(self.input_mask_size,) * 2, mode="bilinear", align_corners=False)[:, 0]
+            > 0
+        )
         for obj_id, mask in zip(obj_ids, big):
             self.runner.add_mask(batch, frame_idx, obj_id, mask, feats)
         self.runner.consolidate(batch, lambda t: self.frame_features(session, t).tracker)
@@ -189,12 +196,25 @@ class DetectTrackEngine:
                 self.runner.remove_object(batch, obj_id)
         session.batches = [b for b in session.batches if b.obj_ids]
 
-    def recondition(self, session: VideoSession, frame_idx: int, dets: Detections, assoc: Association, trk_scores: torch.Tensor, trk_ids: list[int]) -> None:
+    def recondition(
+        self,
+        session: VideoSession,
+        frame_idx: int,
+        dets: Detections,
+        assoc: Association,
+        trk_scores: torch.Tensor,
+        trk_ids: list[int],
+    ) -> None:
         """Re-anchor confident tracks on matching high-confidence detections (every n-th frame)."""
         feats = self.frame_features(session, frame_idx).tracker
         touched: list[TrackletBatch] = []
         for trk_id, d in assoc.trk_to_high_conf_det.items():
-            mask = F.interpolate(dets.masks[d : d + 1, None], size=(self.input_mask_size,) * 2, mode="bilinear", align_corners=False)[0, 0] > 0
+            mask = (
+                F.interpolate(
+                    dets.masks[d : d + 1, None], size=(self.input_mask_size,) * 2, mode="bilinear", align_corners=False
+                )[0, 0]
+                > 0
+            )
             score = float(trk_scores[trk_ids.index(trk_id)])
             for batch in session.batches:
                 if trk_id in batch.obj_ids and score > self.cfg.high_conf_thresh:
@@ -218,7 +238,9 @@ class DetectTrackEngine:
         for batch in session.batches:
             n = len(batch.obj_ids)
             if n:
-                self.runner.store_memory(batch, frame_idx, high[start : start + n], obj_scores[start : start + n], feats)
+                self.runner.store_memory(
+                    batch, frame_idx, high[start : start + n], obj_scores[start : start + n], feats
+                )
                 start += n
 
     # ---------------------------------------------------------------- one frame
@@ -249,12 +271,20 @@ class DetectTrackEngine:
         last_occluded_new: dict[int, torch.Tensor] = {}
         if low_res.shape[0] > 0:
             binary = low_res > 0
-            last = torch.cat([
-                reg.last_occluded.get(
-                    i, torch.full((1,), ALWAYS_OCCLUDED if i in removed_now else NEVER_OCCLUDED, dtype=torch.long, device=low_res.device)
-                )
-                for i in prev_ids
-            ])
+            last = torch.cat(
+                [
+                    reg.last_occluded.get(
+                        i,
+                        torch.full(
+                            (1,),
+                            ALWAYS_OCCLUDED if i in removed_now else NEVER_OCCLUDED,
+                            dtype=torch.long,
+                            device=low_res.device,
+                        ),
+                    )
+                    for i in prev_ids
+                ]
+            )
             to_suppress = occlusion_suppression(binary, last, reverse, self.cfg.occlusion_suppress_iou)
             occluded = ~binary.flatten(1).any(1) | to_suppress
             last = last.clone()
@@ -278,7 +308,9 @@ class DetectTrackEngine:
             reg.last_occluded.pop(i, None)
 
         if len(new_idx):
-            self.add_new_objects(session, frame_idx, new_ids.tolist(), dets.masks[torch.as_tensor(new_idx, device=dets.masks.device)])
+            self.add_new_objects(
+                session, frame_idx, new_ids.tolist(), dets.masks[torch.as_tensor(new_idx, device=dets.masks.device)]
+            )
         if removed_now:
             self.remove_objects(session, removed_now)
 
@@ -302,13 +334,21 @@ class DetectTrackEngine:
         return out
 
     # ---------------------------------------------------------------- results
-    def build_result(self, session: VideoSession, frame_idx: int, masks: dict[int, torch.Tensor], hidden: set[int]) -> FrameResult:
+    def build_result(
+        self, session: VideoSession, frame_idx: int, masks: dict[int, torch.Tensor], hidden: set[int]
+    ) -> FrameResult:
         """Sorted ids, empty and hidden objects dropped, overlaps given to the most confident object."""
         h, w = session.video_hw
         reg = session.objects
         ids = [i for i in sorted(masks) if i not in hidden and bool(masks[i].any())]
         if not ids:
-            return FrameResult(frame_idx, np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros((0, 4), np.float32), np.zeros((0, h, w), bool))
+            return FrameResult(
+                frame_idx,
+                np.zeros(0, np.int64),
+                np.zeros(0, np.float32),
+                np.zeros((0, 4), np.float32),
+                np.zeros((0, h, w), bool),
+            )
         stack = torch.cat([masks[i].to(self.device) for i in ids])  # (N, H, W) bool
         boxes = masks_to_boxes(stack).float()
         if len(ids) > 1:

@@ -189,9 +189,7 @@ class InteractivePredictor:
 
     # ---- prompt preparation -------------------------------------------------------------------
 
-    def _to_model_pixels(
-        self, xy: torch.Tensor, hw: tuple[int, int], normalize: bool
-    ) -> torch.Tensor:
+    def _to_model_pixels(self, xy: torch.Tensor, hw: tuple[int, int], normalize: bool) -> torch.Tensor:
         """(..., 2) (x, y) in original pixels (or [0, 1] fractions) -> model-input pixels."""
         if normalize:
             xy = xy.clone()

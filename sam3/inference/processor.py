@@ -462,13 +462,26 @@ class Sam3Processor:
             normalize_coords=normalize_coords,
         )
 
-    def predict_inst_batch(self, state: ImageBatchState, point_coords_batch=None, point_labels_batch=None,
-                           box_batch=None, mask_input_batch=None, **kwargs) -> tuple[list, list, list]:
+    def predict_inst_batch(
+        self,
+        state: ImageBatchState,
+        point_coords_batch=None,
+        point_labels_batch=None,
+        box_batch=None,
+        mask_input_batch=None,
+        **kwargs,
+    ) -> tuple[list, list, list]:
         """``predict_inst`` for each image of a batch state; per-image prompt lists (None entries allowed)."""
         pick = lambda seq, i: None if seq is None else seq[i]
         results = [
-            self.predict_inst(s, pick(point_coords_batch, i), pick(point_labels_batch, i), pick(box_batch, i),
-                              pick(mask_input_batch, i), **kwargs)
+            self.predict_inst(
+                s,
+                pick(point_coords_batch, i),
+                pick(point_labels_batch, i),
+                pick(box_batch, i),
+                pick(mask_input_batch, i),
+                **kwargs,
+            )
             for i, s in enumerate(state)
         ]
         return [r[0] for r in results], [r[1] for r in results], [r[2] for r in results]

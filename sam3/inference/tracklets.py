@@ -59,7 +59,9 @@ class TrackletBatch:
     obj_ids: list[int] = field(default_factory=list)
     point_inputs: dict[int, dict[int, PointInputs]] = field(default_factory=dict)  # obj -> frame -> clicks
     mask_inputs: dict[int, dict[int, torch.Tensor]] = field(default_factory=dict)  # obj -> frame -> (H, W) bool
-    pending: dict[int, dict[int, tuple[PendingOutput, bool]]] = field(default_factory=dict)  # obj -> frame -> (out, is_cond)
+    pending: dict[int, dict[int, tuple[PendingOutput, bool]]] = field(
+        default_factory=dict
+    )  # obj -> frame -> (out, is_cond)
     bank: MemoryBank = field(default_factory=MemoryBank)
     consolidated_cond: set[int] = field(default_factory=set)
     consolidated_non_cond: set[int] = field(default_factory=set)
@@ -128,26 +130,38 @@ class TrackletRunner:
         self.max_points = 16  # first 8 and last 8 clicks reach the prompt encoder
 
     # ---------------------------------------------------------------- prompts
-    def add_mask(self, batch: TrackletBatch, frame_idx: int, obj_id: int, mask: torch.Tensor, features: TrackerFeatures) -> None:
+    def add_mask(
+        self, batch: TrackletBatch, frame_idx: int, obj_id: int, mask: torch.Tensor, features: TrackerFeatures
+    ) -> None:
         """A binary (h, w) mask prompt (e.g. a detection at the input-mask size) for one object."""
         batch.index_of(obj_id)
         h_vid, w_vid = batch.video_hw
         mask_f = mask[None, None].float().to(features.image_embed.device)
         if mask_f.shape[-2:] != (self.input_mask_size, self.input_mask_size):
-            model_mask = F.interpolate(mask_f, size=(self.input_mask_size,) * 2, mode="bilinear", align_corners=False, antialias=True)
+            model_mask = F.interpolate(
+                mask_f, size=(self.input_mask_size,) * 2, mode="bilinear", align_corners=False, antialias=True
+            )
         else:
             model_mask = mask_f
         video_mask = mask_f
         if mask_f.shape[-2:] != (h_vid, w_vid):
-            video_mask = F.interpolate(mask_f, size=(h_vid, w_vid), mode="bilinear", align_corners=False, antialias=True)
+            video_mask = F.interpolate(
+                mask_f, size=(h_vid, w_vid), mode="bilinear", align_corners=False, antialias=True
+            )
         video_mask = video_mask > 0.5
         batch.mask_inputs[obj_id][frame_idx] = video_mask[0, 0]
         batch.point_inputs[obj_id].pop(frame_idx, None)
         is_init = frame_idx not in batch.tracked_frames
         reverse = False if is_init else batch.tracked_frames[frame_idx]
         out = self.tracker.track_step(
-            frame_idx, is_init, features.expand(1), batch.object_bank(obj_id), batch.num_frames,
-            mask_inputs=model_mask, reverse=reverse, run_mem_encoder=False,
+            frame_idx,
+            is_init,
+            features.expand(1),
+            batch.object_bank(obj_id),
+            batch.num_frames,
+            mask_inputs=model_mask,
+            reverse=reverse,
+            run_mem_encoder=False,
         )
         video_logits = torch.where(video_mask, -NO_OBJ_SCORE, NO_OBJ_SCORE)
         batch.pending[obj_id][frame_idx] = (PendingOutput(out.to_memory(), video_logits), True)
@@ -176,8 +190,8 @@ class TrackletRunner:
         labels = labels.reshape(1, -1).to(torch.int32).to(coords.device)
         if coords.shape[1] > self.max_points:
             half = self.max_points // 2
-            coords = torch.cat([coords[:, :half], coords[:, -(self.max_points - half):]], dim=1)
-            labels = torch.cat([labels[:, :half], labels[:, -(self.max_points - half):]], dim=1)
+            coords = torch.cat([coords[:, :half], coords[:, -(self.max_points - half) :]], dim=1)
+            labels = torch.cat([labels[:, :half], labels[:, -(self.max_points - half) :]], dim=1)
         points = PointInputs(coords, labels)
         batch.point_inputs[obj_id][frame_idx] = points
         batch.mask_inputs[obj_id].pop(frame_idx, None)
@@ -185,8 +199,15 @@ class TrackletRunner:
         reverse = False if is_init else batch.tracked_frames[frame_idx]
         prev = batch.previous_logits(obj_id, frame_idx, True)
         out = self.tracker.track_step(
-            frame_idx, is_init, features.expand(1), batch.object_bank(obj_id), batch.num_frames,
-            point_inputs=points, reverse=reverse, run_mem_encoder=False, prev_mask_logits=prev,
+            frame_idx,
+            is_init,
+            features.expand(1),
+            batch.object_bank(obj_id),
+            batch.num_frames,
+            point_inputs=points,
+            reverse=reverse,
+            run_mem_encoder=False,
+            prev_mask_logits=prev,
             use_prev_mem_frame=use_prev_mem_frame,
         )
         batch.pending[obj_id][frame_idx] = (PendingOutput(out.to_memory()), True)
@@ -237,7 +258,13 @@ class TrackletRunner:
                 continue
             src = video_masks if video_masks is not None else mem.pred_masks
             if src.shape[-2:] != masks.shape[-2:]:
-                src = F.interpolate(src.float(), size=masks.shape[-2:], mode="bilinear", align_corners=False, antialias=video_masks is not None)
+                src = F.interpolate(
+                    src.float(),
+                    size=masks.shape[-2:],
+                    mode="bilinear",
+                    align_corners=False,
+                    antialias=video_masks is not None,
+                )
             masks[i : i + 1] = src
             ptrs[i : i + 1] = mem.obj_ptr
             scores[i : i + 1] = mem.object_score_logits
@@ -258,7 +285,12 @@ class TrackletRunner:
 
     # ---------------------------------------------------------------- propagation
     def step(
-        self, batch: TrackletBatch, frame_idx: int, reverse: bool, features: TrackerFeatures, run_mem_encoder: bool = False
+        self,
+        batch: TrackletBatch,
+        frame_idx: int,
+        reverse: bool,
+        features: TrackerFeatures,
+        run_mem_encoder: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Track every object of the batch on one frame -> (B, 1, 4g, 4g) logits, (B, 1) object-score logits."""
         if not batch.bank.cond:
@@ -271,8 +303,13 @@ class TrackletRunner:
             mem = batch.bank.non_cond[frame_idx]
         else:
             out = self.tracker.track_step(
-                frame_idx, False, features.expand(len(batch.obj_ids)), batch.bank, batch.num_frames,
-                reverse=reverse, run_mem_encoder=run_mem_encoder,
+                frame_idx,
+                False,
+                features.expand(len(batch.obj_ids)),
+                batch.bank,
+                batch.num_frames,
+                reverse=reverse,
+                run_mem_encoder=run_mem_encoder,
             )
             mem = out.to_memory()
             if mem.maskmem_features is not None:
@@ -282,10 +319,19 @@ class TrackletRunner:
         batch.tracked_frames[frame_idx] = reverse
         return mem.pred_masks, mem.object_score_logits
 
-    def store_memory(self, batch: TrackletBatch, frame_idx: int, high_res_masks: torch.Tensor, object_score_logits: torch.Tensor, features: TrackerFeatures) -> None:
+    def store_memory(
+        self,
+        batch: TrackletBatch,
+        frame_idx: int,
+        high_res_masks: torch.Tensor,
+        object_score_logits: torch.Tensor,
+        features: TrackerFeatures,
+    ) -> None:
         """Encode (B, 1, M, M) mask logits (sigmoid path) as this frame's memory for every object."""
         n = len(batch.obj_ids)
-        feats, pos = self.tracker.encode_new_memory(features.expand(n).image_embed, high_res_masks, object_score_logits, False)
+        feats, pos = self.tracker.encode_new_memory(
+            features.expand(n).image_embed, high_res_masks, object_score_logits, False
+        )
         feats = quantize_memory(feats)
         for store in (batch.bank.cond, batch.bank.non_cond):
             if frame_idx in store:

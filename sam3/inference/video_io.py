@@ -183,8 +183,18 @@ class VideoSource:
     (:meth:`prefetch`) while the model works; :meth:`frame` is what the model code calls.
     """
 
-    def __init__(self, name: str, num_frames: int, width: int, height: int, fps: float | None,
-                 image_size: int, mean, std, limits: VideoLimits):
+    def __init__(
+        self,
+        name: str,
+        num_frames: int,
+        width: int,
+        height: int,
+        fps: float | None,
+        image_size: int,
+        mean,
+        std,
+        limits: VideoLimits,
+    ):
         self.name = name
         self.num_frames = num_frames
         self.width = width
@@ -377,8 +387,9 @@ def open_video(
         first = read_frame_file(files[0], roots, limits)
         for f in files:  # every frame file must lead inside the roots: checked now, and again when read
             resolve_media_path(f, roots)
-        src = FolderSource(files, roots, name=real.name, num_frames=len(files), width=first.width,
-                           height=first.height, fps=None, **kw)
+        src = FolderSource(
+            files, roots, name=real.name, num_frames=len(files), width=first.width, height=first.height, fps=None, **kw
+        )
         src._put(0, first)
         return src
     if not stat.S_ISREG(mode):
@@ -430,12 +441,23 @@ def _open_file(real: Path, roots, limits: VideoLimits, kw: dict) -> FileSource:
         pts_or_none = None  # no usable timestamps: decode sequentially from the start when jumping back
     else:
         pts_or_none = pts
-    return FileSource(real, roots, pts_or_none, keyframes, name=real.name, num_frames=len(pts),
-                      width=first.width, height=first.height, fps=fps, **kw)
+    return FileSource(
+        real,
+        roots,
+        pts_or_none,
+        keyframes,
+        name=real.name,
+        num_frames=len(pts),
+        width=first.width,
+        height=first.height,
+        fps=fps,
+        **kw,
+    )
 
 
-def probe_video(path: str | os.PathLike, limits: VideoLimits | None = None,
-                roots: tuple[Path, ...] | None = None) -> tuple[int, int, int, float | None]:
+def probe_video(
+    path: str | os.PathLike, limits: VideoLimits | None = None, roots: tuple[Path, ...] | None = None
+) -> tuple[int, int, int, float | None]:
     """(num_frames, width, height, fps) of a video file or frame folder, after every check of :func:`open_video`."""
     src = open_video(path, image_size=16, limits=limits, roots=roots)
     src.close()
@@ -459,8 +481,9 @@ class VideoFrames:
         return self.frames.shape[0]
 
 
-def load_video_frames(path, image_size: int, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
-                      max_frames: int | None = None) -> VideoFrames:
+def load_video_frames(
+    path, image_size: int, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), max_frames: int | None = None
+) -> VideoFrames:
     """Decode the first ``max_frames`` frames (all by default) into one tensor."""
     src = open_video(path, image_size, mean, std)
     n = src.num_frames if max_frames is None else min(max_frames, src.num_frames)

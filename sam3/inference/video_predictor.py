@@ -149,7 +149,11 @@ class Sam3VideoPredictor:
         engine, registry = self.engine, s.objects
         h, w = s.video_hw
         pts = torch.as_tensor(points, dtype=torch.float32).reshape(-1, 2)
-        lab = torch.ones(pts.shape[0], dtype=torch.int32) if labels is None else torch.as_tensor(labels, dtype=torch.int32).reshape(-1)
+        lab = (
+            torch.ones(pts.shape[0], dtype=torch.int32)
+            if labels is None
+            else torch.as_tensor(labels, dtype=torch.int32).reshape(-1)
+        )
         if lab.shape[0] != pts.shape[0]:
             raise ValueError(f"{pts.shape[0]} points but {lab.shape[0]} labels")
         coords = pts / torch.tensor([w, h]) * self.model.config.image_size
@@ -260,7 +264,10 @@ class Sam3VideoPredictor:
         if last.kind.is_propagation:
             if last.kind == ActionKind.PROPAGATION_FETCH:
                 return ActionKind.PROPAGATION_FETCH, None
-            twice = len(s.actions) > 1 and s.actions[-2].kind in (ActionKind.PROPAGATION_PARTIAL, ActionKind.PROPAGATION_FULL)
+            twice = len(s.actions) > 1 and s.actions[-2].kind in (
+                ActionKind.PROPAGATION_PARTIAL,
+                ActionKind.PROPAGATION_FULL,
+            )
             if twice or last.frame_idx in (0, s.num_frames - 1):
                 return ActionKind.PROPAGATION_FETCH, None
             return last.kind, last.obj_ids
@@ -282,8 +289,13 @@ class Propagation:
     frame computed so far keeps its stored output.
     """
 
-    def __init__(self, predictor: Sam3VideoPredictor, session: VideoSession, passes: list[tuple[bool, range]],
-                 requested_start: int | None):
+    def __init__(
+        self,
+        predictor: Sam3VideoPredictor,
+        session: VideoSession,
+        passes: list[tuple[bool, range]],
+        requested_start: int | None,
+    ):
         self.predictor = predictor
         self.session = session
         self.passes = passes

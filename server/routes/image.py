@@ -47,7 +47,9 @@ Exemplars = Annotated[str | None, Form(description="JSON list of normalised [cx,
 ExemplarLabels = Annotated[str | None, Form(description="JSON list: 1 positive / 0 negative per box (default 1)")]
 
 
-def image_reader(image: UploadFile | None, image_id: str | None, settings: Settings) -> Callable[[], Awaitable[bytes]] | None:
+def image_reader(
+    image: UploadFile | None, image_id: str | None, settings: Settings
+) -> Callable[[], Awaitable[bytes]] | None:
     """Check that exactly one of ``image`` / ``image_id`` is given; -> a reader of the upload (None for an id).
 
     The reader is awaited inside the model slot, so a waiting request holds only Starlette's spooled file.
@@ -110,7 +112,9 @@ async def predict_mask(
         masks = await anyio.to_thread.run_sync(lambda: [mask_to_b64png(c.mask) for c in candidates])
         logits = None
         if return_logits:
-            logits = [base64.b64encode(np.ascontiguousarray(c.low_res, dtype="<f4").tobytes()).decode() for c in candidates]
+            logits = [
+                base64.b64encode(np.ascontiguousarray(c.low_res, dtype="<f4").tobytes()).decode() for c in candidates
+            ]
         return MultiMaskResponse(
             masks=masks,
             scores=[c.score for c in candidates],

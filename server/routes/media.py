@@ -113,7 +113,9 @@ def list_media(roots: tuple[Path, ...]) -> MediaList:
                     if depth + 1 <= MAX_DEPTH:
                         queue.append((path, depth + 1))
                 elif real.is_file() and real.suffix.lower() in VIDEO_EXTS:
-                    items.append(MediaItem(path=str(real), name=str(path.relative_to(root)), kind="video", root=str(root)))
+                    items.append(
+                        MediaItem(path=str(real), name=str(path.relative_to(root)), kind="video", root=str(root))
+                    )
     return MediaList(roots=[str(r) for r in roots], items=items, truncated=truncated)
 
 

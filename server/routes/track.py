@@ -57,8 +57,9 @@ async def start(body: TrackStartRequest, tracking: TrackingDep) -> TrackStartRes
     when they are needed)."""
     session = await tracking.start(body.video_path, body.session_id)
     v = session.video
-    return TrackStartResponse(session_id=session.session_id, num_frames=v.num_frames, width=v.width,
-                              height=v.height, fps=v.fps)
+    return TrackStartResponse(
+        session_id=session.session_id, num_frames=v.num_frames, width=v.width, height=v.height, fps=v.fps
+    )
 
 
 @router.post("/prompt", response_model=TrackPromptResponse)
@@ -85,9 +86,7 @@ async def prompt(body: TrackPromptRequest, settings: SettingsDep, tracking: Trac
     if body.box_labels is not None:
         if boxes is None:
             raise BadValue("box_labels: box_labels given without boxes")
-        if len(body.box_labels) != len(boxes) or any(
-            isinstance(v, bool) or v not in (0, 1) for v in body.box_labels
-        ):
+        if len(body.box_labels) != len(boxes) or any(isinstance(v, bool) or v not in (0, 1) for v in body.box_labels):
             raise BadValue(f"box_labels: expected {len(boxes)} label(s), each 1 (positive) or 0 (negative)")
         box_labels = [int(v) for v in body.box_labels]
     if points is not None and (text or boxes):
@@ -101,18 +100,21 @@ async def prompt(body: TrackPromptRequest, settings: SettingsDep, tracking: Trac
 async def propagate(body: TrackPropagateRequest, tracking: TrackingDep):
     """Track the prompted objects through the video: every processed frame in frame order, or (``stream``)
     one NDJSON line per frame as soon as it is computed. The model is taken frame by frame."""
-    session, prop = await tracking.begin_propagation(body.session_id, body.direction, body.start_frame,
-                                                     body.max_frames)
+    session, prop = await tracking.begin_propagation(body.session_id, body.direction, body.start_frame, body.max_frames)
     if body.stream:
-        return StreamingResponse(_ndjson(tracking, session, prop, body), media_type=NDJSON,
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return StreamingResponse(
+            _ndjson(tracking, session, prop, body),
+            media_type=NDJSON,
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
     by_index: dict[int, dict] = {}
     async with aclosing(tracking.run_propagation(session, prop, body.mask_format)) as frames_in:
         async for frame in frames_in:
             by_index[frame["frame_idx"]] = frame
     frames = [by_index[i] for i in sorted(by_index)]
-    return TrackPropagateResponse(session_id=body.session_id, direction=body.direction,
-                                  num_frames_processed=len(frames), frames=frames)
+    return TrackPropagateResponse(
+        session_id=body.session_id, direction=body.direction, num_frames_processed=len(frames), frames=frames
+    )
 
 
 def _line(obj: dict) -> bytes:
@@ -132,7 +134,9 @@ async def _ndjson(tracking: TrackingService, session, prop, body: TrackPropagate
         return
     except Exception:
         log.exception("propagation of session %s failed", body.session_id)
-        yield _line({"event": "error", "status": 500, "detail": "internal error during propagation (see the service log)"})
+        yield _line(
+            {"event": "error", "status": 500, "detail": "internal error during propagation (see the service log)"}
+        )
         return
     yield _line({"event": "end", "num_frames_processed": done, "cancelled": prop.stopped})
 

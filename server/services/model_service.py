@@ -56,7 +56,6 @@ MAX_OBJECT_LOGITS = 256
 DETECTION_CACHE_BYTES = 256 * 1024 * 1024
 
 
-
 @dataclass(frozen=True)
 class MaskCandidate:
     """One interactive mask: (H, W) bool at the image size, its predicted IoU, its (4g, 4g) low-res logits."""
@@ -236,7 +235,10 @@ class ModelService:
                 self.model, self.processor = model, processor
             log.info(
                 "model loaded: preset=%s device=%s checkpoint=%s in %.1f s",
-                self.settings.preset, self.device, checkpoint or "random weights", time.perf_counter() - started,
+                self.settings.preset,
+                self.device,
+                checkpoint or "random weights",
+                time.perf_counter() - started,
             )
         except Exception as exc:  # any failure must leave a running service that says why
             self.error = describe_error(exc)

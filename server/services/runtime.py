@@ -25,10 +25,16 @@ def prepare_for_serving(model, precision: Precision, settings: Settings) -> None
     report = prepare_model(model, precision, compile=settings.compile)
     log.info(
         "precision %s (%s); %d int8 linears; compiled: %s",
-        precision.mode, precision.reason, len(report.quantized), ", ".join(report.compiled) or "nothing",
+        precision.mode,
+        precision.reason,
+        len(report.quantized),
+        ", ".join(report.compiled) or "nothing",
     )
     if settings.warmup:
-        log.info("warm-up: one untimed pass of encode, text prompt and click took %.1f s", warm_up(model, precision, settings.num_threads))
+        log.info(
+            "warm-up: one untimed pass of encode, text prompt and click took %.1f s",
+            warm_up(model, precision, settings.num_threads),
+        )
 
 
 def call_context(precision: Precision | None, settings: Settings):

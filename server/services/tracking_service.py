@@ -103,8 +103,12 @@ def video_error(exc: Exception) -> ServiceError:
     """A video the loader refuses -> the HTTP error naming ``video_path``."""
     from sam3.inference.video_io import VideoForbidden, VideoTooLarge, VideoUnsupported
 
-    kind = Forbidden if isinstance(exc, VideoForbidden) else TooLarge if isinstance(exc, VideoTooLarge) else (
-        UnsupportedMedia if isinstance(exc, VideoUnsupported) else BadValue
+    kind = (
+        Forbidden
+        if isinstance(exc, VideoForbidden)
+        else TooLarge
+        if isinstance(exc, VideoTooLarge)
+        else (UnsupportedMedia if isinstance(exc, VideoUnsupported) else BadValue)
     )
     return kind(f"video_path: {exc}")
 
@@ -143,8 +147,12 @@ class TrackingService:
             from sam3.inference.video_predictor import Sam3VideoPredictor
 
             s = self.settings
-            limits = VideoLimits(max_frames=s.max_video_frames, max_side=s.max_video_side,
-                                 max_pixels=s.max_video_pixels, cache_mb=s.video_cache_mb)
+            limits = VideoLimits(
+                max_frames=s.max_video_frames,
+                max_side=s.max_video_side,
+                max_pixels=s.max_video_pixels,
+                cache_mb=s.video_cache_mb,
+            )
             # the same Sam3Model object as the image processor: one copy of the weights
             self.predictor = Sam3VideoPredictor(self.models.model, memory_frames=s.video_memory_frames, limits=limits)
             self.predictor_error = None
@@ -235,8 +243,9 @@ class TrackingService:
             except TooBusy:
                 await anyio.sleep(0.05)
 
-    async def _predictor_call(self, fn: Callable[[], T], refusal: type[ServiceError] = BadValue,
-                              field: str = "prompt", step: bool = False) -> T:
+    async def _predictor_call(
+        self, fn: Callable[[], T], refusal: type[ServiceError] = BadValue, field: str = "prompt", step: bool = False
+    ) -> T:
         """Run a predictor call on the model thread; a ``ValueError`` it raises becomes ``refusal`` naming
         ``field`` (a video read error becomes the matching ``video_path`` error)."""
         from sam3.inference.video_io import VideoReadError
@@ -291,21 +300,32 @@ class TrackingService:
         async with self.use(session_id) as session:
             video = session.video
             if prompt.frame_idx >= video.num_frames:
-                raise BadValue(f"frame_idx: {prompt.frame_idx} is out of range; the video has {video.num_frames} frames")
+                raise BadValue(
+                    f"frame_idx: {prompt.frame_idx} is out of range; the video has {video.num_frames} frames"
+                )
             predictor = await self.ensure_predictor()
             await self._decode(lambda: video.video.prefetch(prompt.frame_idx, prompt.frame_idx + 1))
             points = [list(p) for p in prompt.points] if prompt.points else None
             boxes = [b.to_list() for b in prompt.boxes] if prompt.boxes else None
-            result = await self._predictor_call(lambda: predictor.add_prompt(
-                video, prompt.frame_idx, text=prompt.text, points=points, labels=prompt.labels if points else None,
-                boxes=boxes, box_labels=prompt.box_labels if boxes else None, obj_id=prompt.obj_id,
-            ))
+            result = await self._predictor_call(
+                lambda: predictor.add_prompt(
+                    video,
+                    prompt.frame_idx,
+                    text=prompt.text,
+                    points=points,
+                    labels=prompt.labels if points else None,
+                    boxes=boxes,
+                    box_labels=prompt.box_labels if boxes else None,
+                    obj_id=prompt.obj_id,
+                )
+            )
             (out,) = await frames_to_wire([result], mask_format)
             out["num_objects"] = len(out["object_ids"])
             return out
 
-    async def begin_propagation(self, session_id: str, direction: str, start_frame: int | None,
-                                max_frames: int) -> tuple[Session, Propagation]:
+    async def begin_propagation(
+        self, session_id: str, direction: str, start_frame: int | None, max_frames: int
+    ) -> tuple[Session, Propagation]:
         """Check the arguments and plan the frames (errors here are ordinary 4xx answers). Nothing in the
         session changes until :meth:`run_propagation` takes the first step."""
         async with self.use(session_id) as session:
@@ -315,11 +335,14 @@ class TrackingService:
             predictor = await self.ensure_predictor()
             prop = await self._predictor_call(
                 lambda: predictor.propagate(video, direction, start_frame, None if max_frames < 0 else max_frames),
-                refusal=Conflict, field="session_id",
+                refusal=Conflict,
+                field="session_id",
             )
             return session, prop
 
-    async def run_propagation(self, session: Session, prop: Propagation, mask_format: MaskFormat) -> AsyncIterator[dict]:
+    async def run_propagation(
+        self, session: Session, prop: Propagation, mask_format: MaskFormat
+    ) -> AsyncIterator[dict]:
         """Run a planned propagation frame by frame, yielding each encoded frame as soon as it exists.
 
         The model lock is taken per frame; the frame (and the detector's look-ahead frame) is decoded before

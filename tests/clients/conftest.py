@@ -35,7 +35,9 @@ class LiveServer:
         return self.log_path.read_text(errors="replace")[-4000:]
 
 
-def start_server(tmp: Path, extra_env: dict[str, str], wait_for_model: bool = True, timeout_s: float = 180) -> LiveServer:
+def start_server(
+    tmp: Path, extra_env: dict[str, str], wait_for_model: bool = True, timeout_s: float = 180
+) -> LiveServer:
     port = free_port()
     media = tmp / "media"
     media.mkdir(exist_ok=True)

@@ -45,11 +45,14 @@ class ThreadedUvicorn:
     def __init__(self, app: Any) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self._server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off"))
+        self._server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
+        )
         self._thread: threading.Thread | None = None
 
     def start(self, delay_s: float = 0.0):
         """Start serving, after ``delay_s`` (to test a client that starts before the service)."""
+
         def run() -> None:
             time.sleep(delay_s)
             self._server.run()
@@ -119,7 +122,9 @@ def json_answer(body: str, status: int = 200, headers: dict[str, str] | None = N
 
 
 def busy(retry_after: str) -> Script:
-    return json_answer('{"detail": "queue: too many requests waiting, retry shortly"}', 429, {"Retry-After": retry_after})
+    return json_answer(
+        '{"detail": "queue: too many requests waiting, retry shortly"}', 429, {"Retry-After": retry_after}
+    )
 
 
 def loading(retry_after: str | None = "1") -> Script:
@@ -134,6 +139,7 @@ def html(status: int, headers: dict[str, str] | None = None) -> Script:
 
 def drip(every_s: float, total_bytes: int = 1000) -> Script:
     """200 JSON whose body comes one byte every ``every_s`` seconds (never a silence of a read timeout)."""
+
     async def body():
         yield b"{"
         for _ in range(total_bytes):
@@ -154,6 +160,7 @@ def slow(seconds: float, then: Script) -> Script:
 
 def ndjson(lines: list[str], pause_s: float, sent: list[float] | None = None) -> Script:
     """A streamed NDJSON answer: one line, then ``pause_s``, then the next; ``sent`` gets each line's time."""
+
     async def body():
         for k, line in enumerate(lines):
             if k:

@@ -49,7 +49,10 @@ def test_every_input_kind_gives_the_same_masks_sync_and_async(live_server, photo
         async with AsyncInpaintingManager(live_server.url, output_dir=tmp_path / "async") as sam:
             for kind, image in inputs(photo).items():
                 path = await sam.get_mask_from_sam(image(), [[120, 90]])
-                async_results[kind] = (open(path, "rb").read(), await sam.detect_objects(image(), "a cup", confidence=0.0))
+                async_results[kind] = (
+                    open(path, "rb").read(),
+                    await sam.detect_objects(image(), "a cup", confidence=0.0),
+                )
 
     asyncio.run(run())
     reference_mask, reference_detection = sync_results["path"]
@@ -64,7 +67,9 @@ def test_every_input_kind_gives_the_same_masks_sync_and_async(live_server, photo
     # Default output: the documented folder, named after the input and the request, not a temp file.
     saved = sorted(p.name for p in (tmp_path / "sync").iterdir())
     assert saved == sorted(p.name for p in (tmp_path / "async").iterdir())
-    assert any(name.startswith("coffee_mask_") for name in saved) and any(name.startswith("image_mask_") for name in saved)
+    assert any(name.startswith("coffee_mask_") for name in saved) and any(
+        name.startswith("image_mask_") for name in saved
+    )
 
 
 def test_text_mask_and_errors_are_the_same_sync_and_async(live_server, photo, tmp_path):
@@ -82,7 +87,11 @@ def test_text_mask_and_errors_are_the_same_sync_and_async(live_server, photo, tm
 
     async_mask, async_err, health = asyncio.run(run())
     assert async_mask == sync_mask
-    assert (type(async_err), async_err.status_code, str(async_err)) == (type(sync_err.value), sync_err.value.status_code, str(sync_err.value))
+    assert (type(async_err), async_err.status_code, str(async_err)) == (
+        type(sync_err.value),
+        sync_err.value.status_code,
+        str(sync_err.value),
+    )
     assert sync_err.value.status_code == 400 and str(sync_err.value).startswith("points")
     assert health["status"] == "running"
 
@@ -106,7 +115,11 @@ def test_tracking_sync_and_async_give_the_same_results(live_server, astronaut):
 
     s_session, s_prompt, s_result, s_stopped = sync_flow()
     a_session, a_prompt, a_result, a_stopped = asyncio.run(async_flow())
-    assert (s_session.num_frames, s_session.width, s_session.height) == (a_session.num_frames, a_session.width, a_session.height) == (4, 96, 96)
+    assert (
+        (s_session.num_frames, s_session.width, s_session.height)
+        == (a_session.num_frames, a_session.width, a_session.height)
+        == (4, 96, 96)
+    )
     assert s_prompt == a_prompt and s_prompt.frame_idx == 1  # (random weights may keep no object)
     assert s_result.frames == a_result.frames and len(s_result.frames) == 4
     assert s_stopped is a_stopped is True

@@ -53,12 +53,22 @@ def test_several_prompts_selected_merge_and_rle(live_server, photo, tmp_path):
         found = sam.detect_objects(photo, texts=["a cup", "a plate"], confidence=0.0)
         assert found.count > 0 and {o.prompt_index for o in found.objects} <= {0, 1}
         assert [p["index"] for p in found.prompts] == [0, 1]
-        as_rle = sam.detect_objects(image_id=found.image_id, texts=["a cup", "a plate"], confidence=0.0, mask_format="rle")
+        as_rle = sam.detect_objects(
+            image_id=found.image_id, texts=["a cup", "a plate"], confidence=0.0, mask_format="rle"
+        )
         assert all(isinstance(o.mask, dict) for o in as_rle.objects) and len(as_rle.objects) == len(found.objects)
         for png_obj, rle_obj in zip(found.objects, as_rle.objects):
             np.testing.assert_array_equal(png_obj.mask_array(), rle_obj.mask_array())
         chosen = [0, len(found.objects) - 1]
-        path = sam.merge_selected(None, None, chosen, confidence=0.0, texts=["a cup", "a plate"], image_id=found.image_id, output_path=tmp_path / "sel.png")
+        path = sam.merge_selected(
+            None,
+            None,
+            chosen,
+            confidence=0.0,
+            texts=["a cup", "a plate"],
+            image_id=found.image_id,
+            output_path=tmp_path / "sel.png",
+        )
         merged = np.asarray(Image.open(path)) > 127
         expected = np.logical_or.reduce([found.objects[i].mask_array() for i in chosen])
         np.testing.assert_array_equal(merged, expected)
@@ -70,7 +80,9 @@ def test_streamed_propagation_frames_progress_and_stored_results(live_server, as
         tracker.start_session(video, session_id="streamed")
         tracker.add_prompt("streamed", 0, points=[[48, 48]], obj_id=1)
         progress = []
-        with tracker.propagate_stream("streamed", "forward", on_progress=lambda d, t: progress.append((d, t))) as stream:
+        with tracker.propagate_stream(
+            "streamed", "forward", on_progress=lambda d, t: progress.append((d, t))
+        ) as stream:
             streamed = list(stream)
         assert progress == [(k, 5) for k in range(1, 6)] and stream.num_frames_processed == 5 and not stream.cancelled
         stored = tracker.get_frames("streamed")
@@ -109,11 +121,20 @@ def test_async_stream_matches_sync_and_router_streams_the_real_service(live_serv
     backend = s.ThreadedUvicorn(backend_app(live_server.url, tmp_path)).start()
     try:
         for base, sid in ((live_server.url, "d"), (backend.url, "p")):
-            httpx.post(f"{base}/track/start", json={"video_path": str(video), "session_id": sid}, timeout=120).raise_for_status()
-            httpx.post(f"{base}/track/prompt", json={"session_id": sid, "frame_idx": 0, "points": [[48, 48]]}, timeout=120).raise_for_status()
+            httpx.post(
+                f"{base}/track/start", json={"video_path": str(video), "session_id": sid}, timeout=120
+            ).raise_for_status()
+            httpx.post(
+                f"{base}/track/prompt", json={"session_id": sid, "frame_idx": 0, "points": [[48, 48]]}, timeout=120
+            ).raise_for_status()
         lines = {}
         for base, sid in ((live_server.url, "d"), (backend.url, "p")):
-            with httpx.stream("POST", f"{base}/track/propagate", json={"session_id": sid, "direction": "forward", "stream": True}, timeout=120) as answer:
+            with httpx.stream(
+                "POST",
+                f"{base}/track/propagate",
+                json={"session_id": sid, "direction": "forward", "stream": True},
+                timeout=120,
+            ) as answer:
                 assert answer.headers["content-type"].startswith("application/x-ndjson")
                 lines[sid] = [json.loads(line.replace('"p"', '"d"')) for line in answer.iter_lines() if line.strip()]
         assert lines["p"] == lines["d"] and lines["d"][-1]["event"] == "end"

@@ -47,8 +47,9 @@ def test_health_and_log_say_what_a_person_will_see(dev_server):
 
 
 def test_detect_at_the_default_confidence_finds_objects(dev_server, astronaut):
-    response = httpx.post(f"{dev_server.url}/detect", files={"image": ("a.png", _png(astronaut))},
-                          data={"text": "a person"}, timeout=120)
+    response = httpx.post(
+        f"{dev_server.url}/detect", files={"image": ("a.png", _png(astronaut))}, data={"text": "a person"}, timeout=120
+    )
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["count"] >= 1 and all(o["score"] >= 0.5 for o in body["objects"])

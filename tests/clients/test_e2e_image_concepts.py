@@ -36,8 +36,10 @@ def checkpoint(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, checkpoint) -> Iterator[LiveServer]:
-    live = start_server(tmp_path_factory.mktemp("e2e_concepts_srv"),
-                        {"SAM3_RANDOM_WEIGHTS": "false", "SAM3_CHECKPOINT": str(checkpoint)})
+    live = start_server(
+        tmp_path_factory.mktemp("e2e_concepts_srv"),
+        {"SAM3_RANDOM_WEIGHTS": "false", "SAM3_CHECKPOINT": str(checkpoint)},
+    )
     health = httpx.get(f"{live.url}/health").json()
     assert health["model_loaded"], f"{health['error']}\n{live.log()}"
     yield live
@@ -70,12 +72,16 @@ def runs(url: str) -> tuple[int, int]:
 
 def test_clicks_by_image_id_never_run_the_backbone_again(server, photo):
     with httpx.Client(base_url=server.url, timeout=60) as http:
-        first = http.post("/predict/mask", files={"image": ("p.png", photo, "image/png")}, data={"points": "[[200, 100]]"})
+        first = http.post(
+            "/predict/mask", files={"image": ("p.png", photo, "image/png")}, data={"points": "[[200, 100]]"}
+        )
         assert first.status_code == 200, first.text
         image_id = first.headers["x-image-id"]
         before = runs(server.url)
         for i in range(6):
-            r = http.post("/predict/mask", data={"image_id": image_id, "points": json.dumps([[30 + 60 * i, 40 + 40 * i]])})
+            r = http.post(
+                "/predict/mask", data={"image_id": image_id, "points": json.dumps([[30 + 60 * i, 40 + 40 * i]])}
+            )
             assert r.status_code == 200 and r.headers["x-image-id"] == image_id
         detected = http.post("/detect", data={"image_id": image_id, "texts": '["face", "helmet"]'})
         assert detected.status_code == 200 and detected.json()["image_id"] == image_id
@@ -84,20 +90,28 @@ def test_clicks_by_image_id_never_run_the_backbone_again(server, photo):
 
 def test_refinement_changes_the_mask_as_the_predictor_does(server, photo, processor):
     with httpx.Client(base_url=server.url, timeout=60) as http:
-        first = http.post("/predict/mask", files={"image": ("p.png", photo, "image/png")},
-                          data={"points": "[[210, 160]]", "multimask": "true", "object_id": "astronaut",
-                                "return_logits": "true"}).json()
+        first = http.post(
+            "/predict/mask",
+            files={"image": ("p.png", photo, "image/png")},
+            data={"points": "[[210, 160]]", "multimask": "true", "object_id": "astronaut", "return_logits": "true"},
+        ).json()
         image_id, shape = first["image_id"], first["logits_shape"]
         clicks = {"points": "[[210, 160], [100, 60]]", "labels": "[1, 0]", "return_logits": "true"}
-        refined = http.post("/predict/mask", data={"image_id": image_id, "object_id": "astronaut", "refine": "true",
-                                                    **clicks}).json()
+        refined = http.post(
+            "/predict/mask", data={"image_id": image_id, "object_id": "astronaut", "refine": "true", **clicks}
+        ).json()
         plain = http.post("/predict/mask", data={"image_id": image_id, **clicks}).json()
     decode = lambda b64: np.frombuffer(base64.b64decode(b64), dtype="<f4").reshape(shape).copy()  # noqa: E731
     assert refined["refined"] is True
     state = processor.set_image(Image.open(io.BytesIO(photo)).convert("RGB"))
     previous = decode(first["low_res_logits"][0])  # best first: what the server fed back
-    masks, iou, low = processor.predict_inst(state, point_coords=[[210, 160], [100, 60]], point_labels=[1, 0],
-                                             mask_input=previous[None], multimask_output=False)
+    masks, iou, low = processor.predict_inst(
+        state,
+        point_coords=[[210, 160], [100, 60]],
+        point_labels=[1, 0],
+        mask_input=previous[None],
+        multimask_output=False,
+    )
     np.testing.assert_array_equal(mask_of(base64.b64decode(refined["masks"][0])), masks[0] > 0.5)
     np.testing.assert_allclose(decode(refined["low_res_logits"][0]), low[0], rtol=0, atol=1e-5)
     assert refined["scores"][0] == pytest.approx(float(iou[0]), abs=1e-5)
@@ -105,15 +119,20 @@ def test_refinement_changes_the_mask_as_the_predictor_does(server, photo, proces
 
 
 def test_selected_objects_merge_to_the_or_of_the_detect_masks(server, photo):
-    fields = {"texts": '["a person", "the sky"]', "boxes": "[[0.5, 0.5, 0.3, 0.5]]", "box_labels": "[1]",
-              "confidence": "[0, 0.2]"}
+    fields = {
+        "texts": '["a person", "the sky"]',
+        "boxes": "[[0.5, 0.5, 0.3, 0.5]]",
+        "box_labels": "[1]",
+        "confidence": "[0, 0.2]",
+    }
     with httpx.Client(base_url=server.url, timeout=60) as http:
         body = http.post("/detect", files={"image": ("p.png", photo, "image/png")}, data=fields).json()
         assert body["count"] >= 4 and {o["prompt_index"] for o in body["objects"]} <= {0, 1}
         chosen = [body["count"] - 1, 2, 0]
         before = runs(server.url)
-        merged = http.post("/segment/text", data={"image_id": body["image_id"], "object_indices": json.dumps(chosen),
-                                                   **fields})
+        merged = http.post(
+            "/segment/text", data={"image_id": body["image_id"], "object_indices": json.dumps(chosen), **fields}
+        )
         assert merged.status_code == 200 and merged.headers["x-object-count"] == "3"
         assert runs(server.url) == before  # neither the backbone nor the detector ran again
     union = np.zeros((320, 420), bool)
@@ -125,7 +144,7 @@ def test_selected_objects_merge_to_the_or_of_the_detect_masks(server, photo):
 @pytest.mark.parametrize(
     "path, data, status, field",
     [
-        ("/detect", {"texts": "[\"a\", 3]"}, 400, "texts[1]"),
+        ("/detect", {"texts": '["a", 3]'}, 400, "texts[1]"),
         ("/detect", {"text": "a", "boxes": "[[0.5, 0.5, 0.2, 0.2]]", "box_labels": "[1, 1]"}, 400, "box_labels"),
         ("/detect", {"text": "a", "mask_format": "svg"}, 422, "mask_format"),
         ("/detect", {"text": "a", "confidence": "[0.1, 0.2]"}, 422, "confidence"),

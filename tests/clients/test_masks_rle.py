@@ -52,7 +52,9 @@ def test_decoder_equals_pycocotools(k):
 
 
 def test_uncompressed_counts_and_bad_input():
-    np.testing.assert_array_equal(decode_rle({"size": [2, 2], "counts": [1, 2, 1]}), np.array([[False, True], [True, False]]))
+    np.testing.assert_array_equal(
+        decode_rle({"size": [2, 2], "counts": [1, 2, 1]}), np.array([[False, True], [True, False]])
+    )
     with pytest.raises(ValueError, match="sum to"):
         decode_rle({"size": [4, 4], "counts": [3]})
     with pytest.raises(ValueError, match="rle:"):
@@ -65,7 +67,15 @@ def test_save_results_from_rle_and_png_frames_write_the_same_masks(tmp_path):
     rng = np.random.default_rng(1)
     a, b = rng.random((24, 32)) > 0.6, rng.random((24, 32)) > 0.3
     png = [mask_png(encode(m)) for m in (a, b)]
-    rle_frames = [{"frame_idx": 0, "object_ids": [1, 7], "scores": [0.9, 0.2], "masks": [encode(a), encode(b)], "boxes": [[0, 0, 1, 1]] * 2}]
+    rle_frames = [
+        {
+            "frame_idx": 0,
+            "object_ids": [1, 7],
+            "scores": [0.9, 0.2],
+            "masks": [encode(a), encode(b)],
+            "boxes": [[0, 0, 1, 1]] * 2,
+        }
+    ]
     png_frames = [FrameResult(0, [1, 7], [0.9, 0.2], png, [[0, 0, 1, 1]] * 2)]
     TrackingManager.save_results("s", rle_frames, tmp_path / "rle")
     TrackingManager.save_results("s", png_frames, tmp_path / "png")
@@ -75,7 +85,9 @@ def test_save_results_from_rle_and_png_frames_write_the_same_masks(tmp_path):
         np.testing.assert_array_equal(from_rle, from_png)
         np.testing.assert_array_equal(from_rle > 0, expected)
         assert set(np.unique(from_rle)) <= {0, 255}
-    assert json.loads((tmp_path / "rle" / "manifest.json").read_text()) == json.loads((tmp_path / "png" / "manifest.json").read_text())
+    assert json.loads((tmp_path / "rle" / "manifest.json").read_text()) == json.loads(
+        (tmp_path / "png" / "manifest.json").read_text()
+    )
     frame = FrameResult.from_json(rle_frames[0])
     np.testing.assert_array_equal(frame.mask_array(1), b)
     assert Image.open(io.BytesIO(png[0])).mode == "L"

@@ -24,22 +24,35 @@ def client_venv(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("clients_install")
     # A copy of what the distribution is built from, so the build leaves nothing in the work tree.
     shutil.copytree(REPO / "clients", tmp / "src" / "clients", ignore=shutil.ignore_patterns("build", "*.egg-info"))
-    shutil.copytree(REPO / "milimo_clients", tmp / "src" / "milimo_clients", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        REPO / "milimo_clients", tmp / "src" / "milimo_clients", ignore=shutil.ignore_patterns("__pycache__")
+    )
     env_dir = tmp / "venv"
     venv.EnvBuilder(with_pip=True, clear=True).create(env_dir)
     python = env_dir / "bin" / "python"
     result = subprocess.run(
         [str(python), "-m", "pip", "install", "--disable-pip-version-check", "-q", str(tmp / "src" / "clients")],
-        capture_output=True, text=True, timeout=600, env=CLEAN_ENV,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=CLEAN_ENV,
     )
-    if result.returncode != 0 and ("NewConnectionError" in result.stderr or "No matching distribution" in result.stderr):
+    if result.returncode != 0 and (
+        "NewConnectionError" in result.stderr or "No matching distribution" in result.stderr
+    ):
         pytest.fail(f"pip could not reach the package index to install httpx/tenacity:\n{result.stderr[-2000:]}")
     assert result.returncode == 0, result.stdout + result.stderr
     return python
 
 
 def test_clients_install_alone_without_torch(client_venv, tmp_path):
-    listed = subprocess.run([str(client_venv), "-m", "pip", "list", "--format=freeze"], capture_output=True, text=True, check=True, env=CLEAN_ENV).stdout
+    listed = subprocess.run(
+        [str(client_venv), "-m", "pip", "list", "--format=freeze"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=CLEAN_ENV,
+    ).stdout
     names = {line.split("==")[0].lower() for line in listed.splitlines()}
     assert {"milimo-clients", "httpx", "tenacity"} <= names
     assert not names & {"torch", "fastapi", "numpy", "pillow", "uvicorn", "av", "sam3-service"}, names
@@ -70,7 +83,14 @@ def test_installed_clients_talk_to_a_service(client_venv, tmp_path):
         "asyncio.run(main())\n"
     )
     try:
-        result = subprocess.run([str(client_venv), "-c", code, server.url, str(tmp_path / "m.png")], capture_output=True, text=True, cwd=tmp_path, timeout=60, env=CLEAN_ENV)
+        result = subprocess.run(
+            [str(client_venv), "-c", code, server.url, str(tmp_path / "m.png")],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            timeout=60,
+            env=CLEAN_ENV,
+        )
     finally:
         server.stop()
     assert result.returncode == 0, result.stdout + result.stderr

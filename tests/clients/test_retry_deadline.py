@@ -122,7 +122,9 @@ def test_non_idempotent_calls_are_not_retried_unless_asked(server):
             tracker.add_prompt("s", 0, text="x")
     assert len(server.hits("/track/prompt")) == 1
     server.script("/track/prompt", s.busy("0"), s.json_answer(body))
-    with TrackingManager(server.url, retry=RetryPolicy(max_attempts=3, backoff_initial_s=0.05, non_idempotent=True)) as tracker:
+    with TrackingManager(
+        server.url, retry=RetryPolicy(max_attempts=3, backoff_initial_s=0.05, non_idempotent=True)
+    ) as tracker:
         assert tracker.add_prompt("s", 0, text="x").frame_idx == 0
     assert len(server.hits("/track/prompt")) == 2
     # Idempotent tracking calls are retried by default.
@@ -142,7 +144,9 @@ def test_connection_refused_at_start_up_is_retried(tmp_path, kind):
     late.start(delay_s=1.0)
     try:
         start = time.monotonic()
-        out = CALLERS[kind](late, tmp_path, retry=RetryPolicy(max_attempts=30, backoff_initial_s=0.1, backoff_max_s=0.3), timeout=30)
+        out = CALLERS[kind](
+            late, tmp_path, retry=RetryPolicy(max_attempts=30, backoff_initial_s=0.1, backoff_max_s=0.3), timeout=30
+        )
         assert open(out, "rb").read() == s.PNG_1x1 and time.monotonic() - start >= 0.9
     finally:
         late.wait_started()

@@ -120,7 +120,7 @@ def test_tracking_routes_match_the_service_and_save_writes_the_layout(live_serve
     video = write_video(live_server.media_root / "proxy.mp4", moving_crops(astronaut, 4))
     answers = {}
     for base, sid in ((live_server.url, "direct"), (backend.url, "viaproxy")):
-        post = lambda path, body: httpx.post(f"{base}{path}", json=body, timeout=300)  # noqa: E731
+        post = lambda path, body, base=base: httpx.post(f"{base}{path}", json=body, timeout=300)
         start = post("/track/start", {"video_path": str(video), "session_id": sid})
         prompt = post("/track/prompt", {"session_id": sid, "frame_idx": 0, "points": [[48, 48]], "obj_id": 3})
         propagate = post("/track/propagate", {"session_id": sid, "direction": "forward"})
@@ -140,8 +140,11 @@ def test_tracking_routes_match_the_service_and_save_writes_the_layout(live_serve
     assert saved.status_code == 200, saved.text
     folder = backend.export_root / "exports" / "tracking" / "viaproxy"
     assert saved.json() == {
-        "session_id": "viaproxy", "path": "exports/tracking/viaproxy", "manifest": "exports/tracking/viaproxy/manifest.json",
-        "num_frames": 4, "num_masks": sum(len(f["object_ids"]) for f in frames),
+        "session_id": "viaproxy",
+        "path": "exports/tracking/viaproxy",
+        "manifest": "exports/tracking/viaproxy/manifest.json",
+        "num_frames": 4,
+        "num_masks": sum(len(f["object_ids"]) for f in frames),
     }
     manifest = json.loads((folder / "manifest.json").read_text())
     assert [f["frame_idx"] for f in manifest["frames"]] == [0, 1, 2, 3]
@@ -176,7 +179,10 @@ def test_save_refuses_bad_ids_and_anything_outside_the_root(tmp_path, scripted):
             answer = save({"session_id": "ok", "frames": [bad_frame]})
             assert answer.status_code == 400 and answer.json()["detail"].startswith(field), (field, answer.text)
         assert save({"session_id": "ok", "frames": [frame], "extra": 1}).json()["detail"] == "extra: unknown field"
-        assert httpx.post(f"{backend.url}/edit/track/save", content=b"[").json()["detail"] == "body: expected a JSON object"
+        assert (
+            httpx.post(f"{backend.url}/edit/track/save", content=b"[").json()["detail"]
+            == "body: expected a JSON object"
+        )
         # A symlink planted in the export tree does not lead outside it.
         (root / "exports" / "tracking").mkdir(parents=True, exist_ok=True)
         (root / "exports" / "tracking" / "planted").symlink_to(outside, target_is_directory=True)
@@ -190,7 +196,9 @@ def test_save_refuses_bad_ids_and_anything_outside_the_root(tmp_path, scripted):
         assert sorted(p.name for p in (root / "exports" / "tracking" / "ok" / "masks").iterdir()) == ["0_1.png"]
         assert sorted(p.name for p in (root / "exports" / "tracking").iterdir()) == ["ok", "planted"]
         # Without frames the stored results are fetched from the service's /track/frames.
-        scripted.script("/track/frames", s.json_answer(json.dumps({"session_id": "ok", "frames": [{**frame, "frame_idx": 2}]})))
+        scripted.script(
+            "/track/frames", s.json_answer(json.dumps({"session_id": "ok", "frames": [{**frame, "frame_idx": 2}]}))
+        )
         answer = save({"session_id": "ok", "start": 2})
         assert answer.status_code == 200 and answer.json()["num_frames"] == 1
         assert json.loads(scripted.hits("/track/frames")[0].body) == {"session_id": "ok", "start": 2}
@@ -212,7 +220,9 @@ def test_streamed_propagation_passes_through_as_it_arrives(scripted, tmp_path):
         sent: list[float] = []
         scripted.script("/track/propagate", s.ndjson(lines, 0.6, sent))
         received = []
-        with httpx.stream("POST", f"{backend.url}/track/propagate", json={"session_id": "s", "stream": True}, timeout=30) as answer:
+        with httpx.stream(
+            "POST", f"{backend.url}/track/propagate", json={"session_id": "s", "stream": True}, timeout=30
+        ) as answer:
             assert answer.headers["content-type"].startswith("application/x-ndjson")
             for line in answer.iter_lines():
                 received.append((time.monotonic(), json.loads(line)))
@@ -221,13 +231,20 @@ def test_streamed_propagation_passes_through_as_it_arrives(scripted, tmp_path):
         # A caller that goes away makes the backend go away from the service: the rest is never sent.
         sent.clear()
         scripted.script("/track/propagate", s.ndjson(lines, 1.0, sent))
-        with httpx.stream("POST", f"{backend.url}/track/propagate", json={"session_id": "s", "stream": True}, timeout=30) as answer:
+        with httpx.stream(
+            "POST", f"{backend.url}/track/propagate", json={"session_id": "s", "stream": True}, timeout=30
+        ) as answer:
             next(answer.iter_lines())
         time.sleep(3.0)
         assert 1 <= len(sent) < len(lines), sent
         # Without "stream" the propagation is an ordinary JSON call.
-        scripted.script("/track/propagate", s.json_answer('{"session_id": "s", "direction": "forward", "num_frames_processed": 0, "frames": []}'))
-        assert httpx.post(f"{backend.url}/track/propagate", json={"session_id": "s"}).json()["num_frames_processed"] == 0
+        scripted.script(
+            "/track/propagate",
+            s.json_answer('{"session_id": "s", "direction": "forward", "num_frames_processed": 0, "frames": []}'),
+        )
+        assert (
+            httpx.post(f"{backend.url}/track/propagate", json={"session_id": "s"}).json()["num_frames_processed"] == 0
+        )
     finally:
         backend.stop()
 
@@ -238,7 +255,9 @@ def test_backend_stays_free_while_a_sam_call_is_in_flight(scripted, tmp_path):
 
     async def run():
         async with httpx.AsyncClient(base_url=backend.url, timeout=30) as http:
-            detect = asyncio.create_task(http.post("/edit/detect", files={"image": ("a.png", s.PNG_1x1, "image/png")}, data={"text": "x"}))
+            detect = asyncio.create_task(
+                http.post("/edit/detect", files={"image": ("a.png", s.PNG_1x1, "image/png")}, data={"text": "x"})
+            )
             await asyncio.sleep(0.4)
             start = time.monotonic()
             health = await http.get("/health")
@@ -257,12 +276,18 @@ def test_router_retries_busy_and_reports_an_absent_service(scripted, tmp_path):
     try:
         scripted.script("/segment/text", s.busy("1"), s.png)
         start = time.monotonic()
-        answer = httpx.post(f"{backend.url}/edit/segment-text", files={"image": ("a.png", s.PNG_1x1, "image/png")}, data={"text": "x"})
+        answer = httpx.post(
+            f"{backend.url}/edit/segment-text", files={"image": ("a.png", s.PNG_1x1, "image/png")}, data={"text": "x"}
+        )
         assert answer.status_code == 200 and answer.content == s.PNG_1x1 and time.monotonic() - start >= 0.9
         assert len(scripted.hits("/segment/text")) == 2
         scripted.script("/track/start", s.busy("1"))  # not idempotent: the 429 goes back to the caller
         answer = httpx.post(f"{backend.url}/track/start", json={"video_path": "/x"})
-        assert answer.status_code == 429 and answer.headers["retry-after"] == "1" and len(scripted.hits("/track/start")) == 1
+        assert (
+            answer.status_code == 429
+            and answer.headers["retry-after"] == "1"
+            and len(scripted.hits("/track/start")) == 1
+        )
         assert httpx.post(f"{backend.url}/track/teleport", json={}).status_code == 404
     finally:
         backend.stop()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from pathlib import Path
 
 import httpx
 import pytest
@@ -14,8 +13,10 @@ import pytest
 from tests.clients.conftest import REPO, free_port
 
 
-@pytest.mark.skipif(not (REPO / ".venv" / "bin" / "python").exists(),
-                    reason="no .venv in the checkout: run_sam.sh would install one (./run_tests.sh creates it)")
+@pytest.mark.skipif(
+    not (REPO / ".venv" / "bin" / "python").exists(),
+    reason="no .venv in the checkout: run_sam.sh would install one (./run_tests.sh creates it)",
+)
 def test_media_root_is_the_launch_folder(tmp_path):
     if (REPO / ".env").exists() and "SAM_MEDIA_ROOTS" in (REPO / ".env").read_text():
         pytest.skip("the checkout's .env sets SAM_MEDIA_ROOTS")
@@ -23,12 +24,19 @@ def test_media_root_is_the_launch_folder(tmp_path):
     launch.mkdir()
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SAM_", "SAM3_"))}
-    env.update(SAM3_PRESET="tiny", SAM3_RANDOM_WEIGHTS="true", SAM3_DEVICE="cpu", SAM3_WARMUP="false",
-               SAM_SERVICE_PORT=str(port), PYTHONUNBUFFERED="1")
+    env.update(
+        SAM3_PRESET="tiny",
+        SAM3_RANDOM_WEIGHTS="true",
+        SAM3_DEVICE="cpu",
+        SAM3_WARMUP="false",
+        SAM_SERVICE_PORT=str(port),
+        PYTHONUNBUFFERED="1",
+    )
     log_path = tmp_path / "run_sam.log"
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(["bash", str(REPO / "run_sam.sh")], cwd=launch, env=env, stdout=log,
-                                   stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            ["bash", str(REPO / "run_sam.sh")], cwd=launch, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
     try:
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline and process.poll() is None:

@@ -22,9 +22,21 @@ def test_save_results_writes_masks_and_manifest(tmp_path):
     a = np.zeros((8, 10), bool)
     a[2:5, 3:7] = True
     frames = [
-        FrameResult(frame_idx=0, object_ids=[1, 2], scores=[0.9, 0.4], masks=[_png(a), _png(~a)], boxes=[[3, 2, 7, 5], [0, 0, 10, 8]]),
+        FrameResult(
+            frame_idx=0,
+            object_ids=[1, 2],
+            scores=[0.9, 0.4],
+            masks=[_png(a), _png(~a)],
+            boxes=[[3, 2, 7, 5], [0, 0, 10, 8]],
+        ),
         # The wire form (base64 strings) is accepted as well.
-        {"frame_idx": 3, "object_ids": [1], "scores": [0.8], "masks": [base64.b64encode(_png(a)).decode()], "boxes": [[3, 2, 7, 5]]},
+        {
+            "frame_idx": 3,
+            "object_ids": [1],
+            "scores": [0.8],
+            "masks": [base64.b64encode(_png(a)).decode()],
+            "boxes": [[3, 2, 7, 5]],
+        },
         {"frame_idx": 4, "object_ids": [], "scores": [], "masks": [], "boxes": []},
     ]
     manifest_path = TrackingManager.save_results("s1", frames, tmp_path / "export")

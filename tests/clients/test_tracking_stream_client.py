@@ -45,7 +45,9 @@ def test_sync_stream_yields_frames_as_they_arrive_with_progress(server):
     server.script("/track/propagate", s.ndjson(events(3), 0.5, sent))
     progress, arrivals = [], []
     with TrackingManager(server.url) as tracker:
-        with tracker.propagate_stream("s", "forward", mask_format="rle", on_progress=lambda d, t: progress.append((d, t))) as stream:
+        with tracker.propagate_stream(
+            "s", "forward", mask_format="rle", on_progress=lambda d, t: progress.append((d, t))
+        ) as stream:
             for frame in stream:
                 arrivals.append(time.monotonic())
                 np.testing.assert_array_equal(frame.mask_array(0), MASK)
@@ -116,7 +118,10 @@ def test_small_tracking_calls_send_the_contract_bodies(server):
         assert tracker.remove_object("s", 4) is False
         assert tracker.reset("s") is True
     np.testing.assert_array_equal(frame.mask_array(0), MASK)
-    sent = {path: json.loads(server.hits(path)[0].body) for path in ("/track/cancel", "/track/frames", "/track/remove_object", "/track/reset")}
+    sent = {
+        path: json.loads(server.hits(path)[0].body)
+        for path in ("/track/cancel", "/track/frames", "/track/remove_object", "/track/reset")
+    }
     assert sent == {
         "/track/cancel": {"session_id": "s"},
         "/track/frames": {"session_id": "s", "start": 0, "end": 4, "mask_format": "rle"},

@@ -63,12 +63,14 @@ def test_numpy_hwc_is_read_as_hwc(coffee):
 def test_preprocess_matches_torchvision_pipeline(astronaut):
     from torchvision.transforms import v2
 
-    official = v2.Compose([
-        v2.ToDtype(torch.uint8, scale=True),
-        v2.Resize(size=(224, 224)),
-        v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(mean=[0.5] * 3, std=[0.5] * 3),
-    ])
+    official = v2.Compose(
+        [
+            v2.ToDtype(torch.uint8, scale=True),
+            v2.Resize(size=(224, 224)),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(mean=[0.5] * 3, std=[0.5] * 3),
+        ]
+    )
     expected = official(v2.functional.to_image(Image.fromarray(astronaut))).unsqueeze(0)
     assert torch.equal(preprocess(to_uint8_chw(astronaut), 224), expected)
 
@@ -149,8 +151,9 @@ def test_predict_inst_uses_cached_features(model, coffee):
     g4 = model.config.low_res_mask_size
     assert masks.shape == (3, 400, 600) and ious.shape == (3,) and low_res.shape == (3, g4, g4)
     assert masks.dtype == np.float32 and set(np.unique(masks)) <= {0.0, 1.0}
-    masks, ious, low_res = proc.predict_inst(state, box=[100, 100, 400, 300], multimask_output=False,
-                                             mask_input=low_res[:1])
+    masks, ious, low_res = proc.predict_inst(
+        state, box=[100, 100, 400, 300], multimask_output=False, mask_input=low_res[:1]
+    )
     assert masks.shape == (1, 400, 600) and ious.shape == (1,)
     assert proc.backbone_runs == runs
 
@@ -176,8 +179,9 @@ def test_image_batch(model, coffee, astronaut):
     for state, image in zip(batch, [coffee, astronaut, coffee]):
         # Batched and single convolutions may round differently in the last bits.
         _assert_same_results(state, single.set_text_prompt("a cup", single.set_image(image)), atol=1e-4)
-    masks, _, _ = proc.predict_inst_batch(batch, [[[10, 10]], [[20, 20]], None], [[1], [1], None],
-                                             box_batch=[None, None, [0, 0, 50, 50]])
+    masks, _, _ = proc.predict_inst_batch(
+        batch, [[[10, 10]], [[20, 20]], None], [[1], [1], None], box_batch=[None, None, [0, 0, 50, 50]]
+    )
     assert [m.shape for m in masks] == [(3, 400, 600), (3, 512, 512), (3, 400, 600)]
 
 

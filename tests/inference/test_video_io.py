@@ -60,7 +60,7 @@ def test_broken_video_is_a_clear_error(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ hostile paths
-from sam3.inference.video_io import (
+from sam3.inference.video_io import (  # noqa: E402  (the hostile-path tests read as their own section)
     VideoForbidden,
     VideoLimits,
     VideoTooLarge,

@@ -20,8 +20,7 @@ from sam3.inference.video_state import ActionKind
 
 NUM_FRAMES = 5
 HW = (120, 160)  # small frames keep the video-size work cheap
-HEURISTICS = TrackingHeuristics(score_threshold_detection=0.2, new_det_thresh=0.2, det_nms_thresh=0.5,
-                                hotstart_delay=0)
+HEURISTICS = TrackingHeuristics(score_threshold_detection=0.2, new_det_thresh=0.2, det_nms_thresh=0.5, hotstart_delay=0)
 
 
 def _frames(coffee) -> list[np.ndarray]:
@@ -209,8 +208,9 @@ def test_bad_inputs_raise_clear_errors(predictor, folder, tmp_path, model):
 def test_a_model_without_tracker_is_refused():
     from sam3.build import build_sam3_image_model
 
-    image_only = build_sam3_image_model(preset="tiny", device="cpu", random_weights=True,
-                                        enable_inst_interactivity=False)
+    image_only = build_sam3_image_model(
+        preset="tiny", device="cpu", random_weights=True, enable_inst_interactivity=False
+    )
     with pytest.raises(ValueError, match="tracker"):
         Sam3VideoPredictor(image_only)
 
@@ -239,8 +239,9 @@ def test_cuda_gives_the_cpu_results(model, folder):
 
 def test_stored_results_and_early_stop(model, folder):
     """``frame_result`` gives back what a propagation returned; ``finish`` keeps the held-back frames."""
-    heuristics = TrackingHeuristics(score_threshold_detection=0.2, new_det_thresh=0.2, det_nms_thresh=0.5,
-                                    hotstart_delay=3)
+    heuristics = TrackingHeuristics(
+        score_threshold_detection=0.2, new_det_thresh=0.2, det_nms_thresh=0.5, hotstart_delay=3
+    )
     predictor = Sam3VideoPredictor(model, heuristics)
     s = predictor.start_session(str(folder))
     predictor.add_prompt(s, 0, text="a cup")

@@ -141,8 +141,11 @@ def test_real_photo_end_to_end(tiny, astronaut):
     with torch.no_grad():
         feats = det.backbone.forward_image(img)
         text = det.backbone.forward_text(Tokenizer()(["an astronaut"]))
-        out = det.forward_grounding(feats, text, GeometricPrompt.from_boxes(torch.tensor([[[0.5, 0.4, 0.4, 0.5]]]),
-                                                                          torch.ones(1, 1, dtype=torch.long)))
+        out = det.forward_grounding(
+            feats,
+            text,
+            GeometricPrompt.from_boxes(torch.tensor([[[0.5, 0.4, 0.4, 0.5]]]), torch.ones(1, 1, dtype=torch.long)),
+        )
     q = tiny.decoder.num_queries
     assert out.pred_masks.shape == (1, q, 4 * tiny.feature_size, 4 * tiny.feature_size)
     assert torch.isfinite(out.pred_masks).all() and torch.isfinite(out.scores).all()
@@ -155,8 +158,11 @@ def _checkpoint_layout() -> dict[str, tuple[int, ...]]:
 def test_head_names_and_shapes_match_the_checkpoint():
     """Everything below ``detector.`` except the backbone (owned elsewhere) matches sam3.pt exactly."""
     layout = _checkpoint_layout()
-    want = {k[len("detector."):]: v for k, v in layout.items()
-            if k.startswith("detector.") and not k.startswith("detector.backbone.")}
+    want = {
+        k[len("detector.") :]: v
+        for k, v in layout.items()
+        if k.startswith("detector.") and not k.startswith("detector.backbone.")
+    }
     with torch.device("meta"):
         det = _heads(get_config("sam3"))
     got = {k: tuple(v.shape) for k, v in det.state_dict().items()}

@@ -85,7 +85,9 @@ def test_padded_batch_matches_unpadded_elements(tiny, encoder):
         tokens, mask = encoder(prompt, feat, pos, hw)
         alone, alone_mask = encoder(
             _prompt(BOXES[1:, :1], box_labels[1:, :1], None, POINTS[1:, :1], point_labels[1:, :1]),
-            feat[1:], pos[1:], hw,
+            feat[1:],
+            pos[1:],
+            hw,
         )
         first, _ = encoder(
             _prompt(BOXES[:1], box_labels[:1], None, POINTS[:1], point_labels[:1]), feat[:1], pos[:1], hw

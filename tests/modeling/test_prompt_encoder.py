@@ -22,8 +22,6 @@ def encoder() -> PromptEncoder:
     return enc
 
 
-
-
 def test_state_dict_matches_checkpoint_layout_on_meta():
     with torch.device("meta"):
         enc = PromptEncoder.from_config(get_config("sam3"))

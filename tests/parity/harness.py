@@ -46,7 +46,6 @@ INSTALL_HINT = (
 )
 
 
-
 # ----------------------------------------------------------------------------------------------- oracle
 def oracle_available() -> bool:
     return (ORACLE / "sam3" / "model_builder.py").is_file()
@@ -54,8 +53,7 @@ def oracle_available() -> bool:
 
 def oracle_env(threads: int = 1) -> dict:
     env = dict(os.environ)
-    env.update(PYTHONPATH=str(ORACLE), CUDA_VISIBLE_DEVICES="", PYTHONDONTWRITEBYTECODE="1",
-               PYTHONWARNINGS="ignore")
+    env.update(PYTHONPATH=str(ORACLE), CUDA_VISIBLE_DEVICES="", PYTHONDONTWRITEBYTECODE="1", PYTHONWARNINGS="ignore")
     if threads:
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     return env
@@ -92,36 +90,85 @@ def default_plan(image_path: Path, hw: tuple[int, int], *, full: bool = False, r
         long_text = " ".join(["a very long description of a shopping basket full of fresh fruit"] * 4)
         grounding += [
             {"name": "text_long", "steps": [["reset"], ["text", long_text]]},
-            {"name": "text_pos_neg", "steps": [["reset"], ["text", "bottle"], ["box", [0.4, 0.5, 0.3, 0.5], True],
-                                               ["box", [0.7, 0.3, 0.2, 0.2], False]]},
+            {
+                "name": "text_pos_neg",
+                "steps": [
+                    ["reset"],
+                    ["text", "bottle"],
+                    ["box", [0.4, 0.5, 0.3, 0.5], True],
+                    ["box", [0.7, 0.3, 0.2, 0.2], False],
+                ],
+            },
             # exemplars: negative with text, positive + negative without text, two positives with text
             {"name": "text_neg", "steps": [["reset"], ["text", "a red cat"], ["box", [0.6, 0.4, 0.3, 0.3], False]]},
-            {"name": "visual_pos_neg", "steps": [["reset"], ["box", [0.3, 0.6, 0.2, 0.3], True],
-                                                 ["box", [0.7, 0.3, 0.2, 0.2], False]]},
-            {"name": "text_two_pos", "steps": [["reset"], ["text", "fruit"], ["box", [0.3, 0.6, 0.2, 0.3], True],
-                                               ["box", [0.6, 0.4, 0.3, 0.3], True]]},
+            {
+                "name": "visual_pos_neg",
+                "steps": [["reset"], ["box", [0.3, 0.6, 0.2, 0.3], True], ["box", [0.7, 0.3, 0.2, 0.2], False]],
+            },
+            {
+                "name": "text_two_pos",
+                "steps": [
+                    ["reset"],
+                    ["text", "fruit"],
+                    ["box", [0.3, 0.6, 0.2, 0.3], True],
+                    ["box", [0.6, 0.4, 0.3, 0.3], True],
+                ],
+            },
         ]
     box = [*px(0.2, 0.25), *px(0.7, 0.8)]
     inst = [
         {"name": "point", "kwargs": {"point_coords": [px(0.5, 0.5)], "point_labels": [1], "multimask_output": True}},
-        {"name": "point_single", "kwargs": {"point_coords": [px(0.5, 0.5)], "point_labels": [1],
-                                            "multimask_output": False}},
-        {"name": "pos_neg", "kwargs": {"point_coords": [px(0.4, 0.5), px(0.8, 0.2)], "point_labels": [1, 0],
-                                       "multimask_output": False}},
+        {
+            "name": "point_single",
+            "kwargs": {"point_coords": [px(0.5, 0.5)], "point_labels": [1], "multimask_output": False},
+        },
+        {
+            "name": "pos_neg",
+            "kwargs": {"point_coords": [px(0.4, 0.5), px(0.8, 0.2)], "point_labels": [1, 0], "multimask_output": False},
+        },
         {"name": "box", "kwargs": {"box": box, "multimask_output": False}},
         {"name": "box_multi", "kwargs": {"box": box, "multimask_output": True}},
-        {"name": "box_points", "kwargs": {"box": box, "point_coords": [px(0.45, 0.5), px(0.65, 0.7)],
-                                          "point_labels": [1, 0], "multimask_output": False}},
-        {"name": "mask_input", "kwargs": {"point_coords": [px(0.5, 0.5)], "point_labels": [1],
-                                          "multimask_output": False}, "mask_input_from": "point"},
-        {"name": "point_logits", "kwargs": {"point_coords": [px(0.3, 0.7)], "point_labels": [1],
-                                            "multimask_output": True, "return_logits": True}},
+        {
+            "name": "box_points",
+            "kwargs": {
+                "box": box,
+                "point_coords": [px(0.45, 0.5), px(0.65, 0.7)],
+                "point_labels": [1, 0],
+                "multimask_output": False,
+            },
+        },
+        {
+            "name": "mask_input",
+            "kwargs": {"point_coords": [px(0.5, 0.5)], "point_labels": [1], "multimask_output": False},
+            "mask_input_from": "point",
+        },
+        {
+            "name": "point_logits",
+            "kwargs": {
+                "point_coords": [px(0.3, 0.7)],
+                "point_labels": [1],
+                "multimask_output": True,
+                "return_logits": True,
+            },
+        },
         # a refining click, as the service's refine=true does: the previous best low-res logits as mask input
-        {"name": "refine", "kwargs": {"point_coords": [px(0.5, 0.5), px(0.62, 0.4)], "point_labels": [1, 0],
-                                      "multimask_output": False}, "mask_input_from": "point_single"},
+        {
+            "name": "refine",
+            "kwargs": {
+                "point_coords": [px(0.5, 0.5), px(0.62, 0.4)],
+                "point_labels": [1, 0],
+                "multimask_output": False,
+            },
+            "mask_input_from": "point_single",
+        },
     ]
-    return {"image": str(image_path), "threshold": "gap", "grounding": grounding, "inst": inst,
-            "repeat_text": repeat_text}
+    return {
+        "image": str(image_path),
+        "threshold": "gap",
+        "grounding": grounding,
+        "inst": inst,
+        "repeat_text": repeat_text,
+    }
 
 
 def _case_prompt(case: dict) -> tuple[str, list, list]:
@@ -149,8 +196,9 @@ def load_ours(checkpoint: Path, preset: str):
     """Our model through the official builder's path (``sam3.model_builder``), so ``model.predict_inst`` exists."""
     from sam3.model_builder import build_sam3_image_model
 
-    return build_sam3_image_model(checkpoint_path=checkpoint, preset=preset, device="cpu",
-                                  enable_inst_interactivity=True)
+    return build_sam3_image_model(
+        checkpoint_path=checkpoint, preset=preset, device="cpu", enable_inst_interactivity=True
+    )
 
 
 class _Capture:
@@ -168,11 +216,13 @@ class _Capture:
     def _post(self, key):
         def hook(module, args, out):
             self.data[key] = out
+
         return hook
 
     def _pre(self, key):
         def hook(module, args):
             self.data[key + ".in"] = args
+
         return hook
 
     def close(self):
@@ -200,8 +250,9 @@ def compare_components(model, off: dict, features=None, trunk=None) -> list[Row]
     rows: list[Row] = []
     det = model.detector
     bb = off["backbone"]
-    cap = _Capture(model, {"trunk": "detector.backbone.vision_backbone.trunk",
-                           "pixel": "detector.segmentation_head.pixel_decoder"})
+    cap = _Capture(
+        model, {"trunk": "detector.backbone.vision_backbone.trunk", "pixel": "detector.segmentation_head.pixel_decoder"}
+    )
     try:
         if features is None:
             features = det.backbone.forward_image(bb["image"])
@@ -214,17 +265,24 @@ def compare_components(model, off: dict, features=None, trunk=None) -> list[Row]
             rows.append(compare(f"backbone/pos{i}", feats.pos[i], bb["neck_pos"][i]))
         if "neck_sam2_fpn" in bb:
             for i in range(n):
-                rows.append(compare(f"backbone/sam2_fpn{i}",
-                                    feats.sam2_fpn[i] if feats.sam2_fpn else None, bb["neck_sam2_fpn"][i]))
-                rows.append(compare(f"backbone/sam2_pos{i}",
-                                    feats.sam2_pos[i] if feats.sam2_pos else None, bb["neck_sam2_pos"][i]))
+                rows.append(
+                    compare(
+                        f"backbone/sam2_fpn{i}", feats.sam2_fpn[i] if feats.sam2_fpn else None, bb["neck_sam2_fpn"][i]
+                    )
+                )
+                rows.append(
+                    compare(
+                        f"backbone/sam2_pos{i}", feats.sam2_pos[i] if feats.sam2_pos else None, bb["neck_sam2_pos"][i]
+                    )
+                )
             dec = model.tracker.sam_mask_decoder
             rows.append(compare("backbone/sam2_conv_s0", dec.conv_s0(bb["neck_sam2_fpn"][0]), bb["sam2_conv_s"][0]))
             rows.append(compare("backbone/sam2_conv_s1", dec.conv_s1(bb["neck_sam2_fpn"][1]), bb["sam2_conv_s"][1]))
 
         # the official features from here on, so each row below measures one stage
         off_feats = BackboneFeatures(
-            fpn=list(bb["neck_fpn"][:n]), pos=list(bb["neck_pos"][:n]),
+            fpn=list(bb["neck_fpn"][:n]),
+            pos=list(bb["neck_pos"][:n]),
             sam2_fpn=list(bb["neck_sam2_fpn"][:n]) if "neck_sam2_fpn" in bb else None,
             sam2_pos=list(bb["neck_sam2_pos"][:n]) if "neck_sam2_pos" in bb else None,
         )
@@ -240,8 +298,9 @@ def compare_components(model, off: dict, features=None, trunk=None) -> list[Row]
             lt = r["tokens"].shape[1]
             text_in = TextFeatures(features=r["prompt"][:, :lt].clone(), mask=r["prompt_mask"][:, :lt].clone())
             if boxes:
-                prompt = GeometricPrompt.from_boxes(torch.tensor([boxes], dtype=torch.float32),
-                                                    torch.tensor([labels], dtype=torch.long))
+                prompt = GeometricPrompt.from_boxes(
+                    torch.tensor([boxes], dtype=torch.float32), torch.tensor([labels], dtype=torch.long)
+                )
             else:
                 prompt = GeometricPrompt.empty(1)
             cap.data.pop("pixel", None)
@@ -254,10 +313,12 @@ def compare_components(model, off: dict, features=None, trunk=None) -> list[Row]
             d = out.decoder
             for layer in range(r["hs"].shape[0]):
                 rows.append(compare(f"{name}/decoder{layer}.hs", d.hs[layer], r["hs"][layer]))
-                rows.append(compare(f"{name}/decoder{layer}.ref_boxes", d.reference_boxes[layer],
-                                    r["reference_boxes"][layer]))
-                rows.append(compare(f"{name}/decoder{layer}.presence", d.presence_logits[layer],
-                                    r["presence_logits"][layer]))
+                rows.append(
+                    compare(f"{name}/decoder{layer}.ref_boxes", d.reference_boxes[layer], r["reference_boxes"][layer])
+                )
+                rows.append(
+                    compare(f"{name}/decoder{layer}.presence", d.presence_logits[layer], r["presence_logits"][layer])
+                )
             rows.append(compare(f"{name}/all_pred_logits", out.all_pred_logits, r["all_pred_logits"]))
             rows.append(compare(f"{name}/all_pred_boxes", out.all_pred_boxes, r["all_pred_boxes"]))
             if "pixel" in cap.data:
@@ -277,11 +338,16 @@ def compare_components(model, off: dict, features=None, trunk=None) -> list[Row]
 
 def _margin_row(name: str, ours_scores, r: dict) -> Row:
     """Kept set at the official threshold (the processor rows check the same end to end)."""
-    keep = (ours_scores.flatten() > r["threshold"])
+    keep = ours_scores.flatten() > r["threshold"]
     same = torch.equal(keep, r["keep"].flatten())
     gap = r["threshold_gap"]
-    return Row(name, float((keep != r["keep"].flatten()).sum()), float(r["keep"].sum()), same,
-               f"threshold {r['threshold']:.6f}, official score gap {gap:.2e}")
+    return Row(
+        name,
+        float((keep != r["keep"].flatten()).sum()),
+        float(r["keep"].sum()),
+        same,
+        f"threshold {r['threshold']:.6f}, official score gap {gap:.2e}",
+    )
 
 
 def _compare_inst_components(model, off: dict, off_feats) -> list[Row]:
@@ -313,8 +379,16 @@ def _compare_inst_components(model, off: dict, off_feats) -> list[Row]:
 
 
 def _inst_kwargs(case: dict, r: dict) -> dict:
-    kwargs = {k: (np.asarray(v, dtype=np.float32) if k in ("point_coords", "box") else
-                  np.asarray(v, dtype=np.int32) if k == "point_labels" else v) for k, v in case["kwargs"].items()}
+    kwargs = {
+        k: (
+            np.asarray(v, dtype=np.float32)
+            if k in ("point_coords", "box")
+            else np.asarray(v, dtype=np.int32)
+            if k == "point_labels"
+            else v
+        )
+        for k, v in case["kwargs"].items()
+    }
     if case.get("mask_input_from"):
         kwargs["mask_input"] = r["mask_input"].numpy()  # the official low-res mask, so errors do not compound
     return kwargs
@@ -365,8 +439,9 @@ def compare_processor(model, off: dict, timings: dict | None = None, captured: d
     image = Image.open(plan["image"]).convert("RGB")
     processor = _make_processor(model)
     rows: list[Row] = []
-    cap = _Capture(model, {"trunk": "detector.backbone.vision_backbone.trunk",
-                           "neck": "detector.backbone.vision_backbone"})
+    cap = _Capture(
+        model, {"trunk": "detector.backbone.vision_backbone.trunk", "neck": "detector.backbone.vision_backbone"}
+    )
     last: dict = {}
     grounding = model.detector.forward_grounding
 
@@ -384,8 +459,7 @@ def compare_processor(model, off: dict, timings: dict | None = None, captured: d
         ins = cap.data.get("trunk.in")
         rows.append(compare("proc/image", ins[0] if ins else None, off["backbone"]["image"]))
         if captured is not None and ins:
-            captured.update(image=ins[0], features=cap.data.get("neck"),
-                            trunk=_first_tensor(cap.data.get("trunk")))
+            captured.update(image=ins[0], features=cap.data.get("neck"), trunk=_first_tensor(cap.data.get("trunk")))
         timings["grounding"] = {}
         for case in plan["grounding"]:
             name, r = case["name"], off["grounding"][case["name"]]
@@ -433,17 +507,27 @@ def compare_processor(model, off: dict, timings: dict | None = None, captured: d
 def _processor_rows(prefix: str, state, r: dict, out) -> list[Row]:
     rows = []
     if out is not None:
-        keep = (out.scores.flatten() > r["threshold"])
+        keep = out.scores.flatten() > r["threshold"]
         same = torch.equal(keep, r["keep"].flatten())
-        rows.append(Row(f"{prefix}/kept_set", float((keep != r["keep"].flatten()).sum()), float(r["keep"].sum()),
-                        same, f"{int(keep.sum())} kept, official {int(r['keep'].sum())}"))
+        rows.append(
+            Row(
+                f"{prefix}/kept_set",
+                float((keep != r["keep"].flatten()).sum()),
+                float(r["keep"].sum()),
+                same,
+                f"{int(keep.sum())} kept, official {int(r['keep'].sum())}",
+            )
+        )
     rows.append(compare(f"{prefix}/scores", _get(state, "scores"), r["out_scores"]))
     rows.append(compare(f"{prefix}/boxes", _get(state, "boxes"), r["out_boxes"]))
     probs = _get(state, "masks_logits")
     rows.append(compare(f"{prefix}/masks_logits", probs, r["out_masks_logits"]))
     masks = _get(state, "masks")
-    rows.append(compare_masks(f"{prefix}/masks", masks if masks is not None else torch.zeros(0), r["out_masks"],
-                              r["out_masks_logits"]))
+    rows.append(
+        compare_masks(
+            f"{prefix}/masks", masks if masks is not None else torch.zeros(0), r["out_masks"], r["out_masks_logits"]
+        )
+    )
     return rows
 
 
@@ -466,22 +550,46 @@ class ParityReport:
         return table(self.rows, only_failures)
 
 
-def run_official(preset: str, workdir: Path, plan: dict, *, seed: int = 0, threads: int = 1,
-                 timeout: float = 3600) -> tuple[dict, Path]:
+def run_official(
+    preset: str, workdir: Path, plan: dict, *, seed: int = 0, threads: int = 1, timeout: float = 3600
+) -> tuple[dict, Path]:
     """Build the random official model, save ``sam3.pt`` and run the plan; -> (official results, checkpoint)."""
     workdir.mkdir(parents=True, exist_ok=True)
     cfg_path, plan_path = workdir / f"{preset}.json", workdir / "plan.json"
     ckpt, out = workdir / "sam3.pt", workdir / "official.pt"
     write_config(preset, cfg_path)
     plan_path.write_text(json.dumps(plan))
-    run_oracle("run_official.py", "--config", str(cfg_path), "--plan", str(plan_path), "--out", str(out),
-               "--seed", str(seed), "--save-checkpoint", str(ckpt), "--threads", str(threads),
-               threads=threads, timeout=timeout)
+    run_oracle(
+        "run_official.py",
+        "--config",
+        str(cfg_path),
+        "--plan",
+        str(plan_path),
+        "--out",
+        str(out),
+        "--seed",
+        str(seed),
+        "--save-checkpoint",
+        str(ckpt),
+        "--threads",
+        str(threads),
+        threads=threads,
+        timeout=timeout,
+    )
     return torch.load(out, map_location="cpu", weights_only=True), ckpt
 
 
-def run_parity(preset: str, workdir: Path, image_path: Path, *, seed: int = 0, threads: int = 1,
-               full_plan: bool = False, repeat_text: int = 0, processor: bool = True) -> ParityReport:
+def run_parity(
+    preset: str,
+    workdir: Path,
+    image_path: Path,
+    *,
+    seed: int = 0,
+    threads: int = 1,
+    full_plan: bool = False,
+    repeat_text: int = 0,
+    processor: bool = True,
+) -> ParityReport:
     """The whole comparison (oracle subprocess, then our model in this process)."""
     from PIL import Image
 
@@ -502,13 +610,29 @@ def run_parity(preset: str, workdir: Path, image_path: Path, *, seed: int = 0, t
         except Exception as exc:  # keep the component rows: they say where a processor failure comes from
             import traceback
 
-            rows.append(Row("proc/error", math.nan, math.nan, False,
-                            f"{type(exc).__name__}: {exc} | " + traceback.format_exc(limit=-3).replace("\n", " ")))
+            rows.append(
+                Row(
+                    "proc/error",
+                    math.nan,
+                    math.nan,
+                    False,
+                    f"{type(exc).__name__}: {exc} | " + traceback.format_exc(limit=-3).replace("\n", " "),
+                )
+            )
     # reuse the processor's backbone outputs when it encoded exactly the official input image
     same = captured.get("features") is not None and torch.equal(captured["image"], official["backbone"]["image"])
-    rows = compare_components(model, official, captured["features"] if same else None,
-                              captured.get("trunk") if same else None) + rows
-    return ParityReport(preset, rows, {"official": official["meta"]["timings"] | {"wall": oracle_wall},
-                                       "ours": ours_t},
-                        {"warnings": official["meta"]["warnings"],
-                         "unmapped_config_fields": official["meta"]["unmapped_config_fields"]})
+    rows = (
+        compare_components(
+            model, official, captured["features"] if same else None, captured.get("trunk") if same else None
+        )
+        + rows
+    )
+    return ParityReport(
+        preset,
+        rows,
+        {"official": official["meta"]["timings"] | {"wall": oracle_wall}, "ours": ours_t},
+        {
+            "warnings": official["meta"]["warnings"],
+            "unmapped_config_fields": official["meta"]["unmapped_config_fields"],
+        },
+    )

@@ -80,8 +80,16 @@ def quality_plan(image: Path) -> dict:
     return plan
 
 
-def run_official_outputs(preset: str, workdir: Path, image: Path, *, autocast: str | None = None,
-                         thresholds: dict[str, float] | None = None, seed: int = 0, threads: int = 1) -> Outputs:
+def run_official_outputs(
+    preset: str,
+    workdir: Path,
+    image: Path,
+    *,
+    autocast: str | None = None,
+    thresholds: dict[str, float] | None = None,
+    seed: int = 0,
+    threads: int = 1,
+) -> Outputs:
     """The official model on ``image``: random weights from ``seed`` saved as ``workdir/sam3.pt`` on the
     first run, loaded from there afterwards."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -94,8 +102,20 @@ def run_official_outputs(preset: str, workdir: Path, image: Path, *, autocast: s
     plan_path.write_text(json.dumps(plan))
     weights = ["--checkpoint", str(ckpt)] if ckpt.is_file() else ["--seed", str(seed), "--save-checkpoint", str(ckpt)]
     extra = ["--autocast", autocast] if autocast else []
-    run_oracle("run_official.py", "--config", str(cfg_path), "--plan", str(plan_path), "--out", str(out),
-               "--threads", str(threads), *weights, *extra, threads=threads)
+    run_oracle(
+        "run_official.py",
+        "--config",
+        str(cfg_path),
+        "--plan",
+        str(plan_path),
+        "--out",
+        str(out),
+        "--threads",
+        str(threads),
+        *weights,
+        *extra,
+        threads=threads,
+    )
     off = torch.load(out, map_location="cpu", weights_only=True)
     o = Outputs({}, {}, {}, {}, {})
     for name, r in off["grounding"].items():
@@ -163,15 +183,17 @@ def deviation(ref: Outputs, other: Outputs) -> Deviation:
     return Deviation(float(np.mean(jaccards)), score_diff, min(mask_ious), min(click_ious))
 
 
-def measure(preset: str, workdir: Path, image: Path, modes: tuple[str, ...] = ("bf16", "int8"),
-            seed: int = 0, threads: int = 1) -> dict[str, Deviation]:
+def measure(
+    preset: str, workdir: Path, image: Path, modes: tuple[str, ...] = ("bf16", "int8"), seed: int = 0, threads: int = 1
+) -> dict[str, Deviation]:
     """The yardstick ("official bf16") and each of our modes against our fp32, on one photo."""
     from sam3.device import resolve_precision
     from sam3.inference.runtime import prepare_model
 
     off32 = run_official_outputs(preset, workdir, image, seed=seed, threads=threads)
-    off16 = run_official_outputs(preset, workdir, image, autocast="bf16", thresholds=off32.thresholds,
-                                 seed=seed, threads=threads)
+    off16 = run_official_outputs(
+        preset, workdir, image, autocast="bf16", thresholds=off32.thresholds, seed=seed, threads=threads
+    )
     result = {"official bf16": deviation(off32, off16)}
     ours32 = run_our_outputs(load_ours(workdir / "sam3.pt", preset), image, off32.thresholds)
     result["ours fp32 vs official fp32"] = deviation(off32, ours32)

@@ -146,7 +146,11 @@ def official(tmp_path_factory):
     env = dict(os.environ, PYTHONPATH=str(ORACLE))
     proc = subprocess.run(
         [sys.executable, "-P", "-c", _ORACLE_SCRIPT, str(cfg_path), str(out_path), str(SHIMS)],
-        capture_output=True, text=True, cwd=ROOT, env=env, timeout=600,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return torch.load(out_path, weights_only=False)
@@ -176,8 +180,12 @@ def test_forward_grounding_matches_official(official, case):
     c = official["cases"][case]
     bsz = c["tmask"].shape[0]
     prompt = GeometricPrompt(
-        boxes=_batch_first(c["boxes"]), box_labels=_batch_first(c["box_labels"]), box_mask=c["box_mask"],
-        points=_batch_first(c["points"]), point_labels=_batch_first(c["point_labels"]), point_mask=c["point_mask"],
+        boxes=_batch_first(c["boxes"]),
+        box_labels=_batch_first(c["box_labels"]),
+        box_mask=c["box_mask"],
+        points=_batch_first(c["points"]),
+        point_labels=_batch_first(c["point_labels"]),
+        point_mask=c["point_mask"],
     )
     feats = BackboneFeatures(fpn=c["fpn"], pos=c["pos"])
     text = TextFeatures(_batch_first(c["txt"]), c["tmask"])

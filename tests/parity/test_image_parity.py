@@ -31,8 +31,9 @@ def tiny_components(tiny_run):
 def _check(rows, what: str, photo=None):
     assert rows, f"no {what} rows were produced"
     failed = [r for r in rows if not r.passed]
-    header = f"{what}: {len(rows) - len(failed)}/{len(rows)} comparisons pass" + (f" (photo: {photo.source})" if photo
-                                                                                   else "")
+    header = f"{what}: {len(rows) - len(failed)}/{len(rows)} comparisons pass" + (
+        f" (photo: {photo.source})" if photo else ""
+    )
     print("\n" + header + "\n" + harness.table(rows))
     assert not failed, header + "\n" + harness.table(failed)
 
@@ -88,6 +89,7 @@ def test_harness_detects_a_wrong_weight(tiny_run):
 @pytest.mark.full
 def test_image_parity_full_size(oracle, photo_full, tmp_path_factory):
     """The released sizes (sam3 preset, 1008 px, 860M random parameters): all rows, one photo, fewer cases."""
-    report = harness.run_parity("sam3", tmp_path_factory.mktemp("parity_full"), photo_full.path, threads=2,
-                                full_plan=True)
+    report = harness.run_parity(
+        "sam3", tmp_path_factory.mktemp("parity_full"), photo_full.path, threads=2, full_plan=True
+    )
     _check(report.rows, "full-size parity", photo_full)

@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 ORACLE = REPO / ".oracle"
 CFG = get_config("tiny")
 
-ORACLE_SCRIPT = r'''
+ORACLE_SCRIPT = r"""
 import sys, types, numpy as np, torch, torch.nn.functional as F
 from torch import nn
 from sam3.sam.prompt_encoder import PromptEncoder
@@ -84,7 +84,7 @@ for n, h, w, blur in [(4, 64, 64, 3), (3, 63, 65, 2), (3, 50, 33, 0)]:
     for max_area in (4, 16, 64):
         fills.append(dict(x=x, max_area=max_area, out=fill_holes_in_mask_scores(x.clone(), max_area)))
 torch.save(dict(state_dict=heads.state_dict(), fpn=fpn, hw=(H, W), cases=cases, fills=fills), sys.argv[1])
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -135,4 +135,6 @@ def test_click_predictor_matches_official(oracle):
 
 def test_fill_holes_in_mask_scores_matches_official(oracle):
     for case in oracle["fills"]:
-        torch.testing.assert_close(fill_holes_in_mask_scores(case["x"].clone(), case["max_area"]), case["out"], rtol=0, atol=0)
+        torch.testing.assert_close(
+            fill_holes_in_mask_scores(case["x"].clone(), case["max_area"]), case["out"], rtol=0, atol=0
+        )

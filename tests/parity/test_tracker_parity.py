@@ -42,9 +42,20 @@ def _rel_err(ours: torch.Tensor, official: torch.Tensor) -> float:
 def run_official(cfg: Sam3Config, workdir: Path, scenarios: str | None = None) -> dict:
     t = cfg.tracker
     # The official heads hard-code these sizes; the preset must keep them.
-    assert (t.mem_dim, t.num_maskmem, t.mask_decoder_mlp_dim, t.mask_decoder_depth, t.mask_in_chans) == (64, 7, 2048, 2, 16)
+    assert (t.mem_dim, t.num_maskmem, t.mask_decoder_mlp_dim, t.mask_decoder_depth, t.mask_in_chans) == (
+        64,
+        7,
+        2048,
+        2,
+        16,
+    )
     path = workdir / "official.pt"
-    args = [str(cfg.image_size), str(cfg.vision.patch_size), str(t.memory_attention_layers), str(t.memory_attention_ffn)]
+    args = [
+        str(cfg.image_size),
+        str(cfg.vision.patch_size),
+        str(t.memory_attention_layers),
+        str(t.memory_attention_ffn),
+    ]
     run_oracle("tracker_official.py", str(path), *args, *([scenarios] if scenarios else []), threads=2, timeout=1800)
     return torch.load(path, weights_only=False)
 

@@ -50,41 +50,65 @@ SCORE_GAIN = -6.0
 HEURISTICS = {"det_nms_thresh": 0.5, "hotstart_delay": 3, "hotstart_unmatch_thresh": 2, "hotstart_dup_thresh": 2}
 BOX_XYWH = [0.25, 0.375, 0.5, 0.25]  # exact in binary, so both sides get the same cxcywh box
 PLAN = [
-    {"name": "text_f0_fwd_bwd", "heuristics": HEURISTICS, "steps": [
-        ["text", 0, "a person"],
-        ["propagate", "forward", None, None],
-        ["propagate", "backward", 5, None],
-        ["propagate", "both", None, None],
-    ]},
-    {"name": "text_f4_both", "heuristics": {**HEURISTICS, "hotstart_delay": 0}, "steps": [
-        ["text", 4, "a person"],
-        ["propagate", "both", None, None],
-    ]},
-    {"name": "clicks", "heuristics": {**HEURISTICS, "hotstart_delay": 0}, "steps": [
-        ["text", 0, "a person"],
-        ["propagate", "forward", None, None],
-        ["click", 3, "first", "inside", [1]],  # refine a detected object
-        ["click", 3, "same", ["inside", [900.0, 200.0]], [1, 0]],  # and again, with a negative click
-        ["click", 3, 1000, [[320.0, 400.0]], [1]],  # a new object
-        ["propagate", "both", 3, None],
-        ["remove", "same"],
-        ["propagate", "forward", None, None],
-        # refine the clicked object on a tracked frame: a one-object batch drops its nearby memories
-        ["click", 5, 1000, "inside", [1]],
-        ["propagate", "forward", 5, None],
-    ]},
-    {"name": "object_limit", "heuristics": {**HEURISTICS, "max_num_objects": 2}, "steps": [
-        ["text", 0, "a person"],
-        ["propagate", "forward", None, 3],
-    ]},
-    {"name": "box_f2", "heuristics": HEURISTICS, "steps": [
-        ["box", 2, BOX_XYWH, None],
-        ["propagate", "both", None, None],
-    ]},
-    {"name": "text_box_f2", "heuristics": HEURISTICS, "steps": [
-        ["box", 2, BOX_XYWH, "a person"],
-        ["propagate", "forward", None, 3],
-    ]},
+    {
+        "name": "text_f0_fwd_bwd",
+        "heuristics": HEURISTICS,
+        "steps": [
+            ["text", 0, "a person"],
+            ["propagate", "forward", None, None],
+            ["propagate", "backward", 5, None],
+            ["propagate", "both", None, None],
+        ],
+    },
+    {
+        "name": "text_f4_both",
+        "heuristics": {**HEURISTICS, "hotstart_delay": 0},
+        "steps": [
+            ["text", 4, "a person"],
+            ["propagate", "both", None, None],
+        ],
+    },
+    {
+        "name": "clicks",
+        "heuristics": {**HEURISTICS, "hotstart_delay": 0},
+        "steps": [
+            ["text", 0, "a person"],
+            ["propagate", "forward", None, None],
+            ["click", 3, "first", "inside", [1]],  # refine a detected object
+            ["click", 3, "same", ["inside", [900.0, 200.0]], [1, 0]],  # and again, with a negative click
+            ["click", 3, 1000, [[320.0, 400.0]], [1]],  # a new object
+            ["propagate", "both", 3, None],
+            ["remove", "same"],
+            ["propagate", "forward", None, None],
+            # refine the clicked object on a tracked frame: a one-object batch drops its nearby memories
+            ["click", 5, 1000, "inside", [1]],
+            ["propagate", "forward", 5, None],
+        ],
+    },
+    {
+        "name": "object_limit",
+        "heuristics": {**HEURISTICS, "max_num_objects": 2},
+        "steps": [
+            ["text", 0, "a person"],
+            ["propagate", "forward", None, 3],
+        ],
+    },
+    {
+        "name": "box_f2",
+        "heuristics": HEURISTICS,
+        "steps": [
+            ["box", 2, BOX_XYWH, None],
+            ["propagate", "both", None, None],
+        ],
+    },
+    {
+        "name": "text_box_f2",
+        "heuristics": HEURISTICS,
+        "steps": [
+            ["box", 2, BOX_XYWH, "a person"],
+            ["propagate", "forward", None, 3],
+        ],
+    },
 ]
 
 
@@ -112,8 +136,21 @@ def run_official_video(workdir: Path, plan: list[dict], seed: int = 0) -> tuple[
     full = [{**s, "heuristics": dataclasses.asdict(TrackingHeuristics(**s["heuristics"]))} for s in plan]
     plan_path.write_text(json.dumps({"frames": str(frames), "score_gain": SCORE_GAIN, "scenarios": full}))
     out, ckpt = workdir / "official.pt", workdir / "sam3.pt"
-    run_oracle("video_official.py", "--config", str(cfg), "--plan", str(plan_path), "--out", str(out),
-               "--seed", str(seed), "--save-checkpoint", str(ckpt), threads=0, timeout=1800)
+    run_oracle(
+        "video_official.py",
+        "--config",
+        str(cfg),
+        "--plan",
+        str(plan_path),
+        "--out",
+        str(out),
+        "--seed",
+        str(seed),
+        "--save-checkpoint",
+        str(ckpt),
+        threads=0,
+        timeout=1800,
+    )
     return torch.load(out, weights_only=True), ckpt
 
 
@@ -230,8 +267,13 @@ class FrameRow:
 
     @property
     def passed(self) -> bool:
-        return (self.ids_equal and self.prob_diff <= RTOL and self.box_diff <= RTOL and self.bad_pixels == 0
-                and self.logit_diff <= LOGIT_ATOL)
+        return (
+            self.ids_equal
+            and self.prob_diff <= RTOL
+            and self.box_diff <= RTOL
+            and self.bad_pixels == 0
+            and self.logit_diff <= LOGIT_ATOL
+        )
 
 
 def _official_video_logits(res: dict, hw: tuple[int, int]) -> dict[int, torch.Tensor]:
@@ -251,7 +293,9 @@ def compare_frame(where: str, ours: OurFrame, res: dict, hw: tuple[int, int]) ->
     if ours.frame_idx != res["frame_idx"]:
         return FrameRow(where, False, math.nan, math.nan, -1, 0, note=f"frame {ours.frame_idx} vs {res['frame_idx']}")
     if not np.array_equal(ours.obj_ids, off_ids):
-        return FrameRow(where, False, math.nan, math.nan, -1, 0, note=f"ids {ours.obj_ids.tolist()} vs {off_ids.tolist()}")
+        return FrameRow(
+            where, False, math.nan, math.nan, -1, 0, note=f"ids {ours.obj_ids.tolist()} vs {off_ids.tolist()}"
+        )
     if n == 0:
         return FrameRow(where, True, 0.0, 0.0, 0, 0, note="no objects")
     off_masks = np.unpackbits(res["masks_packed"].numpy(), axis=1, count=hw[0] * hw[1]).reshape(n, *hw).astype(bool)
@@ -275,8 +319,16 @@ def compare_frame(where: str, ours: OurFrame, res: dict, hw: tuple[int, int]) ->
             logit_diff = max(logit_diff, float(d.max()) if d.numel() else 0.0)
         else:
             note += f" no logits of ours for {i}"
-    return FrameRow(where, True, prob_diff, box_diff, int((differ & ~near).sum()), int((differ & near).sum()),
-                    logit_diff, note.strip())
+    return FrameRow(
+        where,
+        True,
+        prob_diff,
+        box_diff,
+        int((differ & ~near).sum()),
+        int((differ & near).sum()),
+        logit_diff,
+        note.strip(),
+    )
 
 
 def compare_detections(label: str, ours: list[tuple[int, torch.Tensor]], off_step: dict) -> FrameRow:
@@ -303,9 +355,18 @@ def compare_all(ours: list, official: dict, plan: list[dict]) -> list[FrameRow]:
             rows.append(compare_detections(label, our_step.detections, off_step))
             off_results, our_results = off_step["results"], our_step.results
             if len(our_results) != len(off_results):
-                rows.append(FrameRow(label, False, math.nan, math.nan, -1, 0,
-                                     note=f"{len(our_results)} frames vs official {len(off_results)}: "
-                                     f"{[r.frame_idx for r in our_results]} vs {[r['frame_idx'] for r in off_results]}"))
+                rows.append(
+                    FrameRow(
+                        label,
+                        False,
+                        math.nan,
+                        math.nan,
+                        -1,
+                        0,
+                        note=f"{len(our_results)} frames vs official {len(off_results)}: "
+                        f"{[r.frame_idx for r in our_results]} vs {[r['frame_idx'] for r in off_results]}",
+                    )
+                )
                 continue
             for o, r in zip(our_results, off_results):
                 rows.append(compare_frame(f"{label}@{r['frame_idx']}", o, r, hw))
@@ -316,19 +377,25 @@ def summary(rows: list[FrameRow]) -> str:
     frames = [r for r in rows if not r.where.endswith(":detections")]
     dets = [r for r in rows if r.where.endswith(":detections")]
     finite = lambda xs: [x for x in xs if not math.isnan(x)] or [0.0]  # noqa: E731
-    return (f"{len(frames)} returned frames, {len(dets)} steps' detections; max detection-score diff "
-            f"{max(finite([r.prob_diff for r in dets])):.2e}, max score rel diff "
-            f"{max(finite([r.prob_diff for r in frames])):.2e}, max box diff {max(finite([r.box_diff for r in frames])):.2e}, "
-            f"max low-res logit diff {max(r.logit_diff for r in frames):.2e}; differing mask pixels: "
-            f"{sum(max(r.bad_pixels, 0) for r in frames)} outside the band, {sum(r.band_pixels for r in frames)} "
-            f"inside it (prob within {PROB_BAND} of 0.5), in {sum(r.band_pixels > 0 for r in frames)} frames")
+    return (
+        f"{len(frames)} returned frames, {len(dets)} steps' detections; max detection-score diff "
+        f"{max(finite([r.prob_diff for r in dets])):.2e}, max score rel diff "
+        f"{max(finite([r.prob_diff for r in frames])):.2e}, max box diff {max(finite([r.box_diff for r in frames])):.2e}, "
+        f"max low-res logit diff {max(r.logit_diff for r in frames):.2e}; differing mask pixels: "
+        f"{sum(max(r.bad_pixels, 0) for r in frames)} outside the band, {sum(r.band_pixels for r in frames)} "
+        f"inside it (prob within {PROB_BAND} of 0.5), in {sum(r.band_pixels > 0 for r in frames)} frames"
+    )
 
 
 def report(rows: list[FrameRow]) -> str:
-    lines = [f"{'step@frame':<40} ids  {'score rel':>9}  {'box':>9}  {'logits':>9}  {'bad px':>6}  {'band px':>7}  note"]
+    lines = [
+        f"{'step@frame':<40} ids  {'score rel':>9}  {'box':>9}  {'logits':>9}  {'bad px':>6}  {'band px':>7}  note"
+    ]
     for r in rows:
-        lines.append(f"{r.where:<40} {'ok ' if r.ids_equal else 'BAD'}  {r.prob_diff:>9.2e}  {r.box_diff:>9.2e}  "
-                     f"{r.logit_diff:>9.2e}  {r.bad_pixels:>6}  {r.band_pixels:>7}  {r.note}")
+        lines.append(
+            f"{r.where:<40} {'ok ' if r.ids_equal else 'BAD'}  {r.prob_diff:>9.2e}  {r.box_diff:>9.2e}  "
+            f"{r.logit_diff:>9.2e}  {r.bad_pixels:>6}  {r.band_pixels:>7}  {r.note}"
+        )
     return "\n".join(lines)
 
 

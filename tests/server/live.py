@@ -32,10 +32,15 @@ def start_app(
     media.mkdir(exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SAM_", "SAM3_"))}
     env.update(
-        SAM3_PRESET="tiny", SAM3_RANDOM_WEIGHTS="true", SAM3_DEVICE="cpu", SAM3_AUTO_DOWNLOAD="false",
+        SAM3_PRESET="tiny",
+        SAM3_RANDOM_WEIGHTS="true",
+        SAM3_DEVICE="cpu",
+        SAM3_AUTO_DOWNLOAD="false",
         # the start-up warm-up is tested in tests/server/test_precision.py; here it would only slow the start
         SAM3_WARMUP="false",
-        SAM_MEDIA_ROOTS=str(media), PYTHONUNBUFFERED="1", PYTHONPATH=str(REPO),
+        SAM_MEDIA_ROOTS=str(media),
+        PYTHONUNBUFFERED="1",
+        PYTHONPATH=str(REPO),
     )
     env.update(extra_env)
     log_path = tmp / f"uvicorn_{port}.log"

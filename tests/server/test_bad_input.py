@@ -88,10 +88,10 @@ def test_missing_image_is_422(client, path):
     "fields, field",
     [
         ({"points": "[[5, 5]"}, "points"),  # not JSON
-        ({"points": "{\"x\": 5}"}, "points"),  # not a list
+        ({"points": '{"x": 5}'}, "points"),  # not a list
         ({"points": "[5, 5]"}, "points[0]"),  # not pairs
         ({"points": "[[5, 5, 5]]"}, "points[0]"),
-        ({"points": "[[\"a\", 5]]"}, "points[0][0]"),
+        ({"points": '[["a", 5]]'}, "points[0][0]"),
         ({"points": "[[5, NaN]]"}, "points[0][1]"),
         ({"points": "[[5000, 5]]"}, "points[0]"),  # outside the 256x256 image
         ({"points": "[]"}, "points"),

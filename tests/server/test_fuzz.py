@@ -74,7 +74,9 @@ def test_fuzz_run_was_sizeable_and_served_by_a_live_process(fuzz_server):
     """Runs after the fuzz test: the run really sent a few hundred requests, and the server survived them."""
     total = sum(SENT.values())
     operations = {op for op, _ in SENT}
-    print(f"\nfuzz: {total} requests over {len(operations)} operations; statuses {dict(Counter(s for _, s in SENT.elements()))}")
+    print(
+        f"\nfuzz: {total} requests over {len(operations)} operations; statuses {dict(Counter(s for _, s in SENT.elements()))}"
+    )
     for op in sorted(operations):
         statuses = dict(sorted((s, n) for (o, s), n in SENT.items() if o == op))
         if statuses != {405: 1}:  # schemathesis also probes each path once with every undeclared method

@@ -107,7 +107,9 @@ def test_chunked_multipart_over_the_upload_limit_is_413_after_the_limit(server):
         server, "/predict/mask", f"multipart/form-data; boundary={boundary}", head, filler, 200 * 2**20
     )
     rss_after = rss_mb(server.process.pid)
-    print(f"\nchunked multipart: 413 after {sent / 2**20:.1f} MB sent; server RSS {rss_before:.0f} -> {rss_after:.0f} MB")
+    print(
+        f"\nchunked multipart: 413 after {sent / 2**20:.1f} MB sent; server RSS {rss_before:.0f} -> {rss_after:.0f} MB"
+    )
     assert status == 413, body[:300]
     detail = json.loads(body)["detail"]
     assert detail.startswith("image:") and "SAM_MAX_UPLOAD_MB" in detail, detail
@@ -278,7 +280,9 @@ def test_request_id_is_generated_echoed_or_replaced(api, photo_png):
     # On every kind of answer: 404, 422, 415, a PNG.
     assert "x-request-id" in api.get("/no/such/route").headers
     assert "x-request-id" in api.post("/detect", data={"text": "cat"}).headers
-    assert "x-request-id" in api.post("/detect", files={"image": ("a", b"junk", "image/png")}, data={"text": "a"}).headers
+    assert (
+        "x-request-id" in api.post("/detect", files={"image": ("a", b"junk", "image/png")}, data={"text": "a"}).headers
+    )
     ok = api.post("/predict/mask", files={"image": ("p.png", photo_png, "image/png")}, data={"points": "[[5, 5]]"})
     assert ok.status_code == 200 and ok.headers["content-type"] == "image/png" and "x-request-id" in ok.headers
 

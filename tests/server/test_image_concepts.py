@@ -48,8 +48,9 @@ def test_each_prompt_of_a_multi_prompt_request_equals_its_single_prompt_request(
     box_labels = "[1, 0]"
     texts = ["a cup", "a saucer", "coffee"]
     before = stats(client)
-    multi = detect(client, photo, texts=json.dumps(texts), boxes=boxes, box_labels=box_labels,
-                   confidence="[0, 0.3, 0.45]")
+    multi = detect(
+        client, photo, texts=json.dumps(texts), boxes=boxes, box_labels=box_labels, confidence="[0, 0.3, 0.45]"
+    )
     after = stats(client)
     assert after["backbone_runs"] - before["backbone_runs"] <= 1  # one image encoding for all prompts
     assert after["detector_runs"] - before["detector_runs"] == 3  # one detector run per prompt
@@ -71,8 +72,9 @@ def test_exemplar_boxes_without_text(client, photo):
     pos = detect(client, photo, boxes="[0.5, 0.5, 0.4, 0.5]", confidence="0")
     assert pos["count"] > 0 and pos["prompts"][0]["text"] is None and pos["prompts"][0]["num_boxes"] == 1
     assert {o["label"] for o in pos["objects"]} == {"visual"} and {o["prompt_index"] for o in pos["objects"]} == {0}
-    pos_neg = detect(client, photo, boxes="[[0.5, 0.5, 0.4, 0.5], [0.2, 0.3, 0.2, 0.2]]", box_labels="[1, 0]",
-                     confidence="0")
+    pos_neg = detect(
+        client, photo, boxes="[[0.5, 0.5, 0.4, 0.5], [0.2, 0.3, 0.2, 0.2]]", box_labels="[1, 0]", confidence="0"
+    )
     assert [o["score"] for o in pos_neg["objects"]] != [o["score"] for o in pos["objects"]]  # the negative counts
 
 
@@ -81,8 +83,14 @@ def test_exemplars_equal_the_processor_on_the_same_image(client, photo):
     from PIL import Image
     import io
 
-    body = detect(client, photo, text="a cup", boxes="[[0.5, 0.5, 0.4, 0.5], [0.2, 0.3, 0.2, 0.2]]",
-                  box_labels="[1, 0]", confidence="0.2")
+    body = detect(
+        client,
+        photo,
+        text="a cup",
+        boxes="[[0.5, 0.5, 0.4, 0.5], [0.2, 0.3, 0.2, 0.2]]",
+        box_labels="[1, 0]",
+        confidence="0.2",
+    )
     processor = client.app.state.models.processor
     with client.app.state.models._thread_lock:
         processor.set_confidence_threshold(0.2)
@@ -141,9 +149,11 @@ def test_refine_feeds_the_previous_logits_back_as_the_predictor_does(client, pho
     from PIL import Image
     import io
 
-    first = client.post("/predict/mask", files=files(photo),
-                        data={"points": "[[240, 160]]", "multimask": "true", "object_id": "cup-1",
-                              "return_logits": "true"}).json()
+    first = client.post(
+        "/predict/mask",
+        files=files(photo),
+        data={"points": "[[240, 160]]", "multimask": "true", "object_id": "cup-1", "return_logits": "true"},
+    ).json()
     assert first["refined"] is False and len(first["low_res_logits"]) == 3
     image_id = first["image_id"]
     two = {"image_id": image_id, "points": "[[240, 160], [300, 200]]", "labels": "[1, 0]", "return_logits": "true"}
@@ -156,15 +166,22 @@ def test_refine_feeds_the_previous_logits_back_as_the_predictor_does(client, pho
     processor = client.app.state.models.processor
     with client.app.state.models._thread_lock:
         state = processor.set_image(Image.open(io.BytesIO(photo)).convert("RGB"))
-        masks, iou, low = processor.predict_inst(state, point_coords=[[240, 160], [300, 200]], point_labels=[1, 0],
-                                                 mask_input=logits(first)[None], multimask_output=False)
+        masks, iou, low = processor.predict_inst(
+            state,
+            point_coords=[[240, 160], [300, 200]],
+            point_labels=[1, 0],
+            mask_input=logits(first)[None],
+            multimask_output=False,
+        )
     body = refined.json()
     np.testing.assert_array_equal(decode_mask(base64.b64decode(body["masks"][0])) > 0, masks[0] > 0.5)
     np.testing.assert_array_equal(logits(body), low[0])
     assert body["scores"][0] == pytest.approx(float(iou[0]), abs=1e-6)
     assert np.abs(logits(body) - logits(plain)).max() > 1e-3  # the mask input changed the answer
-    other = client.post("/predict/mask", data={"image_id": image_id, "points": "[[240, 160]]",
-                                                "object_id": "never-seen", "refine": "true"})
+    other = client.post(
+        "/predict/mask",
+        data={"image_id": image_id, "points": "[[240, 160]]", "object_id": "never-seen", "refine": "true"},
+    )
     assert other.status_code == 200 and other.headers["x-refined"] == "false"  # a first click starts fresh
 
 
@@ -177,8 +194,9 @@ def test_selected_objects_merge_to_the_or_of_their_detect_masks_without_a_detect
     assert body["count"] >= 3
     chosen = [0, body["count"] - 1, 1]
     runs = stats(client)
-    merged = client.post("/segment/text", data={"image_id": body["image_id"], "object_indices": json.dumps(chosen),
-                                                **fields})
+    merged = client.post(
+        "/segment/text", data={"image_id": body["image_id"], "object_indices": json.dumps(chosen), **fields}
+    )
     assert merged.status_code == 200 and merged.headers["x-object-count"] == "3"
     after = stats(client)
     assert (after["detector_runs"], after["backbone_runs"]) == (runs["detector_runs"], runs["backbone_runs"])
@@ -210,6 +228,7 @@ def test_a_waiting_request_reads_its_upload_only_inside_its_slot(client, photo):
                 await anyio.sleep(0.2)
                 assert service._waiting == 2 and events == []  # queued, nothing read or decoded
             # released: the waiting request reads, decodes and runs
+
     anyio.run(main)
     assert events[0] == "read" and len(events[1]) == 32
 
@@ -220,20 +239,20 @@ def test_a_waiting_request_reads_its_upload_only_inside_its_slot(client, photo):
 @pytest.mark.parametrize(
     "path, data, status, field",
     [
-        ("/detect", {"texts": "[\"a\""}, 400, "texts"),
+        ("/detect", {"texts": '["a"'}, 400, "texts"),
         ("/detect", {"texts": "[]"}, 400, "texts"),
-        ("/detect", {"texts": "\"cat\""}, 400, "texts"),
+        ("/detect", {"texts": '"cat"'}, 400, "texts"),
         ("/detect", {"texts": "[1]"}, 400, "texts[0]"),
-        ("/detect", {"texts": "[\"cat\", \" \"]"}, 422, "texts[1]"),
+        ("/detect", {"texts": '["cat", " "]'}, 422, "texts[1]"),
         ("/detect", {"texts": json.dumps(["x"] * 17)}, 422, "texts"),
-        ("/detect", {"texts": "[\"cat\"]", "text": "dog"}, 400, "texts"),
+        ("/detect", {"texts": '["cat"]', "text": "dog"}, 400, "texts"),
         ("/detect", {"text": "cat", "boxes": "[0.5, 0.5, 0.2]"}, 400, "boxes"),
         ("/detect", {"text": "cat", "boxes": "[[0.5, 0.5, 0.2, 0.2]]", "box_labels": "[1, 0]"}, 400, "box_labels"),
         ("/detect", {"text": "cat", "boxes": "[[0.5, 0.5, 0.2, 0.2]]", "box_labels": "[2]"}, 400, "box_labels[0]"),
         ("/detect", {"text": "cat", "box_labels": "[1]"}, 400, "box_labels"),
         ("/detect", {"boxes": "[[0.5, 0.5, 0.2, 0.2]]", "box_labels": "[0]"}, 422, "box_labels"),
-        ("/detect", {"texts": "[\"a\", \"b\"]", "confidence": "[0.5]"}, 422, "confidence"),
-        ("/detect", {"texts": "[\"a\", \"b\"]", "confidence": "[0.5, 1.5]"}, 422, "confidence[1]"),
+        ("/detect", {"texts": '["a", "b"]', "confidence": "[0.5]"}, 422, "confidence"),
+        ("/detect", {"texts": '["a", "b"]', "confidence": "[0.5, 1.5]"}, 422, "confidence[1]"),
         ("/detect", {"text": "cat", "mask_format": "jpeg"}, 422, "mask_format"),
         ("/detect", {"text": "cat", "image_id": "not-an-id"}, 400, "image_id"),
         ("/segment/text", {"text": "cat", "object_indices": "first"}, 400, "object_indices"),

@@ -101,8 +101,31 @@ def test_cmyk_jpeg_is_converted(coffee):
     assert np.abs(out.astype(int) - coffee.astype(int)).mean() < 6
 
 
-@pytest.mark.parametrize("mode", ["1", "L", "P", "RGB", "RGBA", "CMYK", "YCbCr", "LAB", "HSV", "I", "F", "LA",
-                                  "PA", "RGBX", "RGBa", "La", "I;16", "I;16B", "I;16L", "I;16N"])
+@pytest.mark.parametrize(
+    "mode",
+    [
+        "1",
+        "L",
+        "P",
+        "RGB",
+        "RGBA",
+        "CMYK",
+        "YCbCr",
+        "LAB",
+        "HSV",
+        "I",
+        "F",
+        "LA",
+        "PA",
+        "RGBX",
+        "RGBa",
+        "La",
+        "I;16",
+        "I;16B",
+        "I;16L",
+        "I;16N",
+    ],
+)
 def test_every_pillow_mode_reaches_rgb_with_its_content(mode, astronaut):
     """A mid-grey image in each mode comes out mid-grey (or a 415 naming the mode, which none needs today)."""
     from server.imaging import to_rgb
@@ -139,8 +162,16 @@ DISPLAY = {
     7: lambda a: np.rot90(a.transpose(1, 0, 2), 2),  # transverse
     8: lambda a: np.rot90(a, 1),  # rotate 90 counter-clockwise to display
 }
-STORE = {1: DISPLAY[1], 2: DISPLAY[2], 3: DISPLAY[3], 4: DISPLAY[4], 5: DISPLAY[5],
-         6: lambda a: np.rot90(a, 1), 7: DISPLAY[7], 8: lambda a: np.rot90(a, -1)}
+STORE = {
+    1: DISPLAY[1],
+    2: DISPLAY[2],
+    3: DISPLAY[3],
+    4: DISPLAY[4],
+    5: DISPLAY[5],
+    6: lambda a: np.rot90(a, 1),
+    7: DISPLAY[7],
+    8: lambda a: np.rot90(a, -1),
+}
 
 
 def _displayed(astronaut) -> np.ndarray:
@@ -180,14 +211,16 @@ def test_click_and_mask_are_in_the_displayed_image(client, orientation, astronau
     the displayed size and identical to the one for the image uploaded already upright."""
     displayed = _displayed(astronaut)
     point = {"points": "[[40, 80]]"}  # y = 80 is outside the stored 96x64 of orientations 5..8
-    upright = client.post("/predict/mask", files={"image": ("u.png", _save(Image.fromarray(displayed), "PNG"))},
-                          data=point)
+    upright = client.post(
+        "/predict/mask", files={"image": ("u.png", _save(Image.fromarray(displayed), "PNG"))}, data=point
+    )
     assert upright.status_code == 200, upright.text
     reference = decode_mask(upright.content)
     assert reference.shape == (96, 64)
 
-    response = client.post("/predict/mask", data=point,
-                           files={"image": ("o.png", _stored_with_orientation(displayed, orientation))})
+    response = client.post(
+        "/predict/mask", data=point, files={"image": ("o.png", _stored_with_orientation(displayed, orientation))}
+    )
     assert response.status_code == 200, response.text
     mask = decode_mask(response.content)
     assert mask.shape == (96, 64)
@@ -207,8 +240,9 @@ def test_thin_images_are_refused_from_the_header():
 
 
 def test_thin_image_over_http_is_413_naming_the_field(client):
-    response = client.post("/predict/mask", files={"image": ("thin.png", png_declaring(1, 1_000_000))},
-                           data={"points": "[[0, 0]]"})
+    response = client.post(
+        "/predict/mask", files={"image": ("thin.png", png_declaring(1, 1_000_000))}, data={"points": "[[0, 0]]"}
+    )
     assert response.status_code == 413, response.text
     assert response.json()["detail"].startswith("image:") and "aspect ratio" in response.json()["detail"]
 
@@ -223,8 +257,7 @@ def test_limits_come_from_the_settings(monkeypatch):
 
 
 # ------------------------------------------------------------------------------------------ formats
-EPS = (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n"
-       b"newpath 0 0 moveto 10 10 lineto stroke showpage\n%%EOF\n")
+EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nnewpath 0 0 moveto 10 10 lineto stroke showpage\n%%EOF\n"
 
 
 def test_formats_outside_the_accepted_list_never_open():
@@ -238,8 +271,14 @@ def test_formats_outside_the_accepted_list_never_open():
 
 
 def test_accepted_formats_still_open(coffee):
-    for fmt, kwargs in [("PNG", {}), ("JPEG", {"quality": 95}), ("WEBP", {"lossless": True}), ("BMP", {}),
-                        ("GIF", {}), ("TIFF", {})]:
+    for fmt, kwargs in [
+        ("PNG", {}),
+        ("JPEG", {"quality": 95}),
+        ("WEBP", {"lossless": True}),
+        ("BMP", {}),
+        ("GIF", {}),
+        ("TIFF", {}),
+    ]:
         out = _decode(_save(Image.fromarray(coffee), fmt, **kwargs))
         assert out.shape == coffee.shape, fmt
 
@@ -254,10 +293,14 @@ def test_16bit_png_over_http_gives_the_masks_of_its_picture(client, astronaut):
     gray8 = np.asarray(Image.fromarray(astronaut[:128, :128]).convert("L"))
     point = {"points": "[[60, 60]]"}
     eight = client.post("/predict/mask", data=point, files={"image": ("8.png", _save(Image.fromarray(gray8), "PNG"))})
-    sixteen = client.post("/predict/mask", data=point,
-                          files={"image": ("16.png", _save(Image.fromarray(gray8.astype(np.uint16) * 257), "PNG"))})
-    white = client.post("/predict/mask", data=point,
-                        files={"image": ("w.png", _save(Image.fromarray(np.full_like(gray8, 255)), "PNG"))})
+    sixteen = client.post(
+        "/predict/mask",
+        data=point,
+        files={"image": ("16.png", _save(Image.fromarray(gray8.astype(np.uint16) * 257), "PNG"))},
+    )
+    white = client.post(
+        "/predict/mask", data=point, files={"image": ("w.png", _save(Image.fromarray(np.full_like(gray8, 255)), "PNG"))}
+    )
     assert eight.status_code == sixteen.status_code == white.status_code == 200
     assert np.array_equal(decode_mask(sixteen.content), decode_mask(eight.content))
     assert sixteen.headers["X-Mask-Score"] == eight.headers["X-Mask-Score"] != white.headers["X-Mask-Score"]

@@ -138,7 +138,9 @@ def test_same_image_reuses_the_backbone(client, astronaut):
     image = encode(astronaut[50:250, 60:300], "PNG")  # not used by any other test
     before = client.get("/health").json()["backbone_runs"]
     for points in ([[10, 10]], [[100, 80]], [[200, 150]]):
-        r = client.post("/predict/mask", files={"image": ("a.png", image, "image/png")}, data={"points": json.dumps(points)})
+        r = client.post(
+            "/predict/mask", files={"image": ("a.png", image, "image/png")}, data={"points": json.dumps(points)}
+        )
         assert r.status_code == 200
     r = client.post("/detect", files={"image": ("a.png", image, "image/png")}, data={"text": "face"})
     assert r.status_code == 200

@@ -55,7 +55,10 @@ def test_http_counters_move_by_exactly_the_requests_made(api, astronaut):
     for point in ("[[10, 10]]", "[[60, 40]]"):  # the same image twice: one backbone run, one cache hit
         response = api.post("/predict/mask", files={"image": ("p.png", photo, "image/png")}, data={"points": point})
         assert response.status_code == 200
-    assert api.post("/predict/mask", files={"image": ("p.png", photo, "image/png")}, data={"points": "[["}).status_code == 400
+    assert (
+        api.post("/predict/mask", files={"image": ("p.png", photo, "image/png")}, data={"points": "[["}).status_code
+        == 400
+    )
     assert api.get("/no/such/page").status_code == 404
     after = scrape(api)
 
@@ -69,17 +72,23 @@ def test_http_counters_move_by_exactly_the_requests_made(api, astronaut):
     assert delta("GET", "/metrics", 200) == 1  # the first scrape (the second is counted after it answers)
     # The latency histogram counts the same requests, per route and status.
     histogram = "sam3_http_request_duration_seconds_count"
-    assert value(after, histogram, method="POST", route="/predict/mask", status="200") - value(
-        before, histogram, method="POST", route="/predict/mask", status="200"
-    ) == 2
+    assert (
+        value(after, histogram, method="POST", route="/predict/mask", status="200")
+        - value(before, histogram, method="POST", route="/predict/mask", status="200")
+        == 2
+    )
     # Two model calls: two queue waits and two lock holds observed; one backbone run, one image-cache hit.
     for name in ("sam3_model_queue_wait_seconds_count", "sam3_model_lock_hold_seconds_count"):
         assert value(after, name) - value(before, name) == 2, name
     assert value(after, "sam3_backbone_runs_total") - value(before, "sam3_backbone_runs_total") == 1
-    assert value(after, "sam3_cache_hits_total", cache="image") - value(before, "sam3_cache_hits_total", cache="image") == 1
-    assert value(after, "sam3_cache_misses_total", cache="image") - value(
-        before, "sam3_cache_misses_total", cache="image"
-    ) == 1
+    assert (
+        value(after, "sam3_cache_hits_total", cache="image") - value(before, "sam3_cache_hits_total", cache="image")
+        == 1
+    )
+    assert (
+        value(after, "sam3_cache_misses_total", cache="image") - value(before, "sam3_cache_misses_total", cache="image")
+        == 1
+    )
     assert value(after, "sam3_model_queue_depth") == 0
     assert value(after, "sam3_http_requests_in_flight") == 1  # the scrape itself
 
@@ -109,9 +118,10 @@ def test_sessions_and_frames_propagated(server, api, astronaut):
     after = scrape(api)
     assert value(after, "sam3_frames_propagated_total") - value(before, "sam3_frames_propagated_total") == frames == 3
     assert value(after, "sam3_tracking_sessions_open") == value(before, "sam3_tracking_sessions_open")
-    assert requests_total(after, "POST", "/track/propagate", 200) - requests_total(
-        before, "POST", "/track/propagate", 200
-    ) == 1
+    assert (
+        requests_total(after, "POST", "/track/propagate", 200) - requests_total(before, "POST", "/track/propagate", 200)
+        == 1
+    )
 
 
 def test_metrics_off_is_404():

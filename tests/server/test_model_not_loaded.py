@@ -64,9 +64,7 @@ def test_bad_device_setting_is_reported(tmp_path):
 
 
 def test_background_loading_reports_progress(tmp_path):
-    settings = tiny_settings(
-        random_weights=False, checkpoint=str(tmp_path / "nope.pt"), load_in_background=True
-    )
+    settings = tiny_settings(random_weights=False, checkpoint=str(tmp_path / "nope.pt"), load_in_background=True)
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         first = client.get("/health")
         assert first.status_code == 200  # answers while (or after) loading

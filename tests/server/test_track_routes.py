@@ -181,7 +181,9 @@ def test_session_lifecycle(client, video, frame_folder):
     for b64 in frame["masks"]:
         assert decode_mask(base64.b64decode(b64)).shape == (96, 96)
 
-    assert_error(client.post("/track/prompt", json={"session_id": "pan", "frame_idx": 6, "text": "a"}), 400, "frame_idx")
+    assert_error(
+        client.post("/track/prompt", json={"session_id": "pan", "frame_idx": 6, "text": "a"}), 400, "frame_idx"
+    )
     r = client.post("/track/prompt", json={"session_id": "pan", "frame_idx": 0, "points": [[1, 1]], "labels": [1, 0]})
     assert_error(r, 400, "labels")
     r = client.post("/track/prompt", json={"session_id": "pan", "frame_idx": 0})
@@ -200,7 +202,9 @@ def test_session_lifecycle(client, video, frame_folder):
 
     assert client.post("/track/stop", json={"session_id": "pan"}).json()["closed"] is True
     assert client.post("/track/stop", json={"session_id": "pan"}).json()["closed"] is False
-    assert_error(client.post("/track/prompt", json={"session_id": "pan", "frame_idx": 0, "text": "a"}), 404, "session_id")
+    assert_error(
+        client.post("/track/prompt", json={"session_id": "pan", "frame_idx": 0, "text": "a"}), 404, "session_id"
+    )
 
 
 @needs_predictor

@@ -66,8 +66,12 @@ def test_stream_arrives_frame_by_frame_and_frames_returns_it(server):
     t0 = time.perf_counter()
     first_frame_s = None
     lines = []
-    with httpx.stream("POST", f"{server.url}/track/propagate", timeout=1800,
-                      json={"session_id": "stream", "direction": "forward", "stream": True, "mask_format": "rle"}) as r:
+    with httpx.stream(
+        "POST",
+        f"{server.url}/track/propagate",
+        timeout=1800,
+        json={"session_id": "stream", "direction": "forward", "stream": True, "mask_format": "rle"},
+    ) as r:
         assert r.status_code == 200 and r.headers["content-type"].startswith("application/x-ndjson")
         for raw in r.iter_lines():
             line = json.loads(raw)
@@ -108,8 +112,12 @@ def test_stream_arrives_frame_by_frame_and_frames_returns_it(server):
 
 def _stream_in_thread(srv, sid: str, events: list, first: threading.Event, stop_after_first: bool = False):
     def run():
-        with httpx.stream("POST", f"{srv.url}/track/propagate", timeout=1800,
-                          json={"session_id": sid, "direction": "forward", "stream": True}) as r:
+        with httpx.stream(
+            "POST",
+            f"{srv.url}/track/propagate",
+            timeout=1800,
+            json={"session_id": sid, "direction": "forward", "stream": True},
+        ) as r:
             for raw in r.iter_lines():
                 events.append((time.perf_counter(), json.loads(raw)))
                 if events[-1][1]["event"] == "frame":
@@ -128,8 +136,11 @@ def test_cancel_stops_within_a_frame_and_frees_the_model(server):
     first = threading.Event()
     thread = _stream_in_thread(server, "cancel", events, first)
     assert first.wait(1200)
-    detail(post(server, "/track/prompt", {"session_id": "cancel", "frame_idx": 0, "points": [[5, 5]]}), 409,
-           "propagation is running")
+    detail(
+        post(server, "/track/prompt", {"session_id": "cancel", "frame_idx": 0, "points": [[5, 5]]}),
+        409,
+        "propagation is running",
+    )
     r = post(server, "/track/cancel", {"session_id": "cancel"})
     assert r.json() == {"session_id": "cancel", "cancelled": True}
     thread.join(1800)
@@ -207,7 +218,9 @@ def test_remove_object_and_reset(server):
     r = post(server, "/track/propagate", {"session_id": "edit", "direction": "forward", "max_frames": 4})
     assert r.status_code == 200 and r.json()["num_frames_processed"] == 5
     assert post(server, "/track/remove_object", {"session_id": "edit", "obj_id": 9}).json() == {
-        "session_id": "edit", "removed": True}
+        "session_id": "edit",
+        "removed": True,
+    }
     assert post(server, "/track/remove_object", {"session_id": "edit", "obj_id": 9}).json()["removed"] is False
     frames = post(server, "/track/frames", {"session_id": "edit"}).json()["frames"]
     assert frames and all(9 not in f["object_ids"] for f in frames)
@@ -217,25 +230,32 @@ def test_remove_object_and_reset(server):
     stop(server, "edit")
 
 
-@pytest.mark.parametrize("path, body, status, field", [
-    ("/track/frames", {"session_id": "nope"}, 404, "session_id"),
-    ("/track/cancel", {"session_id": "nope"}, 404, "session_id"),
-    ("/track/remove_object", {"session_id": "nope", "obj_id": 1}, 404, "session_id"),
-    ("/track/reset", {"session_id": "nope"}, 404, "session_id"),
-    ("/track/frames", {"session_id": "bad", "start": 5, "end": 2}, 400, "end"),
-    ("/track/frames", {"session_id": "bad", "start": 1000}, 400, "start"),
-    ("/track/frames", {"session_id": "bad", "mask_format": "jpeg"}, 422, "mask_format"),
-    ("/track/propagate", {"session_id": "bad", "mask_format": "gif"}, 422, "mask_format"),
-    ("/track/prompt", {"session_id": "bad", "frame_idx": 0, "text": "a", "mask_format": 1}, 422, "mask_format"),
-    ("/track/prompt", {"session_id": "bad", "frame_idx": 0, "points": [[1, 1]], "obj_id": 2**63}, 422, "obj_id"),
-    ("/track/prompt", {"session_id": "bad", "frame_idx": 2**70, "text": "a"}, 422, "frame_idx"),
-    ("/track/remove_object", {"session_id": "bad", "obj_id": 2**64}, 422, "obj_id"),
-    ("/track/propagate", {"session_id": "bad", "max_frames": 2**65}, 422, "max_frames"),
-    ("/track/propagate", {"session_id": "bad", "start_frame": 99}, 400, "start_frame"),
-    ("/track/prompt", {"session_id": "bad", "frame_idx": 0, "boxes": [0.5, 0.5, 0.2, 0.2], "box_labels": [2]},
-     400, "box_labels"),
-    ("/track/cancel", {"session_id": "bad", "extra": 1}, 422, "extra"),
-])
+@pytest.mark.parametrize(
+    "path, body, status, field",
+    [
+        ("/track/frames", {"session_id": "nope"}, 404, "session_id"),
+        ("/track/cancel", {"session_id": "nope"}, 404, "session_id"),
+        ("/track/remove_object", {"session_id": "nope", "obj_id": 1}, 404, "session_id"),
+        ("/track/reset", {"session_id": "nope"}, 404, "session_id"),
+        ("/track/frames", {"session_id": "bad", "start": 5, "end": 2}, 400, "end"),
+        ("/track/frames", {"session_id": "bad", "start": 1000}, 400, "start"),
+        ("/track/frames", {"session_id": "bad", "mask_format": "jpeg"}, 422, "mask_format"),
+        ("/track/propagate", {"session_id": "bad", "mask_format": "gif"}, 422, "mask_format"),
+        ("/track/prompt", {"session_id": "bad", "frame_idx": 0, "text": "a", "mask_format": 1}, 422, "mask_format"),
+        ("/track/prompt", {"session_id": "bad", "frame_idx": 0, "points": [[1, 1]], "obj_id": 2**63}, 422, "obj_id"),
+        ("/track/prompt", {"session_id": "bad", "frame_idx": 2**70, "text": "a"}, 422, "frame_idx"),
+        ("/track/remove_object", {"session_id": "bad", "obj_id": 2**64}, 422, "obj_id"),
+        ("/track/propagate", {"session_id": "bad", "max_frames": 2**65}, 422, "max_frames"),
+        ("/track/propagate", {"session_id": "bad", "start_frame": 99}, 400, "start_frame"),
+        (
+            "/track/prompt",
+            {"session_id": "bad", "frame_idx": 0, "boxes": [0.5, 0.5, 0.2, 0.2], "box_labels": [2]},
+            400,
+            "box_labels",
+        ),
+        ("/track/cancel", {"session_id": "bad", "extra": 1}, 422, "extra"),
+    ],
+)
 def test_bad_input_is_4xx_json(server, path, body, status, field):
     if post(server, "/track/frames", {"session_id": "bad"}).status_code == 404:
         r = post(server, "/track/start", {"video_path": str(server.media_root / "long.mp4"), "session_id": "bad"})
@@ -285,8 +305,11 @@ def test_hostile_video_paths(server, tmp_path, astronaut):
 @pytest.fixture(scope="module")
 def strict_server(tmp_path_factory, astronaut):
     """Small limits and a short idle time: frame count, frame size and expiry."""
-    srv = start_server(tmp_path_factory.mktemp("track_limits"), {
-        "SAM_MAX_VIDEO_FRAMES": "12", "SAM_MAX_VIDEO_SIDE": "512", "SAM_SESSION_TTL_S": "1"}, timeout_s=1200)
+    srv = start_server(
+        tmp_path_factory.mktemp("track_limits"),
+        {"SAM_MAX_VIDEO_FRAMES": "12", "SAM_MAX_VIDEO_SIDE": "512", "SAM_SESSION_TTL_S": "1"},
+        timeout_s=1200,
+    )
     try:
         write_video(srv.media_root / "twelve.mp4", moving_crops(astronaut, 12, size=64))
         write_video(srv.media_root / "thirteen.mp4", moving_crops(astronaut, 13, size=64))
@@ -312,8 +335,12 @@ def test_a_session_in_use_never_expires(strict_server):
     assert post(srv, "/track/prompt", {"session_id": "busy", "frame_idx": 0, "points": [[30, 30]]}).status_code == 200
     # a propagation of 12 frames outlasts the 1 s idle time: the session must survive it
     t0 = time.perf_counter()
-    with httpx.stream("POST", f"{srv.url}/track/propagate", timeout=1800,
-                      json={"session_id": "busy", "direction": "forward", "stream": True}) as resp:
+    with httpx.stream(
+        "POST",
+        f"{srv.url}/track/propagate",
+        timeout=1800,
+        json={"session_id": "busy", "direction": "forward", "stream": True},
+    ) as resp:
         lines = [json.loads(raw) for raw in resp.iter_lines()]
     took = time.perf_counter() - t0
     assert lines[-1]["event"] == "end" and lines[-1]["cancelled"] is False, lines[-1]
@@ -323,4 +350,3 @@ def test_a_session_in_use_never_expires(strict_server):
     time.sleep(3.5)
     detail(post(srv, "/track/frames", {"session_id": "busy"}), 404, "session_id")
     assert httpx.get(f"{srv.url}/health").json()["active_sessions"] == 0
-

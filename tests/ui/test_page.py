@@ -28,7 +28,9 @@ MASK_PIXELS = """(stage) => {
   return n;
 }"""
 # Non-black pixels on a stage's picture layer.
-PICTURE_PIXELS = MASK_PIXELS.replace(".layer-mask", ".layer-image").replace("if (data[i])", "if (data[i - 1] + data[i - 2] + data[i - 3])")
+PICTURE_PIXELS = MASK_PIXELS.replace(".layer-mask", ".layer-image").replace(
+    "if (data[i])", "if (data[i - 1] + data[i - 2] + data[i - 3])"
+)
 
 
 def form_fields(server, path: str) -> set[str]:
@@ -124,7 +126,9 @@ def test_image_clicks_text_and_download(page, ui_server, coffee, tmp_path):
     if "texts" in form_fields(ui_server, "/detect"):
         assert answer.value.ok
         labels = {o["label"] for o in answer.value.json()["objects"]}
-        page.wait_for_function(f"document.querySelectorAll('#object-list li').length === {1 + len(answer.value.json()['objects'])}")
+        page.wait_for_function(
+            f"document.querySelectorAll('#object-list li').length === {1 + len(answer.value.json()['objects'])}"
+        )
         assert set(items.locator(".label").all_inner_texts()[1:]) == labels <= {"cup", "spoon"}
     else:
         assert answer.value.status == 422

@@ -108,9 +108,7 @@ class Sam3Detector(nn.Module):
 
         queries = dec.hs[-1]
         if self.segmentation_head is not None:
-            pred_masks = self.segmentation_head(
-                list(features.fpn[:-1]), memory, (h, w), tokens, mask, queries
-            )
+            pred_masks = self.segmentation_head(list(features.fpn[:-1]), memory, (h, w), tokens, mask, queries)
         else:
             pred_masks = queries.new_zeros(bsz, queries.shape[1], 0, 0)
 

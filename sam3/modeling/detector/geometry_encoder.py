@@ -81,9 +81,7 @@ class GeometryEncoder(nn.Module):
         )
         self.encode_norm = nn.LayerNorm(d_model)
 
-    def _encode_points(
-        self, points: torch.Tensor, labels: torch.Tensor, fmap: torch.Tensor
-    ) -> torch.Tensor:
+    def _encode_points(self, points: torch.Tensor, labels: torch.Tensor, fmap: torch.Tensor) -> torch.Tensor:
         """points (B, Np, 2) normalised xy, labels (B, Np), fmap (B, C, H, W) -> (B, Np, C)."""
         bsz, n = points.shape[:2]
         if n == 0:  # grid_sample / the sine encoding have nothing to do; keep the op graph trivial
@@ -99,9 +97,7 @@ class GeometryEncoder(nn.Module):
         emb = emb + self.points_pos_enc_project(sine)
         return emb + self.label_embed(labels.long())
 
-    def _encode_boxes(
-        self, boxes: torch.Tensor, labels: torch.Tensor, fmap: torch.Tensor
-    ) -> torch.Tensor:
+    def _encode_boxes(self, boxes: torch.Tensor, labels: torch.Tensor, fmap: torch.Tensor) -> torch.Tensor:
         """boxes (B, Nb, 4) normalised cxcywh, labels (B, Nb), fmap (B, C, H, W) -> (B, Nb, C)."""
         bsz, n = boxes.shape[:2]
         if n == 0:

@@ -81,9 +81,7 @@ class SegmentationHead(nn.Module):
         """
         b, _, c = memory.shape
         h, w = (int(s) for s in feat_hw)
-        attended = self.cross_attend_prompt(
-            self.cross_attn_norm(memory), prompt, prompt, key_padding_mask=prompt_mask
-        )
+        attended = self.cross_attend_prompt(self.cross_attn_norm(memory), prompt, prompt, key_padding_mask=prompt_mask)
         coarse = (memory + attended).transpose(1, 2).reshape(b, c, h, w)
         return self.pixel_decoder(coarse, list(fpn)[::-1])
 

@@ -58,9 +58,7 @@ class PositionEmbeddingSine(nn.Module):
         dim_t = _frequencies(self.num_pos_feats, self.temperature, device)
         pos_y = _interleave_sin_cos(y_embed[:, None] / dim_t)  # (H, F/2)
         pos_x = _interleave_sin_cos(x_embed[:, None] / dim_t)  # (W, F/2)
-        pos = torch.cat(
-            (pos_y[:, None, :].expand(h, w, -1), pos_x[None, :, :].expand(h, w, -1)), dim=-1
-        )  # (H, W, F)
+        pos = torch.cat((pos_y[:, None, :].expand(h, w, -1), pos_x[None, :, :].expand(h, w, -1)), dim=-1)  # (H, W, F)
         return pos.permute(2, 0, 1).unsqueeze(0).expand(b, -1, -1, -1)
 
 

@@ -31,8 +31,7 @@ _BPE_CACHE_LIMIT = 100_000
 # Pre-tokenisation: the special strings, English clitics, letter runs, single digits, and runs of
 # anything else that is not white space.
 _PIECES = regex.compile(
-    f"{START_TEXT}|{END_TEXT}"
-    + r"""|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""",
+    f"{START_TEXT}|{END_TEXT}" + r"""|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""",
     regex.IGNORECASE,
 )
 _WHITESPACE = regex.compile(r"\s+")

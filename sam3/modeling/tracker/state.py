@@ -184,9 +184,7 @@ class MemoryBank:
                 dropped += 1
         return dropped
 
-    def select_cond_frames(
-        self, frame_idx: int, max_num: int
-    ) -> tuple[dict[int, FrameMemory], dict[int, FrameMemory]]:
+    def select_cond_frames(self, frame_idx: int, max_num: int) -> tuple[dict[int, FrameMemory], dict[int, FrameMemory]]:
         """Split the conditioning frames into (selected, unselected), at most ``max_num`` selected.
 
         Selected first: the nearest one before ``frame_idx``, the nearest one at or after it, then the

@@ -41,9 +41,7 @@ def axial_rope_table(
     return torch.polar(torch.ones_like(angles), angles)
 
 
-def apply_axial_rope(
-    q: torch.Tensor, k: torch.Tensor, table: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
+def apply_axial_rope(q: torch.Tensor, k: torch.Tensor, table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Rotate q and k (..., L, d) by ``table`` (L, d/2) complex; returns tensors of the input dtype.
 
     The rotation runs in fp32 complex arithmetic whatever the input dtype (bf16 inputs included).
