@@ -36,8 +36,16 @@ class LiveServer:
 
 
 def start_server(
-    tmp: Path, extra_env: dict[str, str], wait_for_model: bool = True, timeout_s: float = 180
+    tmp: Path,
+    extra_env: dict[str, str],
+    wait_for_model: bool = True,
+    timeout_s: float = 180,
+    target: str = "server.main:app",
+    factory: bool = False,
 ) -> LiveServer:
+    """Start ``uvicorn <target>`` (tiny preset, random weights, CPU) on a free 127.0.0.1 port.
+
+    ``factory``: ``target`` names a function that builds the app (uvicorn ``--factory``)."""
     port = free_port()
     media = tmp / "media"
     media.mkdir(exist_ok=True)
@@ -54,9 +62,12 @@ def start_server(
     )
     env.update(extra_env)
     log_path = tmp / f"uvicorn_{port}.log"
+    command = [sys.executable, "-m", "uvicorn", target, "--host", "127.0.0.1", "--port", str(port)]
+    if factory:
+        command.append("--factory")
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "server.main:app", "--host", "127.0.0.1", "--port", str(port)],
+            command,
             cwd=tmp,  # not the repo: the app must not depend on its working directory (no .env there either)
             env={**env, "PYTHONPATH": str(REPO)},
             stdout=log,
