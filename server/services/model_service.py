@@ -215,14 +215,20 @@ class ModelService:
             from sam3.build import build_sam3_image_model
             from sam3.inference.processor import Sam3Processor
 
-            model = build_sam3_image_model(
-                checkpoint_path=checkpoint,
-                device=device,
-                enable_inst_interactivity=True,
-                load_from_HF=False,
-                preset=self.settings.preset,
-                random_weights=self.settings.random_weights,
-            )
+            import torch
+
+            # dev mode draws the same random weights every start (a fixed seed on a forked RNG, nothing global),
+            # so what a person or a test sees does not change from run to run
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                model = build_sam3_image_model(
+                    checkpoint_path=checkpoint,
+                    device=device,
+                    enable_inst_interactivity=True,
+                    load_from_HF=False,
+                    preset=self.settings.preset,
+                    random_weights=self.settings.random_weights,
+                )
             if self.settings.random_weights:  # dev mode: spread the random scores so objects show up
                 from sam3.dev_weights import make_visible
 
