@@ -60,8 +60,9 @@ class Settings(BaseSettings):
     max_sessions: int = Field(4, ge=1, validation_alias="SAM_MAX_SESSIONS")
     session_ttl_s: float = Field(1800.0, gt=0, validation_alias="SAM_SESSION_TTL_S")
     max_video_frames: int = Field(3000, ge=1, validation_alias="SAM_MAX_VIDEO_FRAMES")
-    # Per session: model-ready frames kept decoded (frames are decoded on demand, never all at once).
-    video_cache_mb: float = Field(256.0, gt=0, validation_alias="SAM_VIDEO_CACHE_MB")
+    # Per session: MB of resized uint8 frames kept decoded (decoded on demand, never all at once; 3 MB a frame
+    # at 1008 px). A larger cache makes backward propagation and revisits decode less.
+    video_cache_mb: float = Field(64.0, gt=0, validation_alias="SAM_VIDEO_CACHE_MB")
     # Per session: non-conditioning tracker memories kept around the current, prompted and start frames
     # (0 keeps every frame, as released; see sam3.modeling.tracker.state.MemoryBank.prune).
     video_memory_frames: int = Field(64, ge=0, validation_alias="SAM_VIDEO_MEMORY_FRAMES")

@@ -5,10 +5,11 @@ roots after resolving, regular files only, limits on frame count and frame size)
 :class:`VideoSource` that decodes frames when they are asked for, keeping a bounded cache of model-ready
 frames. Nothing decodes the whole video up front, so a session's host memory does not grow with its length.
 
-Frames are resized to the model's square input, scaled to [0, 1], stored in fp16 and normalised in fp16,
-as the official loader does (the fp16 storage quantises the normalised pixels; keeping it makes our tracks
-comparable with the official ones). The normalisation is elementwise, so one frame at a time gives the same
-bits as the official whole-video tensor.
+Frames are resized to the model's square input and cached as uint8 (3 bytes a pixel: 3 MB a frame at
+1008 px). When the model asks for one it is scaled to [0, 1], stored in fp16 and normalised in fp16, as the
+official loader does (the fp16 storage quantises the normalised pixels; keeping it makes our tracks
+comparable with the official ones). The normalisation is elementwise, so one frame at a time, from the
+cached uint8 pixels, gives the same bits as the official whole-video tensor.
 
 Note: the official 0.1.4 video-file loader (OpenCV) forgets the division by 255; its JPEG-folder
 loader does not. We scale both to [0, 1].
@@ -63,7 +64,7 @@ class VideoLimits:
     max_side: int = 8192
     max_pixels: int = 16_777_216  # 4096 x 4096 per frame
     max_aspect: float = 20.0
-    cache_mb: float = 256.0  # model-ready frames kept decoded (at least two: the current one and the next)
+    cache_mb: float = 64.0  # resized uint8 frames kept decoded (at least two: the current one and the next)
 
     def check_size(self, width: int, height: int, what: str) -> None:
         if width <= 0 or height <= 0:
@@ -166,18 +167,24 @@ def list_frame_files(folder: Path, max_frames: int | None = None) -> list[Path]:
 
 
 # ------------------------------------------------------------------------------------------------ frames
-def to_model_frame(img: Image.Image, size: int, mean, std) -> torch.Tensor:
-    """RGB PIL image -> (3, S, S) fp16 normalised (PIL bilinear resize, as torchvision's TF.resize on PIL)."""
+def resize_frame(img: Image.Image, size: int) -> torch.Tensor:
+    """RGB PIL image -> (3, S, S) uint8 (PIL bilinear resize, as torchvision's TF.resize on PIL)."""
     img = img.convert("RGB").resize((size, size), Image.BILINEAR)
     arr = np.asarray(img, dtype=np.uint8)
-    frame = torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0).to(torch.float16)
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+
+
+def normalise_frame(pixels: torch.Tensor, mean, std) -> torch.Tensor:
+    """(3, S, S) uint8 -> (3, S, S) fp16: scaled to [0, 1] in fp32, stored in fp16, normalised in fp16."""
+    frame = pixels.float().div_(255.0).to(torch.float16)
     frame -= torch.tensor(mean, dtype=torch.float16).view(3, 1, 1)
     frame /= torch.tensor(std, dtype=torch.float16).view(3, 1, 1)
     return frame
 
 
 class VideoSource:
-    """A video's frames, decoded on demand into model-ready (3, S, S) fp16 tensors, with a bounded cache.
+    """A video's frames, decoded on demand into model-ready (3, S, S) fp16 tensors, with a bounded cache
+    of resized uint8 frames (``limits.cache_mb``; never fewer than two frames).
 
     Thread-safe: the server decodes the next frames in a worker thread outside the model lock
     (:meth:`prefetch`) while the model works; :meth:`frame` is what the model code calls.
@@ -203,9 +210,9 @@ class VideoSource:
         self.image_size = image_size
         self.mean, self.std = tuple(mean), tuple(std)
         self.limits = limits
-        frame_bytes = 3 * image_size * image_size * 2
+        frame_bytes = 3 * image_size * image_size  # uint8
         self.cache_frames = max(2, int(limits.cache_mb * 1024 * 1024) // frame_bytes)
-        self._cache: OrderedDict[int, torch.Tensor] = OrderedDict()
+        self._cache: OrderedDict[int, torch.Tensor] = OrderedDict()  # index -> (3, S, S) uint8
         self._lock = threading.RLock()
         self.decoded = 0  # frames decoded so far (a cache miss costs one or more decodes)
 
@@ -215,18 +222,20 @@ class VideoSource:
         if not 0 <= idx < self.num_frames:
             raise IndexError(f"frame {idx} is outside the video (0..{self.num_frames - 1})")
         with self._lock:
-            hit = self._cache.get(idx)
-            if hit is not None:
+            pixels = self._cache.get(idx)
+            if pixels is not None:
                 self._cache.move_to_end(idx)
-                return hit
-            self._decode(idx)
-            return self._cache[idx]
+            else:
+                self._decode(idx)
+                pixels = self._cache[idx]
+        return normalise_frame(pixels, self.mean, self.std)
 
     def prefetch(self, *indices: int) -> None:
         """Decode these frames into the cache now (frames outside the video are ignored)."""
-        for idx in indices:
-            if 0 <= idx < self.num_frames:
-                self.frame(idx)
+        with self._lock:
+            for idx in indices:
+                if 0 <= idx < self.num_frames and idx not in self._cache:
+                    self._decode(idx)
 
     def cached_bytes(self) -> int:
         with self._lock:
@@ -240,7 +249,7 @@ class VideoSource:
     # ---------------------------------------------------------------- for subclasses
     def _put(self, idx: int, img: Image.Image) -> None:
         self.limits.check_size(img.width, img.height, f"{self.name} frame {idx}")
-        self._cache[idx] = to_model_frame(img, self.image_size, self.mean, self.std)
+        self._cache[idx] = resize_frame(img, self.image_size)
         self._cache.move_to_end(idx)
         while len(self._cache) > self.cache_frames:
             self._cache.popitem(last=False)

@@ -150,9 +150,9 @@ def test_lazy_reading_matches_eager_in_any_order(tmp_path, coffee):
     clip = tmp_path / "clip.mp4"
     write_mp4(clip, frames)
     eager = load_video_frames(clip, image_size=32)
-    src = open_video(clip, 32, limits=VideoLimits(cache_mb=3 * 32 * 32 * 2 * 3 / 2**20))
+    src = open_video(clip, 32, limits=VideoLimits(cache_mb=3 * 32 * 32 * 3 / 2**20))  # three uint8 frames
     assert src.cache_frames == 3
     for i in [11, 10, 9, 3, 4, 0, 7, 6, 5, 2, 1, 8]:
         assert torch.equal(src.frame(i), eager.frames[i]), i
-    assert src.cached_bytes() <= 3 * 3 * 32 * 32 * 2
+    assert src.cached_bytes() <= 3 * 3 * 32 * 32
     src.close()
