@@ -35,6 +35,7 @@ from server.errors import (
     Unavailable,
     UnsupportedMedia,
 )
+from server.heap import trim_heap
 from server.mask_codec import MaskFormat, encode_mask
 from server.prompts import Box
 from server.services.model_service import ModelService, describe_error
@@ -46,6 +47,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("sam3.server")
 T = TypeVar("T")
+# A propagation gives the freed heap back to the OS every this many frames (server.heap).
+TRIM_EVERY_FRAMES = 25
 
 
 @dataclass
@@ -229,6 +232,7 @@ class TrackingService:
             except Exception as exc:  # noqa: BLE001 -- freeing must not fail the caller
                 log.warning("close_session(%s) failed: %s", session.session_id, describe_error(exc))
         session.video = None
+        trim_heap()
 
     async def close_all(self) -> None:
         for sid in list(self.sessions):
@@ -367,6 +371,8 @@ class TrackingService:
                 await self._decode(lambda t=t, ahead=ahead: video.video.prefetch(t, ahead))
                 results = await self._predictor_call(prop.step, refusal=Conflict, field="session_id", step=True)
                 self.frames_propagated += 1
+                if prop.done % TRIM_EVERY_FRAMES == 0:
+                    await anyio.to_thread.run_sync(trim_heap)
                 for frame in await frames_to_wire(results, mask_format):
                     yield frame
         finally:
