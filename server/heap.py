@@ -3,10 +3,10 @@
 glibc's malloc keeps memory that was freed inside its arenas (one per thread that allocated, up to eight per
 core) and only returns the top of each heap. A propagation decodes a frame (1.4 MB of YUV and a 2.8 MB RGB
 copy at 1280x720), resizes it and runs the model in worker threads, so every thread's arena keeps the
-high-water mark of what it once held: measured on a 1600-frame 1280x720 clip (tiny preset, 2 cores), the
-service grew by 900 MB before reaching a plateau, none of it live. ``malloc_trim(0)`` releases the free pages
-of every arena; the tracking service calls :func:`trim_heap` every few propagated frames and when a session
-closes. Elsewhere (macOS, musl) it is a no-op.
+high-water mark of what it once held: on a 1600-frame 1280x720 clip (tiny preset, 2 cores) the service grew
+from 851 to 1749 MB before reaching a plateau, and to 1132 MB with the trim. ``malloc_trim(0)`` releases the
+free pages of every arena; the tracking service calls :func:`trim_heap` every few propagated frames and when a
+session closes. Elsewhere (macOS, musl) it is a no-op.
 """
 
 from __future__ import annotations
