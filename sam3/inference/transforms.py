@@ -33,8 +33,10 @@ def to_uint8_chw(image: ImageLike) -> torch.Tensor:
             image = image[:, :, None]
         if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
             raise ValueError(f"numpy images must be (H, W), (H, W, 3) or (H, W, 4); got shape {image.shape}")
-        image = image[:, :, :3]
-        chw = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+        arr = np.ascontiguousarray(image[:, :, :3])
+        if not arr.flags.writeable:  # e.g. np.asarray(PIL image): a tensor must not share read-only memory
+            arr = arr.copy()
+        chw = torch.from_numpy(arr).permute(2, 0, 1)
     elif isinstance(image, torch.Tensor):
         chw = image.detach().cpu()
         if chw.ndim == 2:

@@ -60,6 +60,15 @@ def test_numpy_hwc_is_read_as_hwc(coffee):
         to_uint8_chw(torch.from_numpy(coffee))  # an HWC tensor is refused, not misread
 
 
+def test_read_only_numpy_image_is_copied_not_shared(coffee, recwarn):
+    frozen = np.asarray(Image.fromarray(coffee))  # what np.asarray gives for a PIL image: read-only
+    assert not frozen.flags.writeable
+    chw = to_uint8_chw(frozen)
+    assert torch.equal(chw, torch.from_numpy(coffee.copy()).permute(2, 0, 1))
+    assert not np.shares_memory(chw.numpy(), frozen)
+    assert not [w for w in recwarn if "not writable" in str(w.message)]
+
+
 def test_preprocess_matches_torchvision_pipeline(astronaut):
     from torchvision.transforms import v2
 
