@@ -25,17 +25,16 @@ from server.dependencies import SettingsDep
 from server.errors import BadValue
 from server.services.tracking_service import video_error
 from server.settings import Settings
-from sam3.inference.video_io import (
+from sam3.inference.media_paths import (
     IMAGE_EXTS,
     VIDEO_EXTS,
-    VideoLimits,
     VideoReadError,
     VideoUnsupported,
     list_frame_files,
     open_regular,
-    read_frame_file,
     resolve_media_path,
 )
+from sam3.inference.video_io import VideoLimits, read_frame_file
 
 router = APIRouter(prefix="/media", tags=["media"])
 

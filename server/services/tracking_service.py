@@ -104,7 +104,7 @@ async def frames_to_wire(results: list[FrameResult], mask_format: MaskFormat) ->
 
 def video_error(exc: Exception) -> ServiceError:
     """A video the loader refuses -> the HTTP error naming ``video_path``."""
-    from sam3.inference.video_io import VideoForbidden, VideoTooLarge, VideoUnsupported
+    from sam3.inference.media_paths import VideoForbidden, VideoTooLarge, VideoUnsupported
 
     kind = (
         Forbidden
@@ -252,7 +252,7 @@ class TrackingService:
     ) -> T:
         """Run a predictor call on the model thread; a ``ValueError`` it raises becomes ``refusal`` naming
         ``field`` (a video read error becomes the matching ``video_path`` error)."""
-        from sam3.inference.video_io import VideoReadError
+        from sam3.inference.media_paths import VideoReadError
 
         try:
             return await (self._model_step(fn) if step else self.models.call(fn))
@@ -272,7 +272,7 @@ class TrackingService:
                 f"{self.settings.max_sessions} (SAM_MAX_SESSIONS); stop one with /track/stop or retry later",
                 retry_after_s=self._retry_after_s(),
             )
-        from sam3.inference.video_io import VideoReadError, resolve_media_path
+        from sam3.inference.media_paths import VideoReadError, resolve_media_path
 
         roots = self.settings.media_root_paths
         try:  # the roots first: a path outside them is 403 whatever the model's state (the loader checks again)
@@ -382,7 +382,7 @@ class TrackingService:
                 self._end_propagation(session)
 
     async def _decode(self, fn: Callable[[], Any]) -> None:
-        from sam3.inference.video_io import VideoReadError
+        from sam3.inference.media_paths import VideoReadError
 
         try:
             await anyio.to_thread.run_sync(fn)

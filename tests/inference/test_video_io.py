@@ -8,7 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from sam3.inference.video_io import VideoReadError, load_video_frames, probe_video
+from sam3.inference.media_paths import VideoReadError
+from sam3.inference.video_io import load_video_frames, probe_video
 
 
 def write_mp4(path, frames: list[np.ndarray], fps: int = 10) -> None:
@@ -60,13 +61,12 @@ def test_broken_video_is_a_clear_error(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ hostile paths
-from sam3.inference.video_io import (  # noqa: E402  (the hostile-path tests read as their own section)
+from sam3.inference.media_paths import (  # noqa: E402  (the hostile-path tests read as their own section)
     VideoForbidden,
-    VideoLimits,
     VideoTooLarge,
     VideoUnsupported,
-    open_video,
 )
+from sam3.inference.video_io import VideoLimits, open_video  # noqa: E402
 
 
 def _folder(path, n=3, name=lambda i: f"{i}.png"):

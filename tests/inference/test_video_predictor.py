@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from sam3.inference.association import TrackingHeuristics
-from sam3.inference.video_io import VideoReadError
+from sam3.inference.media_paths import VideoReadError
 from sam3.inference.video_predictor import Sam3VideoPredictor, SessionClosed
 from sam3.inference.video_state import ActionKind
 
