@@ -8,7 +8,7 @@ Usage (from the repository root; the oracle must be installed in ``.oracle``, se
 
 How it runs:
 
-1. An oracle subprocess (``PYTHONPATH=.oracle python -P bench/image_latency.py --oracle-worker ...``; the
+1. An oracle subprocess (``PYTHONPATH=.oracle python -P bench/latency_sides.py ...``; the
    official package is ``sam3`` there, with the CPU shims of ``tests/parity/oracle``) builds the official
    image model with instance interactivity at the sizes of the chosen preset, draws deterministic random
    weights (``build_official.build_random``) and saves them as a ``sam3.pt`` (kept in ``--workdir`` and
@@ -41,10 +41,8 @@ other jobs it moves less than the wall time (but spin-waiting threads count in i
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -52,9 +50,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-ORACLE = ROOT / ".oracle"
-ORACLE_SCRIPTS = ROOT / "tests" / "parity" / "oracle"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from latency_sides import ORACLE, ROOT, Side, click_kwargs, log, start_oracle  # noqa: E402
+
 PHOTO = ROOT.parent / "shared" / "data" / "images" / "truck.jpg"
 
 # Prompts: the first is the warm-up, "truck" is the repeated one, the rest are new.
@@ -85,203 +83,6 @@ STEPS = [
     ("click_new", "4  click on new image (incl. encode)"),
     ("set_image_cached", "5  set_image, same pixels again"),
 ]
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def variant(rgb: np.ndarray, k: int) -> Image.Image:
-    """The photo with pixel (0, 0, 0) xor-ed with ``k``: k = 0 is the photo, any other k a new image."""
-    arr = rgb.copy()
-    arr[0, 0, 0] ^= np.uint8(k % 256)
-    return Image.fromarray(arr)
-
-
-def click_kwargs(h: int, w: int, i: int = 0) -> dict:
-    """One positive click near the middle of the lower half (on the truck in truck.jpg), nudged per call."""
-    xy = [[0.45 * w + 3 * i, 0.6 * h + 2 * i]]
-    return {
-        "point_coords": np.array(xy, dtype=np.float32),
-        "point_labels": np.array([1], dtype=np.int32),
-        "multimask_output": True,
-    }
-
-
-# ------------------------------------------------------------------------------------------- one side
-class Side:
-    """The benchmark calls on one processor; every method returns (seconds, extra)."""
-
-    def __init__(self, processor, predict_inst, image_path: str, context=None):
-        import contextlib
-
-        self.processor, self.predict_inst = processor, predict_inst
-        self.context = context or contextlib.nullcontext  # the precision context, entered around each call
-        self.rgb = np.asarray(Image.open(image_path).convert("RGB"))
-        self.h, self.w = self.rgb.shape[:2]
-        self.state = None  # the photo (variant 0), encoded in step 1
-
-    def _timed(self, fn):
-        """-> ([wall seconds, CPU seconds of this process], fn's result)."""
-        with self.context():
-            t0, c0 = time.perf_counter(), time.process_time()
-            extra = fn()
-            return [time.perf_counter() - t0, time.process_time() - c0], extra
-
-    def set_image(self, k: int):
-        image = variant(self.rgb, k)  # made before the clock starts: the user already has the image
-        dt, state = self._timed(lambda: self.processor.set_image(image))
-        if k == 0:
-            self.state = state
-        return dt, None
-
-    def text(self, prompt: str, threshold: float | None = None):
-        if threshold is not None:  # outside the clock: a plain attribute on both processors
-            self.processor.confidence_threshold = float(threshold)
-        return self._timed(lambda: len(self.processor.set_text_prompt(prompt, self.state)["scores"]))
-
-    def click(self, i: int):
-        kw = click_kwargs(self.h, self.w, i)
-        return self._timed(lambda: [float(v) for v in self.predict_inst(self.state, **kw)[1]])
-
-    def click_new(self, k: int):
-        image, kw = variant(self.rgb, k), click_kwargs(self.h, self.w)
-        return self._timed(lambda: self.predict_inst(self.processor.set_image(image), **kw) and None)
-
-    def info(self):
-        import torch
-
-        return [0.0, 0.0], {"threads": torch.get_num_threads(), "torch": torch.__version__, "hw": [self.h, self.w]}
-
-
-class RemoteSide:
-    """The same calls, answered by the oracle subprocess (JSON lines over its stdin / a stdout pipe)."""
-
-    def __init__(self, proc: subprocess.Popen):
-        self.proc = proc
-
-    def call(self, op: str, *args):
-        self.proc.stdin.write(json.dumps([op, *args]) + "\n")
-        self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"the oracle worker died during {op}{args} (exit code {self.proc.wait()})")
-        reply = json.loads(line)
-        if "error" in reply:
-            raise RuntimeError(f"oracle worker: {op}{args} failed:\n{reply['error']}")
-        return reply["seconds"], reply["extra"]
-
-    def __getattr__(self, op):
-        return lambda *args: self.call(op, *args)
-
-
-# ------------------------------------------------------------------------------------------- official side
-def oracle_worker(args) -> None:
-    """Inside the oracle subprocess: build/load the official model, then serve ``Side`` calls."""
-    # Protocol lines go to a private copy of stdout; anything the official code prints lands on stderr.
-    proto = os.fdopen(os.dup(1), "w")
-    os.dup2(2, 1)
-    sys.stdout = sys.stderr
-    sys.path.insert(0, str(ORACLE_SCRIPTS))
-    import build_official  # imports the shims first: no GPU, CPU code paths
-    import run_official
-    import shims
-    import torch
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    shims.install()
-    from sam3.model.sam3_image_processor import Sam3Processor
-
-    cfg = json.loads(Path(args.config).read_text())
-    ckpt = Path(args.checkpoint)
-    t0 = time.perf_counter()
-    if ckpt.is_file():
-        log(f"official: building and loading {ckpt}")
-        model = build_official.build_official_image_model(cfg)
-        run_official.load_checkpoint(model, str(ckpt))
-    else:
-        log(f"official: drawing random weights (seed {args.seed}) -> {ckpt}")
-        model = build_official.build_random(cfg, args.seed)
-        tmp = ckpt.with_suffix(".partial")
-        torch.save(build_official.to_checkpoint_names(model.state_dict()), tmp)
-        tmp.replace(ckpt)
-    model.eval()
-    build_s = time.perf_counter() - t0
-    processor = Sam3Processor(model, resolution=cfg["vision"]["image_size"], device="cpu", confidence_threshold=0.5)
-    mixed = None
-    if args.official_precision == "bf16":  # the official release's own reduced precision, on the CPU
-        mixed = lambda: torch.autocast("cpu", dtype=torch.bfloat16)  # noqa: E731
-    side = Side(processor, model.predict_inst, args.image, mixed)
-
-    def pick_thresholds(prompts: list[str], keep: int):
-        """Per prompt, the midpoint between its keep-th and (keep+1)-th best score on the photo.
-
-        Random weights give every prompt its own score level: one threshold for all would keep 0 queries
-        for some and all of them (each upsampled to full resolution) for others.
-        """
-        grounding, seen, out = model.forward_grounding, {}, {}
-
-        def recorded(*a, **kw):
-            res = grounding(*a, **kw)
-            seen["s"] = (res["pred_logits"].sigmoid() * res["presence_logit_dec"].sigmoid().unsqueeze(1)).flatten()
-            return res
-
-        model.forward_grounding = recorded
-        processor.confidence_threshold = 1.0  # keep nothing: no full-size masks in this untimed pass
-        try:
-            for prompt in prompts:
-                processor.set_text_prompt(prompt, side.state)
-                s = torch.sort(seen["s"].double(), descending=True).values
-                out[prompt] = [float((s[keep - 1] + s[keep]) / 2), float(s[keep - 1] - s[keep])]
-        finally:
-            model.forward_grounding = grounding
-        return [0.0, 0.0], out
-
-    side.pick_thresholds = pick_thresholds
-    proto.write(json.dumps({"ready": True, "build_s": build_s}) + "\n")
-    proto.flush()
-    for line in sys.stdin:
-        op, *rest = json.loads(line)
-        try:
-            seconds, extra = getattr(side, op)(*rest)
-            reply = {"seconds": seconds, "extra": extra}
-        except Exception:  # noqa: BLE001  (reported to the parent, which raises with the traceback)
-            import traceback
-
-            reply = {"error": traceback.format_exc()}
-        proto.write(json.dumps(reply) + "\n")
-        proto.flush()
-
-
-def start_oracle(args, cfg: dict, image: Path, ckpt: Path, workdir: Path) -> tuple[RemoteSide, float]:
-    (workdir / "cfg.json").write_text(json.dumps(cfg))
-    env = dict(os.environ, PYTHONPATH=str(ORACLE), CUDA_VISIBLE_DEVICES="", PYTHONWARNINGS="ignore")
-    if args.threads:
-        env.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
-    cmd = [
-        sys.executable,
-        "-P",
-        str(Path(__file__).resolve()),
-        "--oracle-worker",
-        "--config",
-        str(workdir / "cfg.json"),
-        "--image",
-        str(image),
-        "--checkpoint",
-        str(ckpt),
-        "--seed",
-        str(args.seed),
-        "--threads",
-        str(args.threads),
-        "--official-precision",
-        args.official_precision,
-    ]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    line = proc.stdout.readline()  # stderr (progress) goes straight through
-    if not line:
-        raise RuntimeError(f"the oracle worker failed to start (exit code {proc.wait()})")
-    return RemoteSide(proc), json.loads(line)["build_s"]
 
 
 # ------------------------------------------------------------------------------------------- our side
@@ -514,13 +315,7 @@ def main() -> None:
         choices=["fp32", "bf16"],
         help="the official side: fp32, or bf16 CPU autocast (only worth timing with native bf16)",
     )
-    ap.add_argument("--oracle-worker", action="store_true", help=argparse.SUPPRESS)  # the oracle subprocess
-    ap.add_argument("--config", help=argparse.SUPPRESS)
-    ap.add_argument("--checkpoint", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.oracle_worker:
-        oracle_worker(args)
-        return
     if not (ORACLE / "sam3" / "model_builder.py").is_file():
         raise SystemExit("the official oracle is not installed in .oracle; run ./run_tests.sh once (it installs it)")
     if not 1 <= args.repeats <= len(NEW_PROMPTS) + 1:
