@@ -124,21 +124,23 @@ class VideoSource:
         """(3, S, S) fp16 normalised frame ``idx``."""
         if not 0 <= idx < self.num_frames:
             raise IndexError(f"frame {idx} is outside the video (0..{self.num_frames - 1})")
+        return normalise_frame(self._pixels(idx), self.mean, self.std)
+
+    def prefetch(self, *indices: int) -> None:
+        """Decode these frames into the cache now (frames outside the video are ignored)."""
+        for idx in indices:
+            if 0 <= idx < self.num_frames:
+                self._pixels(idx)
+
+    def _pixels(self, idx: int) -> torch.Tensor:
+        """(3, S, S) uint8 frame ``idx`` from the cache (refreshed as most recent), decoded on a miss."""
         with self._lock:
             pixels = self._cache.get(idx)
             if pixels is not None:
                 self._cache.move_to_end(idx)
-            else:
-                self._decode(idx)
-                pixels = self._cache[idx]
-        return normalise_frame(pixels, self.mean, self.std)
-
-    def prefetch(self, *indices: int) -> None:
-        """Decode these frames into the cache now (frames outside the video are ignored)."""
-        with self._lock:
-            for idx in indices:
-                if 0 <= idx < self.num_frames and idx not in self._cache:
-                    self._decode(idx)
+                return pixels
+            self._decode(idx)
+            return self._cache[idx]
 
     def cached_bytes(self) -> int:
         with self._lock:
