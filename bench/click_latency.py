@@ -68,7 +68,7 @@ def main() -> None:
         t0 = time.perf_counter()
         state = processor.set_image(rgb)
         encode = time.perf_counter() - t0
-        fast = state.cached.sam
+        fast = processor.sam_features(state)
         raw = model.encode_image  # plain features: the same tracker levels without the precompute
         from sam3.inference.transforms import preprocess, to_uint8_chw
 

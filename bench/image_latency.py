@@ -176,7 +176,7 @@ def profile_click(side: Side, n: int) -> None:
     kw = click_kwargs(h, w)
     tracker = side.processor.model.tracker
     enc, dec = tracker.sam_prompt_encoder, tracker.sam_mask_decoder
-    feats = state.cached.sam
+    feats = side.processor.sam_features(state)
     size = enc.image_size
     coords = torch.tensor(kw["point_coords"])[None] * torch.tensor([size / w, size / h])
     labels = torch.tensor(kw["point_labels"])[None]

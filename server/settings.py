@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     random_weights: bool = Field(False, validation_alias="SAM3_RANDOM_WEIGHTS")
     confidence: float = Field(0.5, ge=0.0, le=1.0, validation_alias="SAM3_CONFIDENCE")
     image_cache_mb: int = Field(1024, ge=0, validation_alias="SAM3_IMAGE_CACHE_MB")
+    # Each neck (detector's, tracker's) runs on an image's first request that needs it, not at encode time.
+    lazy_necks: bool = Field(True, validation_alias="SAM3_LAZY_NECKS")
     # Speed and precision (README "Speed and precision"; the policy is sam3.device.resolve_precision).
     precision: str = Field("auto", validation_alias="SAM3_PRECISION")
     compile: bool = Field(False, validation_alias="SAM3_COMPILE")

@@ -6,25 +6,64 @@ like the official dictionaries).
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import torch
 
-from sam3.inference.interactive import SamImageFeatures
+from sam3.inference.interactive import InteractivePredictor, SamImageFeatures
 from sam3.modeling.outputs import BackboneFeatures, TextFeatures
 
 
-@dataclass
+@dataclass(eq=False)
 class _CachedImage:
-    """What one image costs one backbone pass: detector levels, and the click predictor's features."""
+    """What one backbone pass made of one image: the trunk map, and each neck's features once asked for.
 
-    features: BackboneFeatures  # batch of one; tracker levels dropped once ``sam`` is prepared
-    sam: SamImageFeatures | None
+    ``trunk`` (1, C_trunk, g, g) is kept until every neck this image may need has been made from it, then
+    dropped. ``features`` holds the detector levels (batch of one) and ``sam`` the click predictor's projected
+    tracker levels; each is None until first used (or made at once when the processor is not lazy).
+    ``with_tracker``: the model has a tracker, so ``sam`` can be made. The fills run under the entry's own
+    lock, so two requests on one image make each neck once.
+    """
+
     hw: tuple[int, int]  # original (height, width)
+    trunk: torch.Tensor | None = field(default=None, repr=False)
+    with_tracker: bool = False
+    features: BackboneFeatures | None = field(default=None, repr=False)
+    sam: SamImageFeatures | None = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def detector_features(self, model) -> BackboneFeatures:
+        """The detector levels, made from the trunk map on first use (``model``: a ``Sam3Model``)."""
+        with self._lock:
+            if self.features is None:
+                with torch.inference_mode():
+                    fpn, pos = model.detector_levels(self.trunk)
+                self.features = BackboneFeatures(fpn, pos)
+                self._drop_trunk()
+            return self.features
+
+    def sam_features(self, model, interactive: InteractivePredictor) -> SamImageFeatures:
+        """The click predictor's features, made from the trunk map on first use."""
+        if not self.with_tracker:
+            raise RuntimeError("this image has no click features: the model has no tracker")
+        with self._lock:
+            if self.sam is None:
+                with torch.inference_mode():
+                    levels, _ = model.tracker_levels(self.trunk)
+                    self.sam = interactive.prepare_levels(levels)
+                self._drop_trunk()
+            return self.sam
+
+    def _drop_trunk(self) -> None:
+        if self.features is not None and (self.sam is not None or not self.with_tracker):
+            self.trunk = None
 
     def nbytes(self) -> int:
-        return self.features.nbytes() + (self.sam.nbytes() if self.sam is not None else 0)
+        size = self.trunk.numel() * self.trunk.element_size() if self.trunk is not None else 0
+        size += self.features.nbytes() if self.features is not None else 0
+        return size + (self.sam.nbytes() if self.sam is not None else 0)
 
 
 @dataclass
@@ -43,9 +82,8 @@ class _Detections:
 class ImageState:
     """One image, its prompts and the last results; ``state["masks"]`` etc. read the attributes.
 
-    ``cached`` holds the image's features, shared with the processor's cache (never modified):
-    ``features`` the detector levels (batch of one), ``cached.sam`` the click predictor's projected
-    tracker levels (None without a tracker). ``prompt_boxes`` lists (normalised cxcywh, positive?).
+    ``cached`` holds the image's features, shared with the processor's cache (its necks are made on first
+    use: ``Sam3Processor`` asks it for them). ``prompt_boxes`` lists (normalised cxcywh, positive?).
     Results (None until a prompt ran; N kept queries): ``masks`` (N, 1, H, W) bool, ``masks_logits``
     (N, 1, H, W) probabilities, ``boxes`` (N, 4) xyxy pixels, ``scores`` (N,).
     """
@@ -66,10 +104,6 @@ class ImageState:
     low_res_masks: torch.Tensor | None = field(default=None, repr=False)  # (N, 4g, 4g) logits of the kept
 
     _KEYS = ("original_height", "original_width", "masks", "masks_logits", "boxes", "scores")
-
-    @property
-    def features(self) -> BackboneFeatures:
-        return self.cached.features
 
     @property
     def image_id(self) -> str:
@@ -130,12 +164,19 @@ class ImageBatchState:
 
 
 class _ByteLRU:
-    """An LRU dict bounded by the total ``nbytes()`` of its values (0 disables it)."""
+    """An LRU dict bounded by the total ``nbytes()`` of its values (0 disables it).
+
+    Entries grow after they are stored (a neck made on first use), so sizes are read when needed rather
+    than remembered: :meth:`trim` evicts after a growth, and every :meth:`put` sees the current sizes.
+    """
 
     def __init__(self, capacity_bytes: int):
         self.capacity = int(capacity_bytes)
         self._items: OrderedDict[str, _CachedImage] = OrderedDict()
-        self.bytes = 0
+
+    @property
+    def bytes(self) -> int:
+        return sum(item.nbytes() for item in self._items.values())
 
     def get(self, key: str) -> _CachedImage | None:
         item = self._items.get(key)
@@ -144,20 +185,21 @@ class _ByteLRU:
         return item
 
     def put(self, key: str, item: _CachedImage) -> None:
-        size = item.nbytes()
-        if size > self.capacity:
+        if item.nbytes() > self.capacity:
             return
-        if key in self._items:
-            self.bytes -= self._items.pop(key).nbytes()
-        while self._items and self.bytes + size > self.capacity:
-            _, old = self._items.popitem(last=False)
-            self.bytes -= old.nbytes()
+        self._items.pop(key, None)
         self._items[key] = item
-        self.bytes += size
+        self.trim()
+
+    def trim(self) -> None:
+        """Evict the least recently used entries until the total fits the capacity."""
+        total = self.bytes
+        while self._items and total > self.capacity:
+            _, old = self._items.popitem(last=False)
+            total -= old.nbytes()
 
     def clear(self) -> None:
         self._items.clear()
-        self.bytes = 0
 
     def __len__(self) -> int:
         return len(self._items)

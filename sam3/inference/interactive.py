@@ -97,9 +97,15 @@ class InteractivePredictor:
         """
         if features.sam2_fpn is None:
             raise ValueError("these features have no tracker levels (sam2_fpn); build the model with a tracker")
-        if len(features.sam2_fpn) < 3:
-            raise ValueError(f"expected 3 tracker levels, got {len(features.sam2_fpn)}")
-        level0, level1, level2 = features.sam2_fpn[-3:]
+        return self.prepare_levels(features.sam2_fpn, precompute_tokens)
+
+    @torch.no_grad()
+    def prepare_levels(self, levels: list[torch.Tensor], precompute_tokens: bool = True) -> SamImageFeatures:
+        """:meth:`prepare_features` on the tracker-neck levels themselves:
+        [(1, C, 4g, 4g), (1, C, 2g, 2g), (1, C, g, g)] (``BackboneFeatures.sam2_fpn``)."""
+        if len(levels) < 3:
+            raise ValueError(f"expected 3 tracker levels, got {len(levels)}")
+        level0, level1, level2 = levels[-3:]
         if level2.shape[0] != 1:
             raise ValueError(f"predict_inst takes one image, got a batch of {level2.shape[0]}; use features.select(i)")
         decoder, encoder = self.heads.sam_mask_decoder, self.heads.sam_prompt_encoder

@@ -24,6 +24,9 @@ Differences from the official processor, all on purpose:
   detector (same numbers: the detector is deterministic and the threshold is applied last);
 * image features are cached (LRU, bounded in bytes, keyed by a hash of the decoded pixels) and so are
   text features (per prompt string); ``cache_stats()`` reports hits and misses;
+* ``set_image`` runs the ViT trunk only; each neck (the detector's for prompts, the tracker's for clicks)
+  runs on the image's first prompt or click that needs it, so a click-only image never pays for the
+  detector neck (``lazy_necks=False`` makes both at once, as the official processor does; same results);
 * states are typed dataclasses (``ImageState``) that also answer ``state["key"]``.
 
 Everything runs under ``torch.inference_mode``; no autocast is entered (fp32, like the oracle on CPU).
@@ -40,7 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from sam3.inference.image_state import ImageBatchState, ImageState, _ByteLRU, _CachedImage, _Detections
-from sam3.inference.interactive import InteractivePredictor
+from sam3.inference.interactive import InteractivePredictor, SamImageFeatures
 from sam3.inference.transforms import ImageLike, preprocess, to_uint8_chw
 from sam3.modeling.outputs import BackboneFeatures, GeometricPrompt, TextFeatures
 from sam3.ops.boxes import box_cxcywh_to_xyxy
@@ -56,7 +59,8 @@ class Sam3Processor:
 
     ``resolution`` defaults to the model's input size; ``device`` to the model's device.
     ``feature_cache_bytes`` bounds the image-feature cache (about 250 MB per image for the released
-    model; 0 disables it), ``text_cache_entries`` the text-feature cache.
+    model; 0 disables it), ``text_cache_entries`` the text-feature cache. ``lazy_necks`` makes each neck on
+    its first use (default) rather than in ``set_image``.
     """
 
     def __init__(
@@ -67,6 +71,7 @@ class Sam3Processor:
         device: str | torch.device | None = None,
         feature_cache_bytes: int = DEFAULT_FEATURE_CACHE_BYTES,
         text_cache_entries: int = DEFAULT_TEXT_CACHE_ENTRIES,
+        lazy_necks: bool = True,
     ):
         self.model = model
         self.resolution = int(resolution or model.config.image_size)
@@ -76,6 +81,7 @@ class Sam3Processor:
         self._images = _ByteLRU(feature_cache_bytes)
         self._texts: OrderedDict[str, TextFeatures] = OrderedDict()
         self._text_capacity = int(text_cache_entries)
+        self.lazy_necks = bool(lazy_necks)
         self._lock = threading.Lock()
         self.backbone_runs = 0  # images encoded by the vision backbone
         self.text_runs = 0  # prompts encoded by the text encoder
@@ -138,23 +144,49 @@ class Sam3Processor:
         return hit
 
     def _encode_images(self, pixels: list[torch.Tensor], keys: list[str]) -> list[_CachedImage]:
-        """One backbone pass over a batch; each image's features are stored in the cache."""
+        """One trunk pass over a batch; each image's entry is stored in the cache (necks made later when lazy)."""
         mean, std = self.model.config.image_mean, self.model.config.image_std
         batch = torch.cat([preprocess(p.to(self.device), self.resolution, mean, std) for p in pixels])
-        features = self.model.encode_image(batch)
+        trunk = self.model.encode_trunk(batch)
         with self._lock:
             self.backbone_runs += len(pixels)
         items = []
         for i, key in enumerate(keys):
-            one = features.select(i)
-            sam = self._interactive.prepare_features(one) if self._interactive is not None and one.sam2_fpn else None
-            # The raw tracker levels are only needed to make ``sam``; dropping them halves the entry.
             hw = (int(pixels[i].shape[1]), int(pixels[i].shape[2]))
-            item = _CachedImage(BackboneFeatures(one.fpn, one.pos), sam, hw)
+            # A copy when batched, so that one entry does not keep the whole batch's trunk map alive.
+            one = trunk[i : i + 1] if len(pixels) == 1 else trunk[i : i + 1].clone()
+            item = _CachedImage(hw, one, with_tracker=self._interactive is not None)
+            if not self.lazy_necks:
+                self._detector_features(item)
+                if item.with_tracker:
+                    self._sam_features(item)
             with self._lock:
                 self._images.put(key, item)
             items.append(item)
         return items
+
+    def _detector_features(self, item: _CachedImage) -> BackboneFeatures:
+        made = item.features is None
+        features = item.detector_features(self.model)
+        if made:
+            with self._lock:
+                self._images.trim()  # the entry grew
+        return features
+
+    def sam_features(self, state: ImageState) -> SamImageFeatures:
+        """The click predictor's features of the state's image (its tracker neck runs on first use)."""
+        _check_state(state)
+        if self._interactive is None:
+            raise RuntimeError("click features need a model built with enable_inst_interactivity=True")
+        return self._sam_features(state.cached)
+
+    def _sam_features(self, item: _CachedImage) -> SamImageFeatures:
+        made = item.sam is None
+        features = item.sam_features(self.model, self._interactive)
+        if made:
+            with self._lock:
+                self._images.trim()
+        return features
 
     # ------------------------------------------------------------------ prompts
     @torch.inference_mode()
@@ -258,7 +290,8 @@ class Sam3Processor:
 
     # ------------------------------------------------------------------ detection
     def _ground(self, state: ImageState) -> ImageState:
-        out = self.model.forward_grounding(state.features, state.text, self._geometric_prompt(state))
+        features = self._detector_features(state.cached)
+        out = self.model.forward_grounding(features, state.text, self._geometric_prompt(state))
         with self._lock:
             self.detector_runs += 1
         h, w = state.original_height, state.original_width
@@ -300,10 +333,10 @@ class Sam3Processor:
         (masks (K, H, W), iou (K,), low_res_logits (K, 4g, 4g)) as float32 numpy arrays.
         """
         _check_state(state)
-        if self._interactive is None or state.cached.sam is None:
+        if self._interactive is None:
             raise RuntimeError("predict_inst needs a model built with enable_inst_interactivity=True")
         return self._interactive.predict_inst(
-            state.cached.sam,
+            self._sam_features(state.cached),
             (state.original_height, state.original_width),
             point_coords=point_coords,
             point_labels=point_labels,

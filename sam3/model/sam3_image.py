@@ -49,10 +49,11 @@ class Sam3Image(Sam3Model):
         predictor = self._interactive()
         if not isinstance(inference_state, ImageState):
             raise ValueError("call Sam3Processor.set_image first and pass the state it returned")
-        if inference_state.cached.sam is None:
+        if not inference_state.cached.with_tracker:
             raise RuntimeError("this state has no click features: the processor's model has no tracker")
         hw = (inference_state.original_height, inference_state.original_width)
-        return predictor.predict_inst(inference_state.cached.sam, hw, **kwargs)
+        # The processor made this state; its image's tracker neck runs here when no click came before.
+        return predictor.predict_inst(inference_state.cached.sam_features(self, predictor), hw, **kwargs)
 
     def predict_inst_batch(
         self,

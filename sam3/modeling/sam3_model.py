@@ -58,6 +58,23 @@ class Sam3Model(nn.Module):
         """images (B, 3, S, S) normalised to [-1, 1] -> the FPN levels of both necks and their encodings."""
         return self.detector.backbone.forward_image(images)
 
+    def encode_trunk(self, images: torch.Tensor) -> torch.Tensor:
+        """images (B, 3, S, S) normalised -> the ViT trunk map (B, C_trunk, g, g), before either neck.
+
+        With :meth:`detector_levels` and :meth:`tracker_levels` it is :meth:`encode_image` in parts, for
+        callers that need one neck only (the same operations, the same results)."""
+        return self.detector.backbone.vision_backbone.trunk(images)
+
+    def detector_levels(self, trunk: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """trunk map (B, C_trunk, g, g) -> the detector neck's levels and sine encodings (``BackboneFeatures.fpn``
+        / ``.pos``)."""
+        return self.detector.backbone.vision_backbone.detector_levels(trunk)
+
+    def tracker_levels(self, trunk: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """trunk map (B, C_trunk, g, g) -> the tracker neck's levels and sine encodings (``BackboneFeatures.sam2_fpn``
+        / ``.sam2_pos``)."""
+        return self.detector.backbone.vision_backbone.tracker_levels(trunk)
+
     def encode_text(self, texts: list[str]) -> TextFeatures:
         """B strings -> features (B, 32, C) and padding mask (B, 32), on the model's device."""
         ids = self.tokenizer(list(texts)).to(self.device)

@@ -259,6 +259,7 @@ class ModelService:
             model,
             confidence_threshold=self.settings.confidence,
             feature_cache_bytes=self.settings.image_cache_mb * 1024 * 1024,
+            lazy_necks=self.settings.lazy_necks,
         )
 
     def _find_checkpoint(self) -> str:

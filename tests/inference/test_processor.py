@@ -133,6 +133,37 @@ def test_image_cache_is_bounded_in_bytes(model, coffee, astronaut):
     assert (stats["image_hits"], stats["image_misses"], stats["backbone_runs"]) == (0, 3, 3)
 
 
+def test_lazy_necks_match_the_eager_processor_bit_for_bit(model, coffee):
+    """The switch: necks made on first use give exactly what set_image-made necks give."""
+    lazy, eager = Sam3Processor(model, confidence_threshold=0.0), Sam3Processor(model, lazy_necks=False)
+    eager.set_confidence_threshold(0.0)
+    ls, es = lazy.set_image(coffee), eager.set_image(coffee)
+    assert ls.cached.features is None and ls.cached.sam is None and ls.cached.trunk is not None
+    assert es.cached.features is not None and es.cached.sam is not None and es.cached.trunk is None
+    click = dict(point_coords=[[300, 200]], point_labels=[1])
+    for a, b in zip(lazy.predict_inst(ls, **click), eager.predict_inst(es, **click)):
+        assert np.array_equal(a, b)
+    assert ls.cached.sam is not None and ls.cached.features is None  # a click makes the tracker neck only
+    _assert_same_results(lazy.set_text_prompt("a cup", ls), eager.set_text_prompt("a cup", es))
+    assert ls.cached.trunk is None  # both necks made: the trunk map is let go
+    assert lazy.backbone_runs == eager.backbone_runs == 1
+
+
+def test_cache_evicts_when_a_lazy_entry_grows(model, coffee, astronaut):
+    probe = Sam3Processor(model, feature_cache_bytes=0)
+    state = probe.set_image(astronaut)
+    trunk_only = state.cached.nbytes()
+    grown = probe.set_text_prompt("a cup", state).cached.nbytes()  # trunk map + detector levels
+    assert grown > 2 * trunk_only
+    proc = Sam3Processor(model, feature_cache_bytes=grown + trunk_only // 2)  # room for one grown entry
+    first, second = proc.set_image(coffee), proc.set_image(astronaut)
+    assert proc.cache_stats()["image_entries"] == 2
+    proc.set_text_prompt("a cup", second)  # the detector levels outgrow the room left: coffee goes
+    stats = proc.cache_stats()
+    assert stats["image_entries"] == 1 and stats["image_bytes"] == second.cached.nbytes()
+    assert proc.restore_image(first.image_key) is None and proc.restore_image(second.image_key) is not None
+
+
 def test_box_prompt_uses_visual_text_and_reset(model, coffee):
     proc = Sam3Processor(model, confidence_threshold=0.0)
     state = proc.set_image(coffee)
