@@ -21,11 +21,14 @@ How it runs:
 Steps (the same PIL photo on both sides; "new image" = the photo with one pixel changed, so neither side
 can reuse features):
 
-1. ``set_image``: image encoding (pre-processing, ViT, both necks, the click features).
+1. ``set_image``: image encoding. The official processor runs pre-processing, the ViT and both necks; ours
+   (``lazy_necks``, the default) pre-processing and the ViT only, and each neck on its first use, so compare
+   steps 4 and 4b, which include the encoding, rather than this row.
 2. a text prompt on the encoded image: (a) a prompt not seen before (text encoder + detector), (b) the
    same prompt again (ours answers the text from its text cache; the official re-encodes it).
 3. a click (``predict_inst``, one positive point, ``multimask_output=True``) on the encoded image.
 4. a click on a new image (``set_image`` + the click).
+4b. a text prompt on a new image (``set_image`` + the repeated prompt: ours answers its text from the text cache).
 5. ours only: ``set_image`` of pixels already encoded (feature-cache hit); compared with the official
    ``set_image`` of step 1, which is what the official processor does for a repeated image.
 
@@ -81,6 +84,7 @@ STEPS = [
     ("text_same", "2b text prompt, same text again"),
     ("click_seen", "3  click on encoded image"),
     ("click_new", "4  click on new image (incl. encode)"),
+    ("text_new_image", "4b text on new image (incl. encode)"),
     ("set_image_cached", "5  set_image, same pixels again"),
 ]
 
@@ -156,6 +160,10 @@ def run(sides: dict, n: int, n_enc: int, full: bool, keep: int) -> dict:
     log("step 4: clicks on new images")
     for i in range(n_enc):
         both("click_new", i, "click_new", next(counter))
+
+    log("step 4b: a text prompt on new images")
+    for i in range(n_enc):
+        both("text_new_image", i, "text_new", next(counter), SAME_PROMPT)
 
     log("step 5: our set_image of the same pixels (cache hit)")
     for _ in range(n):

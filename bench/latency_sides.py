@@ -85,6 +85,13 @@ class Side:
         image, kw = variant(self.rgb, k), click_kwargs(self.h, self.w)
         return self._timed(lambda: self.predict_inst(self.processor.set_image(image), **kw) and None)
 
+    def text_new(self, k: int, prompt: str):
+        """A text prompt on a new image (encoding included), at the threshold of the last ``text`` call."""
+        image = variant(self.rgb, k)
+        return self._timed(
+            lambda: len(self.processor.set_text_prompt(prompt, self.processor.set_image(image))["scores"])
+        )
+
     def info(self):
         import torch
 

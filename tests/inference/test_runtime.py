@@ -47,6 +47,27 @@ def test_int8_quantises_the_large_linears_and_stays_close(tiny_model, astronaut)
     assert a[0].shape == b[0].shape and np.abs(a[1] - b[1]).max() < 0.1
 
 
+def test_int8_engine_is_chosen_at_packing_and_the_global_engine_is_left_alone():
+    from torch import nn
+
+    from sam3.quantize import preferred_engine, quantize_linear_int8
+
+    torch.manual_seed(0)
+    x, before = torch.randn(64, 256), torch.backends.quantized.engine
+    for engine in sorted({preferred_engine(), before}):
+        layer = nn.Sequential(nn.Linear(256, 512))
+        torch.manual_seed(1)
+        layer[0].reset_parameters()
+        reference = layer(x)
+        assert quantize_linear_int8(layer, min_weights=0, engine=engine) == ["0"]
+        assert torch.backends.quantized.engine == before
+        with torch.inference_mode():
+            out = layer(x)
+        assert (out - reference).norm() / reference.norm() < 0.05
+    if "onednn" in torch.backends.quantized.supported_engines:
+        assert preferred_engine() == "onednn"
+
+
 def test_warm_up_runs_every_image_path_and_leaves_no_state(tiny_model):
     seconds = warm_up(tiny_model, resolve_precision("fp32", CPU))
     assert seconds > 0
