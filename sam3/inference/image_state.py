@@ -51,7 +51,7 @@ class _CachedImage:
         with self._lock:
             if self.sam is None:
                 with torch.inference_mode():
-                    levels, _ = model.tracker_levels(self.trunk)
+                    levels = model.tracker_levels(self.trunk)
                     self.sam = interactive.prepare_levels(levels)
                 self._drop_trunk()
             return self.sam

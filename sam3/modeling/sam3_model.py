@@ -70,9 +70,8 @@ class Sam3Model(nn.Module):
         / ``.pos``)."""
         return self.detector.backbone.vision_backbone.detector_levels(trunk)
 
-    def tracker_levels(self, trunk: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """trunk map (B, C_trunk, g, g) -> the tracker neck's levels and sine encodings (``BackboneFeatures.sam2_fpn``
-        / ``.sam2_pos``)."""
+    def tracker_levels(self, trunk: torch.Tensor) -> list[torch.Tensor]:
+        """trunk map (B, C_trunk, g, g) -> the tracker neck's levels (``BackboneFeatures.sam2_fpn``)."""
         return self.detector.backbone.vision_backbone.tracker_levels(trunk)
 
     def encode_text(self, texts: list[str]) -> TextFeatures:

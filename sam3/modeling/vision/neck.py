@@ -73,21 +73,17 @@ class DualFpnNeck(nn.Module):
         if self.sam2_convs is None:
             return BackboneFeatures(fpn=fpn, pos=pos)
         # Both necks produce the same shapes, so one encoding per level serves both.
-        sam2_fpn = [self.sam2_convs[i](x) for i in range(self.num_levels)]
-        return BackboneFeatures(fpn=fpn, pos=pos, sam2_fpn=sam2_fpn, sam2_pos=list(pos))
+        return BackboneFeatures(fpn=fpn, pos=pos, sam2_fpn=self.tracker_levels(x), sam2_pos=list(pos))
 
     def detector_levels(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """The detector neck (``convs``) of a trunk map x (B, C_trunk, g, g) -> (levels, sine encodings),
         each [(B, C, 4g, 4g), (B, C, 2g, 2g), (B, C, g, g)]."""
-        return self._levels(self.convs, x)
+        fpn = [self.convs[i](x) for i in range(self.num_levels)]
+        return fpn, [self.position_encoding(level).to(level.dtype) for level in fpn]
 
-    def tracker_levels(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """The tracker neck (``sam2_convs``) of a trunk map x -> (levels, sine encodings), shapes as
-        :meth:`detector_levels`. The encodings equal the detector's (they depend on the shape only)."""
+    def tracker_levels(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The tracker neck (``sam2_convs``) of a trunk map x -> its levels, shapes as :meth:`detector_levels`.
+        Their sine encodings equal the detector's (they depend on the shape only); the click path reads none."""
         if self.sam2_convs is None:
             raise RuntimeError("this backbone was built without the tracker neck (sam2_convs)")
-        return self._levels(self.sam2_convs, x)
-
-    def _levels(self, convs: nn.ModuleList, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        fpn = [convs[i](x) for i in range(self.num_levels)]
-        return fpn, [self.position_encoding(level).to(level.dtype) for level in fpn]
+        return [self.sam2_convs[i](x) for i in range(self.num_levels)]
