@@ -7,8 +7,10 @@ Ours only (no oracle): random weights at the chosen preset, one photo encoded on
 (one positive point, ``multimask_output=True``, as ``image_latency.py`` step 3) alternating between
 
 * ``plain``: features without the per-image precompute (``prepare_features(..., precompute_tokens=False)``):
-  every click computes the dense PE and the first two-way block's image-only projections;
-* ``fast``: the served path (``SamImageFeatures.tokens`` precomputed with the image);
+  every click computes the dense PE and the first two-way block's image-only projections, and the decoder
+  upsamples with its NCHW transposed convolutions;
+* ``fast``: the served path (``SamImageFeatures.tokens`` precomputed with the image, the skips in the order
+  of the decoder's per-pixel upscaling, ``fast_upscale``);
 * ``fast+bool``: the same with ``bool_masks=True`` (no float32 mask write);
 
 and the post-processing resize of the 3 low-res masks both ways (3 channels vs a batch of one-channel maps).
@@ -118,8 +120,9 @@ def main() -> None:
                 dense_prompt_embeddings=dense,
                 multimask_output=True,
                 repeat_image=False,
-                high_res_features=fast.high_res,
+                high_res_features=fast.skips,
                 image_tokens=fast.tokens,
+                fast_upscale=True,
             )
             filled = clock("hole filling", fill_small_components, lr, 256.0, 0.0, 0.0)
             up = clock(

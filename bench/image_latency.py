@@ -214,8 +214,9 @@ def profile_click(side: Side, n: int) -> None:
                 dense_prompt_embeddings=dense,
                 multimask_output=True,
                 repeat_image=False,
-                high_res_features=feats.high_res,
+                high_res_features=feats.skips,
                 image_tokens=feats.tokens,
+                fast_upscale=True,
             )
             filled = clock("hole filling (CC labelling)", fill_small_components, low, 256.0, 0.0, 0.0)
             clock(f"resize to {w}x{h} + threshold + numpy", resize_threshold, filled)

@@ -51,17 +51,21 @@ class SamImageFeatures:
     """Decoder-ready features of one image.
 
     image_embed: (1, C, g, g) tracker level 2 + ``no_mem_embed``
-    high_res:    [(1, C/8, 4g, 4g), (1, C/4, 2g, 2g)] levels 0 / 1 after ``conv_s0`` / ``conv_s1``
+    high_res:    [(1, C/8, 4g, 4g), (1, C/4, 2g, 2g)] levels 0 / 1 after ``conv_s0`` / ``conv_s1`` (the plain
+                 path), or None when ``skips`` holds them
+    skips:       the same two levels in ``MaskDecoder.block_skips`` order, for the decoder's fast upscaling
+                 (the fast path), or None
     tokens:      the two-way transformer's image side for clicks without a mask prompt (about 18 MB
                  at the released size), or None (then every click computes it)
     """
 
     image_embed: torch.Tensor
-    high_res: list[torch.Tensor]
+    high_res: list[torch.Tensor] | None = None
+    skips: list[torch.Tensor] | None = None
     tokens: ImageTokens | None = None
 
     def nbytes(self) -> int:
-        own = sum(t.numel() * t.element_size() for t in (self.image_embed, *self.high_res))
+        own = sum(t.numel() * t.element_size() for t in (self.image_embed, *(self.high_res or self.skips)))
         return own + (self.tokens.nbytes() if self.tokens is not None else 0)
 
 
@@ -92,8 +96,10 @@ class InteractivePredictor:
     def prepare_features(self, features: BackboneFeatures, precompute_tokens: bool = True) -> SamImageFeatures:
         """Project the tracker-neck levels of a one-image batch for the mask decoder.
 
-        ``precompute_tokens`` also computes the image side of the first two-way block (``tokens``),
-        which makes each later click without a mask prompt cheaper (same results to fp32 round-off).
+        ``precompute_tokens`` (the fast path) also computes the image side of the first two-way block
+        (``tokens``), which makes each later click without a mask prompt cheaper, and keeps the skips in
+        the order of the decoder's per-pixel upscaling (``skips``, ``MaskDecoder(fast_upscale=True)``);
+        same results to fp32 round-off.
         """
         if features.sam2_fpn is None:
             raise ValueError("these features have no tracker levels (sam2_fpn); build the model with a tracker")
@@ -111,15 +117,15 @@ class InteractivePredictor:
         decoder, encoder = self.heads.sam_mask_decoder, self.heads.sam_prompt_encoder
         no_mem = self.heads.no_mem_embed.reshape(1, -1, 1, 1)  # (1, 1, C) token -> (1, C, 1, 1) map offset
         image_embed = level2 + no_mem
-        tokens = None
-        if precompute_tokens:
-            # What the decoder adds for "no mask prompt" (PromptEncoder.forward's dense output).
-            no_mask = encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
-            tokens = decoder.transformer.precompute_image(image_embed + no_mask, encoder.get_dense_pe())
+        high_res = [decoder.conv_s0(level0), decoder.conv_s1(level1)]
+        if not precompute_tokens:
+            return SamImageFeatures(image_embed=image_embed, high_res=high_res)
+        # What the decoder adds for "no mask prompt" (PromptEncoder.forward's dense output).
+        no_mask = encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
         return SamImageFeatures(
             image_embed=image_embed,
-            high_res=[decoder.conv_s0(level0), decoder.conv_s1(level1)],
-            tokens=tokens,
+            skips=decoder.block_skips(high_res),
+            tokens=decoder.transformer.precompute_image(image_embed + no_mask, encoder.get_dense_pe()),
         )
 
     @torch.no_grad()
@@ -179,8 +185,9 @@ class InteractivePredictor:
             dense_prompt_embeddings=dense,
             multimask_output=multimask_output,
             repeat_image=sparse.shape[0] > 1,
-            high_res_features=feats.high_res,
+            high_res_features=feats.skips if feats.skips is not None else feats.high_res,
             image_tokens=tokens,
+            fast_upscale=feats.skips is not None,
         )
         low_res = low_res.float()
         masks = fill_small_components(low_res, self.max_hole_area, self.max_sprinkle_area, self.mask_threshold)

@@ -144,7 +144,10 @@ def test_prepared_features_and_lazy_heads(heads, predictor, features):
     prepared = predictor.prepare_features(features)
     assert isinstance(prepared, SamImageFeatures)
     assert prepared.image_embed.shape == (1, C, G, G)
-    assert [t.shape[1] for t in prepared.high_res] == [C // 8, C // 4]
+    assert prepared.high_res is None and prepared.tokens is not None  # the fast path's features
+    assert [t.shape for t in prepared.skips] == [(1, G, G, 2, 2, 2, 2, C // 8), (1, G, G, 2, 2, C // 4)]
+    plain = predictor.prepare_features(features, precompute_tokens=False)
+    assert plain.skips is None and [t.shape[1] for t in plain.high_res] == [C // 8, C // 4]
     a = predictor.predict_inst(prepared, HW, **CLICK)
     b = predictor.predict_inst(features, HW, **CLICK)
     for x, y in zip(a, b):

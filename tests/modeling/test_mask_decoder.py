@@ -136,3 +136,22 @@ def test_repeat_image_equals_explicit_batch(parts):
         torch.testing.assert_close(a, b)
     with pytest.raises(ValueError, match="repeat_image"):
         dec(multimask_output=True, **one)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("repeat", [False, True])
+def test_fast_upscale_is_the_plain_upscaling_to_fp32_round_off(parts, repeat):
+    """The click path's per-pixel upscaling (skips in block order, each transposed conv as one matmul)
+    against the NCHW modules, for B prompts on B images and on one image (skips of batch 1 broadcast)."""
+    dec, inputs = parts
+    if repeat:
+        inputs = dict(inputs, image_embeddings=inputs["image_embeddings"][:1], repeat_image=True)
+        inputs["high_res_features"] = [t[:1] for t in inputs["high_res_features"]]
+    plain = dec(**inputs, multimask_output=True)
+    skips = dec.block_skips(inputs["high_res_features"])
+    fast = dec(**dict(inputs, high_res_features=skips), multimask_output=True, fast_upscale=True)
+    assert plain[0].shape == fast[0].shape == (2, 3, 4 * G, 4 * G)
+    torch.testing.assert_close(fast[0], plain[0], atol=1e-4, rtol=1e-5)
+    assert ((fast[0] > 0) != (plain[0] > 0)).float().mean() < 1e-4
+    for a, b in zip(fast[1:], plain[1:]):
+        assert torch.equal(a, b)  # IoU, tokens and object score come before the upscaling

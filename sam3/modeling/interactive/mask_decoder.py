@@ -86,6 +86,7 @@ class MaskDecoder(nn.Module):
         repeat_image: bool,
         high_res_features: list[torch.Tensor],
         image_tokens: ImageTokens | None = None,
+        fast_upscale: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Decode masks for a batch of B prompts.
 
@@ -96,6 +97,10 @@ class MaskDecoder(nn.Module):
         image_tokens: for B prompts on one image without a mask prompt, the image side precomputed by
                       ``transformer.precompute_image(image_embeddings + no_mask_embed, image_pe)``;
                       then ``image_pe`` and ``dense_prompt_embeddings`` are not read (may be None).
+        fast_upscale: ``high_res_features`` are as :meth:`block_skips` makes them, and the upscaling runs per
+                      pixel, channels-last, each transposed convolution as one matmul
+                      (:meth:`_upscale_blocked`): the same maths to fp32 round-off, with no layout
+                      conversion of the 4g x 4g map (the click path; the tracker keeps the plain path).
         Returns masks (B, K, 4g, 4g) logits, iou (B, K), sam_tokens_out (B, K', C),
         object_score_logits (B, 1), with K = 3 for multimask output, else 1. ``sam_tokens_out`` is
         the token the tracker turns into an object pointer: the three candidate tokens (K' = 3) with
@@ -104,7 +109,7 @@ class MaskDecoder(nn.Module):
         """
         masks, iou, mask_tokens, object_score_logits = self._predict_all(
             image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings,
-            repeat_image, high_res_features, image_tokens,
+            repeat_image, high_res_features, image_tokens, fast_upscale,
         )  # fmt: skip
         if multimask_output:
             masks, iou, tokens = masks[:, 1:], iou[:, 1:], mask_tokens[:, 1:]
@@ -125,6 +130,7 @@ class MaskDecoder(nn.Module):
         repeat_image: bool,
         high_res_features: list[torch.Tensor],
         image_tokens: ImageTokens | None = None,
+        fast_upscale: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """All 4 masks (B, 4, 4g, 4g), all 4 IoUs (B, 4), the 4 mask tokens (B, 4, C), object logit (B, 1)."""
         b = sparse.shape[0]
@@ -150,16 +156,54 @@ class MaskDecoder(nn.Module):
         object_token, iou_token = hs[:, 0], hs[:, 1]
         mask_tokens = hs[:, 2 : 2 + self.num_mask_tokens]
 
-        feat_s0, feat_s1 = high_res_features
-        up1, norm1, act1, up2, act2 = self.output_upscaling
-        src = src.transpose(1, 2).reshape(b, c, h, w)
-        upscaled = act1(norm1(up1(src) + feat_s1))
-        upscaled = act2(up2(upscaled) + feat_s0)
-
         hyper = torch.stack([mlp(mask_tokens[:, i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1)
-        _, cu, hu, wu = upscaled.shape
-        masks = (hyper @ upscaled.view(b, cu, hu * wu)).view(b, -1, hu, wu)
+        if fast_upscale:
+            masks = self._upscale_blocked(src.reshape(b, h, w, c), high_res_features, hyper)
+        else:
+            feat_s0, feat_s1 = high_res_features
+            up1, norm1, act1, up2, act2 = self.output_upscaling
+            src = src.transpose(1, 2).reshape(b, c, h, w)
+            upscaled = act1(norm1(up1(src) + feat_s1))
+            upscaled = act2(up2(upscaled) + feat_s0)
+            _, cu, hu, wu = upscaled.shape
+            masks = (hyper @ upscaled.view(b, cu, hu * wu)).view(b, -1, hu, wu)
         return masks, self.iou_prediction_head(iou_token), mask_tokens, self.pred_obj_score_head(object_token)
+
+    def block_skips(self, high_res_features: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The skips [(B, C/8, 4g, 4g), (B, C/4, 2g, 2g)] (after ``conv_s0`` / ``conv_s1``) as ``fast_upscale``
+        reads them: in its pixel order, [(B, g, g, 2, 2, 2, 2, C/8), (B, g, g, 2, 2, C/4)] with output pixel
+        (4i + 2a + c, 4j + 2b + d) at index (i, j, a, b, c, d), and each plus the bias of the transposed
+        convolution it is added to. Made once per image."""
+        s0, s1 = high_res_features
+        up1, up2 = self.output_upscaling[0], self.output_upscaling[3]
+        b0, c0, h0, w0 = s0.shape
+        b1, c1, h1, w1 = s1.shape
+        s0 = s0.view(b0, c0, h0 // 4, 2, 2, w0 // 4, 2, 2).permute(0, 2, 5, 3, 6, 4, 7, 1)
+        s1 = s1.view(b1, c1, h1 // 2, 2, w1 // 2, 2).permute(0, 2, 4, 3, 5, 1)
+        return [s0.contiguous() + up2.bias, s1.contiguous() + up1.bias]
+
+    def _upscale_blocked(self, src: torch.Tensor, skips: list[torch.Tensor], hyper: torch.Tensor) -> torch.Tensor:
+        """The upscaling and the hypernetwork product per pixel, channels-last and never shuffled until the
+        masks: src (B, g, g, C), skips from :meth:`block_skips` (batch B or 1), hyper (B, K, C/8)
+        -> masks (B, K, 4g, 4g).
+
+        Every stage after the first transposed convolution is per pixel (the LayerNorm2d over channels,
+        the GELUs, the skips, the second transposed convolution, the hypernetwork product), so the pixels
+        stay in the order the two 2x2 transposed convolutions make them, and only the K masks are
+        rearranged at the end. Same maths as the NCHW path in another summation order.
+        """
+        s0, s1 = skips
+        up1, norm1, act1, up2, act2 = self.output_upscaling
+        b, gh, gw, _ = src.shape
+        x = _per_pixel_2x2(src, up1) + s1  # (B, g, g, 2, 2, C/4); the skips carry the biases
+        mean = x.mean(-1, keepdim=True)
+        var = (x - mean).pow(2).mean(-1, keepdim=True)
+        x = act1(norm1.weight * ((x - mean) / torch.sqrt(var + norm1.eps)) + norm1.bias)
+        x = act2(_per_pixel_2x2(x, up2) + s0)  # (B, g, g, 2, 2, 2, 2, C/8)
+        masks = hyper @ x.reshape(b, -1, x.shape[-1]).transpose(1, 2)  # (B, K, g*g*16), block order
+        k = masks.shape[1]
+        masks = masks.view(b, k, gh, gw, 2, 2, 2, 2).permute(0, 1, 2, 4, 6, 3, 5, 7)  # (B, K, i, a, c, j, b, d)
+        return masks.reshape(b, k, 4 * gh, 4 * gw)
 
     def stability_scores(self, mask_logits: torch.Tensor) -> torch.Tensor:
         """(..., H, W) logits -> (...) area(logit > delta) / area(logit > -delta), 1 where both are empty."""
@@ -178,3 +222,14 @@ class MaskDecoder(nn.Module):
         out_masks = torch.where(stable[..., None, None], masks[:, 0:1], best_mask)
         out_iou = torch.where(stable, iou[:, 0:1], best_iou)
         return out_masks, out_iou
+
+
+def _per_pixel_2x2(x: torch.Tensor, conv: nn.ConvTranspose2d) -> torch.Tensor:
+    """``conv`` (kernel 2, stride 2) without its bias on channels-last pixels, unshuffled: x (..., Cin) ->
+    (..., 2, 2, Cout), where [..., a, b, :] is the output pixel at offset (a, b) of the input pixel's 2x2 block.
+
+    Each input pixel makes its block independently, so the layer is one matmul (N, Cin) @ (Cin, 4*Cout).
+    """
+    cin, cout = conv.in_channels, conv.out_channels
+    weight = conv.weight.permute(0, 2, 3, 1).reshape(cin, 4 * cout)  # (Cin, Cout, kh, kw) -> (Cin, kh*kw*Cout)
+    return (x.reshape(-1, cin) @ weight).view(*x.shape[:-1], 2, 2, cout)
