@@ -1,4 +1,5 @@
-"""SAM3_PRECISION / SAM3_COMPILE / SAM3_WARMUP / SAM3_NUM_THREADS in the real app (tiny preset, CPU)."""
+"""SAM3_PRECISION / SAM3_COMPILE / SAM3_WARMUP / SAM3_NUM_THREADS / SAM3_LAZY_NECKS in the real app (tiny
+preset, CPU)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,20 @@ def test_int8_app_serves_clicks_and_text(coffee):
         detect = client.post("/detect", files=image, data={"text": "a cup", "confidence": "0.0"})
         assert detect.status_code == 200, detect.text
         assert detect.json()["count"] > 0
+
+
+def test_lazy_necks_switch_gives_the_same_answers(coffee):
+    """SAM3_LAZY_NECKS: necks made on first use (default) or at encode time answer with the same bytes."""
+    image = {"image": ("c.jpg", encode(coffee, "JPEG"), "image/jpeg")}
+    answers = []
+    for lazy in (True, False):
+        with TestClient(create_app(tiny_settings(lazy_necks=lazy)), raise_server_exceptions=False) as client:
+            click = client.post("/predict/mask", files=image, data={"points": json.dumps([[300, 200]])})
+            detect = client.post("/detect", files=image, data={"text": "a cup", "confidence": "0.0"})
+            assert click.status_code == detect.status_code == 200, (click.text, detect.text)
+            assert client.get("/health").json()["backbone_runs"] == 1  # the click's encoding served /detect
+            answers.append((click.content, detect.json()["count"], detect.json()["objects"]))
+    assert answers[0] == answers[1] and answers[0][1] > 0
 
 
 def test_bf16_app_serves_clicks():
