@@ -166,11 +166,8 @@ class Sam3Processor:
         return items
 
     def _detector_features(self, item: _CachedImage) -> BackboneFeatures:
-        made = item.features is None
         features = item.detector_features(self.model)
-        if made:
-            with self._lock:
-                self._images.trim()  # the entry grew
+        self._trim()
         return features
 
     def sam_features(self, state: ImageState) -> SamImageFeatures:
@@ -181,12 +178,14 @@ class Sam3Processor:
         return self._sam_features(state.cached)
 
     def _sam_features(self, item: _CachedImage) -> SamImageFeatures:
-        made = item.sam is None
         features = item.sam_features(self.model, self._interactive)
-        if made:
-            with self._lock:
-                self._images.trim()
+        self._trim()
         return features
+
+    def _trim(self) -> None:
+        """Evict what an entry that may just have grown pushed over the capacity (a sum over a few entries)."""
+        with self._lock:
+            self._images.trim()
 
     # ------------------------------------------------------------------ prompts
     @torch.inference_mode()

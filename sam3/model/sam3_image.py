@@ -49,8 +49,6 @@ class Sam3Image(Sam3Model):
         predictor = self._interactive()
         if not isinstance(inference_state, ImageState):
             raise ValueError("call Sam3Processor.set_image first and pass the state it returned")
-        if not inference_state.cached.with_tracker:
-            raise RuntimeError("this state has no click features: the processor's model has no tracker")
         hw = (inference_state.original_height, inference_state.original_width)
         # The processor made this state; its image's tracker neck runs here when no click came before.
         return predictor.predict_inst(inference_state.cached.sam_features(self, predictor), hw, **kwargs)

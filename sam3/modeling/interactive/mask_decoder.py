@@ -196,9 +196,7 @@ class MaskDecoder(nn.Module):
         up1, norm1, act1, up2, act2 = self.output_upscaling
         b, gh, gw, _ = src.shape
         x = _per_pixel_2x2(src, up1) + s1  # (B, g, g, 2, 2, C/4); the skips carry the biases
-        mean = x.mean(-1, keepdim=True)
-        var = (x - mean).pow(2).mean(-1, keepdim=True)
-        x = act1(norm1.weight * ((x - mean) / torch.sqrt(var + norm1.eps)) + norm1.bias)
+        x = act1(norm1.forward_channels_last(x))
         x = act2(_per_pixel_2x2(x, up2) + s0)  # (B, g, g, 2, 2, 2, 2, C/8)
         masks = hyper @ x.reshape(b, -1, x.shape[-1]).transpose(1, 2)  # (B, K, g*g*16), block order
         k = masks.shape[1]

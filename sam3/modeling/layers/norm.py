@@ -1,4 +1,4 @@
-"""Channel LayerNorm for (B, C, H, W) maps."""
+"""Channel LayerNorm for (B, C, H, W) maps (and channels-last ones)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,13 @@ class LayerNorm2d(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mean = x.mean(1, keepdim=True)
-        var = (x - mean).pow(2).mean(1, keepdim=True)
-        x = (x - mean) / torch.sqrt(var + self.eps)
-        return self.weight[:, None, None] * x + self.bias[:, None, None]
+        return self.weight[:, None, None] * self._normalise(x, 1) + self.bias[:, None, None]
+
+    def forward_channels_last(self, x: torch.Tensor) -> torch.Tensor:
+        """The same normalisation for a channels-last map (..., C)."""
+        return self.weight * self._normalise(x, -1) + self.bias
+
+    def _normalise(self, x: torch.Tensor, dim: int) -> torch.Tensor:
+        mean = x.mean(dim, keepdim=True)
+        var = (x - mean).pow(2).mean(dim, keepdim=True)
+        return (x - mean) / torch.sqrt(var + self.eps)
