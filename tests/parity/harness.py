@@ -3,14 +3,14 @@
 1. An oracle subprocess (``PYTHONPATH=.oracle python -P tests/parity/oracle/run_official.py``) builds the
    official ``Sam3Image`` (+ tracker) at the sizes of one of our presets with deterministic random weights,
    saves them as a ``sam3.pt`` and runs the official ``Sam3Processor`` / ``predict_inst`` on a photo and a
-   plan of prompts (:func:`default_plan`), saving every intermediate (see ``run_official.py``).
+   plan of prompts (``tests/parity/plan.py``), saving every intermediate (see ``run_official.py``).
 2. In this process our model loads that ``sam3.pt`` with ``sam3.build.build_sam3_image_model`` and computes
    the same quantities two ways:
 
    * **components** (``backbone/``, ``text/``, ``<case>/``, ``inst/``): each stage fed the OFFICIAL inputs of
      that stage (official pre-processed image, official token ids, official backbone + text features,
      official tracker-neck features), so a row localises a mismatch to one stage;
-   * **processor** (``proc/``): our ``Sam3Processor`` end to end on the same PIL image, compared with the
+   * **processor** (``proc/``, ``tests/parity/processor_rows.py``): our ``Sam3Processor`` end to end on the same PIL image, compared with the
      official processor outputs by the issue's criteria (identical kept sets, boxes and scores within 1e-4
      relative, masks identical except pixels whose official probability is within 1e-3 of the threshold;
      click masks, IoU and low-res logits likewise).
@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tests.parity.plan import case_prompt, default_plan
 from tests.parity.rows import MASK_BAND, RTOL, Row, compare, compare_masks, table  # noqa: F401 (re-exported)
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -74,121 +75,6 @@ def write_config(preset: str, path: Path) -> dict:
     cfg = get_config(preset).to_dict()
     path.write_text(json.dumps(cfg))
     return cfg
-
-
-# ----------------------------------------------------------------------------------------------- plan
-def default_plan(image_path: Path, hw: tuple[int, int], *, full: bool = False, repeat_text: int = 0) -> dict:
-    """The prompts both sides run. Coordinates are chosen as fractions of the image, here in pixels."""
-    h, w = hw
-    px = lambda fx, fy: [round(fx * w, 2), round(fy * h, 2)]  # noqa: E731
-    grounding = [
-        {"name": "text", "steps": [["reset"], ["text", "a red cat"]]},
-        {"name": "text_box", "steps": [["reset"], ["text", "a red cat"], ["box", [0.5, 0.5, 0.3, 0.4], True]]},
-        {"name": "visual", "steps": [["reset"], ["box", [0.3, 0.6, 0.2, 0.3], True]]},
-    ]
-    if not full:
-        long_text = " ".join(["a very long description of a shopping basket full of fresh fruit"] * 4)
-        grounding += [
-            {"name": "text_long", "steps": [["reset"], ["text", long_text]]},
-            {
-                "name": "text_pos_neg",
-                "steps": [
-                    ["reset"],
-                    ["text", "bottle"],
-                    ["box", [0.4, 0.5, 0.3, 0.5], True],
-                    ["box", [0.7, 0.3, 0.2, 0.2], False],
-                ],
-            },
-            # exemplars: negative with text, positive + negative without text, two positives with text
-            {"name": "text_neg", "steps": [["reset"], ["text", "a red cat"], ["box", [0.6, 0.4, 0.3, 0.3], False]]},
-            {
-                "name": "visual_pos_neg",
-                "steps": [["reset"], ["box", [0.3, 0.6, 0.2, 0.3], True], ["box", [0.7, 0.3, 0.2, 0.2], False]],
-            },
-            {
-                "name": "text_two_pos",
-                "steps": [
-                    ["reset"],
-                    ["text", "fruit"],
-                    ["box", [0.3, 0.6, 0.2, 0.3], True],
-                    ["box", [0.6, 0.4, 0.3, 0.3], True],
-                ],
-            },
-        ]
-    box = [*px(0.2, 0.25), *px(0.7, 0.8)]
-    inst = [
-        {"name": "point", "kwargs": {"point_coords": [px(0.5, 0.5)], "point_labels": [1], "multimask_output": True}},
-        {
-            "name": "point_single",
-            "kwargs": {"point_coords": [px(0.5, 0.5)], "point_labels": [1], "multimask_output": False},
-        },
-        {
-            "name": "pos_neg",
-            "kwargs": {"point_coords": [px(0.4, 0.5), px(0.8, 0.2)], "point_labels": [1, 0], "multimask_output": False},
-        },
-        {"name": "box", "kwargs": {"box": box, "multimask_output": False}},
-        {"name": "box_multi", "kwargs": {"box": box, "multimask_output": True}},
-        {
-            "name": "box_points",
-            "kwargs": {
-                "box": box,
-                "point_coords": [px(0.45, 0.5), px(0.65, 0.7)],
-                "point_labels": [1, 0],
-                "multimask_output": False,
-            },
-        },
-        {
-            "name": "mask_input",
-            "kwargs": {"point_coords": [px(0.5, 0.5)], "point_labels": [1], "multimask_output": False},
-            "mask_input_from": "point",
-        },
-        {
-            "name": "point_logits",
-            "kwargs": {
-                "point_coords": [px(0.3, 0.7)],
-                "point_labels": [1],
-                "multimask_output": True,
-                "return_logits": True,
-            },
-        },
-        # a refining click, as the service's refine=true does: the previous best low-res logits as mask input
-        {
-            "name": "refine",
-            "kwargs": {
-                "point_coords": [px(0.5, 0.5), px(0.62, 0.4)],
-                "point_labels": [1, 0],
-                "multimask_output": False,
-            },
-            "mask_input_from": "point_single",
-        },
-    ]
-    return {
-        "image": str(image_path),
-        "threshold": "gap",
-        "grounding": grounding,
-        "inst": inst,
-        "repeat_text": repeat_text,
-    }
-
-
-def _case_prompt(case: dict) -> tuple[str, list, list]:
-    """(text, boxes, labels) in force after a case's steps (reset clears, text replaces, boxes append)."""
-    text, boxes, labels = _case_prompt_raw(case)
-    return (text if text is not None else "visual"), boxes, labels
-
-
-def _case_prompt_raw(case: dict) -> tuple[str | None, list, list]:
-    """As :func:`_case_prompt`, with None as the text of an exemplar-only case."""
-    text, boxes, labels = None, [], []
-    for step in case["steps"]:
-        if step[0] == "reset":
-            text, boxes, labels = None, [], []
-        elif step[0] == "text":
-            text = step[1]
-        elif step[0] == "box":
-            boxes.append(list(step[1]))
-            labels.append(bool(step[2]))
-    return text, boxes, labels
 
 
 # ----------------------------------------------------------------------------------------------- ours
@@ -239,25 +125,23 @@ def _first_tensor(x):
 
 
 @torch.inference_mode()
-def compare_components(model, off: dict, features=None, trunk=None) -> list[Row]:
+def compare_components(model, off: dict, trunk=None) -> list[Row]:
     """Each stage of our model fed the official inputs of that stage (see the module docstring).
 
-    ``features`` / ``trunk``: our backbone outputs for the official pre-processed image when the caller
-    already has them (the processor run, when its pre-processed image is identical); else computed here.
+    ``trunk``: our ViT trunk output for the official pre-processed image when the caller already has it
+    (the processor run, when its pre-processed image is identical); else computed here. The necks are
+    made from it here.
     """
     from sam3.modeling.outputs import BackboneFeatures, GeometricPrompt, TextFeatures
 
     rows: list[Row] = []
     det = model.detector
     bb = off["backbone"]
-    cap = _Capture(
-        model, {"trunk": "detector.backbone.vision_backbone.trunk", "pixel": "detector.segmentation_head.pixel_decoder"}
-    )
+    cap = _Capture(model, {"pixel": "detector.segmentation_head.pixel_decoder"})
     try:
-        if features is None:
-            features = det.backbone.forward_image(bb["image"])
-            trunk = _first_tensor(cap.data.get("trunk"))
-        feats = features
+        if trunk is None:
+            trunk = model.encode_trunk(bb["image"])
+        feats = det.backbone.vision_backbone.forward_trunk_features(trunk)
         rows.append(compare("backbone/trunk", trunk, bb["trunk"]))
         n = len(feats.fpn)
         for i in range(n):
@@ -288,7 +172,7 @@ def compare_components(model, off: dict, features=None, trunk=None) -> list[Row]
         )
         for name, r in off["grounding"].items():
             case = next(c for c in off["meta"]["plan"]["grounding"] if c["name"] == name)
-            text, boxes, labels = _case_prompt(case)
+            text, boxes, labels = case_prompt(case)
             rows.append(compare(f"{name}/tokens", model.tokenizer([text]), r["tokens"]))
             ours_text = det.backbone.forward_text(r["tokens"])
             if "text_features" in r:
@@ -405,132 +289,6 @@ def _inst_result_rows(prefix: str, case: dict, r: dict, masks, iou, low) -> list
     return rows
 
 
-# ----------------------------------------------------------------------------------------------- processor
-def _make_processor(model):
-    from sam3.inference.processor import Sam3Processor
-
-    return Sam3Processor(model)
-
-
-def _set_threshold(processor, thr: float) -> None:
-    if hasattr(processor, "set_confidence_threshold"):
-        processor.set_confidence_threshold(thr)
-    else:
-        processor.confidence_threshold = thr
-
-
-def _get(state, key):
-    try:
-        return state[key]
-    except (KeyError, TypeError):
-        return getattr(state, key, None)
-
-
-@torch.inference_mode()
-def compare_processor(model, off: dict, timings: dict | None = None, captured: dict | None = None) -> list[Row]:
-    """Our Sam3Processor end to end on the same image, by the issue's processor-level criteria.
-
-    ``captured`` receives our backbone outputs of the processor run ("image", "features", "trunk") so that
-    :func:`compare_components` need not run the backbone again.
-    """
-    from PIL import Image
-
-    plan = off["meta"]["plan"]
-    image = Image.open(plan["image"]).convert("RGB")
-    processor = _make_processor(model)
-    rows: list[Row] = []
-    cap = _Capture(
-        model, {"trunk": "detector.backbone.vision_backbone.trunk", "neck": "detector.backbone.vision_backbone"}
-    )
-    last: dict = {}
-    grounding = model.detector.forward_grounding
-
-    def recorded(*args, **kwargs):  # the processor's detector call, to read the kept query indices
-        out = grounding(*args, **kwargs)
-        last["out"] = out
-        return out
-
-    model.detector.forward_grounding = recorded
-    timings = timings if timings is not None else {}
-    try:
-        t0 = time.perf_counter()
-        state = processor.set_image(image)
-        timings["set_image"] = time.perf_counter() - t0
-        ins = cap.data.get("trunk.in")
-        rows.append(compare("proc/image", ins[0] if ins else None, off["backbone"]["image"]))
-        if captured is not None and ins:
-            captured.update(image=ins[0], features=cap.data.get("neck"), trunk=_first_tensor(cap.data.get("trunk")))
-        timings["grounding"] = {}
-        for case in plan["grounding"]:
-            name, r = case["name"], off["grounding"][case["name"]]
-            t0 = time.perf_counter()
-            for i, step in enumerate(case["steps"]):
-                if i == len(case["steps"]) - 1:
-                    _set_threshold(processor, r["threshold"])
-                if step[0] == "reset":
-                    processor.reset_all_prompts(state)
-                elif step[0] == "text":
-                    state = processor.set_text_prompt(step[1], state) or state
-                else:
-                    state = processor.add_geometric_prompt(list(step[1]), bool(step[2]), state) or state
-            timings["grounding"][name] = time.perf_counter() - t0
-            rows += _processor_rows(f"proc/{name}", state, r, last.get("out"))
-            # the service's path: every prompt of the case set at once, one detector run
-            if hasattr(processor, "set_prompts"):
-                text, boxes, labels = _case_prompt_raw(case)
-                once = processor.set_prompts(state, text, boxes, [int(v) for v in labels])
-                rows += _processor_rows(f"proc_once/{name}", once, r, last.get("out"))
-        runs = []
-        first_text = next((c for c in plan["grounding"] if c["steps"][-1][0] == "text"), None)
-        for _ in range(plan.get("repeat_text", 0) if first_text else 0):
-            processor.reset_all_prompts(state)
-            if hasattr(processor, "clear_cache"):  # time the text encoder too, as the official call does
-                processor.clear_cache()
-            t0 = time.perf_counter()
-            processor.set_text_prompt(first_text["steps"][-1][1], state)
-            runs.append(time.perf_counter() - t0)
-        timings["text_prompt_runs"] = runs
-        predict = getattr(processor, "predict_inst", None) or model.predict_inst
-        for case in plan.get("inst", []):
-            name, r = case["name"], off["inst"][case["name"]]
-            masks, iou, low = predict(state, **_inst_kwargs(case, r))
-            rows += _inst_result_rows(f"proc/inst/{name}", case, r, masks, iou, low)
-            if hasattr(model, "predict_inst"):  # the official model-level call (sam3.model.sam3_image)
-                masks, iou, low = model.predict_inst(state, **_inst_kwargs(case, r))
-                rows += _inst_result_rows(f"proc/model_inst/{name}", case, r, masks, iou, low)
-    finally:
-        model.detector.forward_grounding = grounding
-        cap.close()
-    return rows
-
-
-def _processor_rows(prefix: str, state, r: dict, out) -> list[Row]:
-    rows = []
-    if out is not None:
-        keep = out.scores.flatten() > r["threshold"]
-        same = torch.equal(keep, r["keep"].flatten())
-        rows.append(
-            Row(
-                f"{prefix}/kept_set",
-                float((keep != r["keep"].flatten()).sum()),
-                float(r["keep"].sum()),
-                same,
-                f"{int(keep.sum())} kept, official {int(r['keep'].sum())}",
-            )
-        )
-    rows.append(compare(f"{prefix}/scores", _get(state, "scores"), r["out_scores"]))
-    rows.append(compare(f"{prefix}/boxes", _get(state, "boxes"), r["out_boxes"]))
-    probs = _get(state, "masks_logits")
-    rows.append(compare(f"{prefix}/masks_logits", probs, r["out_masks_logits"]))
-    masks = _get(state, "masks")
-    rows.append(
-        compare_masks(
-            f"{prefix}/masks", masks if masks is not None else torch.zeros(0), r["out_masks"], r["out_masks_logits"]
-        )
-    )
-    return rows
-
-
 # ----------------------------------------------------------------------------------------------- driver
 @dataclass
 class ParityReport:
@@ -591,6 +349,8 @@ def run_parity(
     processor: bool = True,
 ) -> ParityReport:
     """The whole comparison (oracle subprocess, then our model in this process)."""
+    from tests.parity.processor_rows import compare_processor
+
     from PIL import Image
 
     with Image.open(image_path) as im:
@@ -620,13 +380,8 @@ def run_parity(
                 )
             )
     # reuse the processor's backbone outputs when it encoded exactly the official input image
-    same = captured.get("features") is not None and torch.equal(captured["image"], official["backbone"]["image"])
-    rows = (
-        compare_components(
-            model, official, captured["features"] if same else None, captured.get("trunk") if same else None
-        )
-        + rows
-    )
+    same = captured.get("trunk") is not None and torch.equal(captured["image"], official["backbone"]["image"])
+    rows = compare_components(model, official, captured["trunk"] if same else None) + rows
     return ParityReport(
         preset,
         rows,

@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tests.parity.harness import default_plan, load_ours, run_oracle, write_config
+from tests.parity.harness import load_ours, run_oracle, write_config
+from tests.parity.plan import default_plan
 
 GROUNDING_CASES = ("text", "text_box", "visual")
 INST_CASES = ("point", "pos_neg", "box", "box_points")

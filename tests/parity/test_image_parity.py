@@ -12,12 +12,14 @@ import pytest
 import torch
 
 from tests.parity import harness
+from tests.parity.plan import default_plan
+from tests.parity.processor_rows import compare_processor
 
 
 @pytest.fixture(scope="module")
 def tiny_run(oracle, photo_small, tmp_path_factory):
     """Official results and the random sam3.pt at the tiny preset, plus our model loaded from it."""
-    plan = harness.default_plan(photo_small.path, (photo_small.size[1], photo_small.size[0]))
+    plan = default_plan(photo_small.path, (photo_small.size[1], photo_small.size[0]))
     official, ckpt = harness.run_official("tiny", tmp_path_factory.mktemp("parity_tiny"), plan)
     return official, ckpt, harness.load_ours(ckpt, "tiny")
 
@@ -58,7 +60,7 @@ def test_interactive_matches_official(tiny_components):
 def test_processor_matches_official(tiny_run, photo_small):
     """Our Sam3Processor end to end: identical kept sets, boxes / scores / masks as the issue defines."""
     official, _, model = tiny_run
-    rows = harness.compare_processor(model, official)
+    rows = compare_processor(model, official)
     kept = [r for r in rows if r.name.endswith("/kept_set")]
     assert kept and all(r.ref > 0 for r in kept), "the threshold policy must keep some queries in every case"
     _check(rows, "processor", photo_small)
