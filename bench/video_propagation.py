@@ -22,7 +22,9 @@ picked from the weights: before anything is timed, our detector scores frame 0 o
 threshold is set between the ``--objects``-th and the next score kept by the mask NMS (new tracks later need
 at least frame 0's best score). Both sides get the same thresholds; the hot-start delay is 0 (a frame is
 returned as soon as it is processed). The object counts per frame are printed as a check that both sides did
-the same work.
+the same work. With ``--precision`` other than fp32, the thresholds are picked from our fp32 scores (the
+official's, to round-off) for the official side, then again from our reduced-precision scores for ours: its
+scores move by more than the gaps between them, so each side keeps its own ``--objects`` on frame 0.
 
 Reading the numbers: the official detector works one frame ahead (its multi-GPU prefetch computes frame t+1
 while on frame t, and the text prompt computes frames 0 and 1), so its per-frame times alternate between
@@ -32,6 +34,7 @@ the same work; medians are printed too.
 
 from __future__ import annotations
 
+import contextlib
 import argparse
 import dataclasses
 import json
@@ -172,14 +175,20 @@ class Ours:
 
         from sam3.build import build_sam3_video_model
         from sam3.device import resolve_precision
-        from sam3.inference.runtime import prepare_model
 
         if threads:
             torch.set_num_threads(threads)
         self.model = build_sam3_video_model(checkpoint_path=ckpt, preset=preset, device="cpu", load_from_HF=False)
         self.precision = resolve_precision(precision, "cpu")  # SAM3_PRECISION; entered around prompt / next
-        prepare_model(self.model, self.precision)
+        self.prepared = False  # plain fp32 (the official's scores to fp32 round-off) until apply_precision()
         self.frames_dir = frames_dir
+
+    def apply_precision(self) -> None:
+        """Quantise as ``--precision`` says (int8); autocast modes are entered around each call."""
+        from sam3.inference.runtime import prepare_model
+
+        prepare_model(self.model, self.precision)
+        self.prepared = True
 
     def pick_thresholds(self, objects: int) -> dict:
         """Untimed: score frame 0 and place the detection threshold below the ``objects`` best kept ones."""
@@ -191,7 +200,7 @@ class Ours:
 
         cfg = self.model.config
         video = load_video_frames(self.frames_dir, cfg.image_size, cfg.image_mean, cfg.image_std, max_frames=1)
-        with torch.inference_mode():
+        with torch.inference_mode(), self.precision.context() if self.prepared else contextlib.nullcontext():
             feats = self.model.encode_image(video.frames[:1].float())
             text = self.model.encode_text([TEXT, "visual"])
             out = self.model.detector.forward_grounding(
@@ -286,8 +295,14 @@ def main() -> None:
     try:
         picked = ours.pick_thresholds(args.objects)
         log(f"thresholds from frame 0's scores: {picked}")
-        heuristics.update(picked)
         oracle.call("configure", heuristics=picked)
+        ours.apply_precision()
+        if ours.precision.mode != "fp32":
+            # Reduced precision moves the scores by more than the gaps between them (random weights), so the
+            # official's thresholds could leave our side with no object, or many: ours keeps its own --objects.
+            picked = ours.pick_thresholds(args.objects)
+            log(f"our thresholds in {ours.precision.mode}: {picked}")
+        heuristics.update(picked)
         ours.start(heuristics)
         p_off, p_ours = oracle.call("prompt", text=TEXT), ours.prompt(TEXT)
         log(
