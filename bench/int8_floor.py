@@ -35,7 +35,6 @@ from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 PHOTO = ROOT.parent / "shared" / "data" / "images" / "truck.jpg"
-TRUNK = "detector.backbone.vision_backbone.trunk"
 
 Rounding = Callable[[torch.Tensor], torch.Tensor]
 
@@ -79,6 +78,8 @@ SCHEMES: dict[str, Rounding | None] = {
 def fake_quantise_trunk(model: nn.Module, activations: Rounding | None) -> int:
     """Round the trunk's ``nn.Linear`` weights in place; round their inputs on every call. Returns the count."""
     count = 0
+    from sam3.inference.runtime import TRUNK
+
     for module in model.get_submodule(TRUNK).modules():
         if type(module) is not nn.Linear:
             continue

@@ -7,6 +7,7 @@ import copy
 import importlib.util
 from pathlib import Path
 
+import pytest
 import torch
 from torch import nn
 
@@ -15,7 +16,8 @@ from sam3.quantize import quantize_linear_int8
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "int8_floor.py"
 
 
-def _floor_module():
+@pytest.fixture(scope="module")
+def floor():
     spec = importlib.util.spec_from_file_location("int8_floor", BENCH)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -30,8 +32,7 @@ def _layer_and_input() -> tuple[nn.Linear, torch.Tensor]:
 
 
 @torch.inference_mode()
-def test_weight_rounding_is_torch_per_channel_int8():
-    floor = _floor_module()
+def test_weight_rounding_is_torch_per_channel_int8(floor):
     layer, _ = _layer_and_input()
     packed = nn.Sequential(copy.deepcopy(layer))
     assert quantize_linear_int8(packed, min_weights=0) == ["0"]
@@ -39,8 +40,7 @@ def test_weight_rounding_is_torch_per_channel_int8():
 
 
 @torch.inference_mode()
-def test_seven_bit_emulation_matches_the_int8_mode_kernel():
-    floor = _floor_module()
+def test_seven_bit_emulation_matches_the_int8_mode_kernel(floor):
     layer, x = _layer_and_input()
     real = nn.Sequential(copy.deepcopy(layer))
     quantize_linear_int8(real, min_weights=0)
