@@ -1,0 +1,34 @@
+"""bench/device_check.py runs end to end at the tiny preset on this CPU (its GPU figures are measured where a GPU
+is lent): image steps, then video propagation with clicked objects, without and with a text concept. The
+CUDA-only measurements say why they are skipped, and the per-frame operator / host-read counts stand in."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "device_check.py"
+
+
+@pytest.fixture(scope="module")
+def device_check():
+    spec = importlib.util.spec_from_file_location("device_check", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_smoke_run_tiny_cpu(device_check, tmp_path, capsys):
+    argv = ["--preset", "tiny", "--device", "cpu", "--no-official", "--modes", "fp32", "--repeats", "1"]
+    argv += ["--objects", "1,2", "--frames", "4", "--warmup", "0", "--workdir", str(tmp_path)]
+    rows = device_check.main(argv)
+    out = capsys.readouterr().out
+    row = rows["fp32"]
+    assert row["set_image"] > 0 and row["text"] > 0 and row["click"] > 0
+    assert set(row["video"]) == {(1, False), (2, False), (1, True), (2, True)}
+    for v in row["video"].values():
+        assert v["fps"] > 0 and v["ops"] > 100 and v["reads"] >= 0
+    assert "need CUDA (cpu here): skipped" in out
+    assert "official side skipped (--no-official)" in out
