@@ -10,6 +10,8 @@ host is a device-to-host synchronisation that stalls the launch queue. Both can 
 * host reads: ``item``, ``tolist``, ``numpy``, ``cpu``, ``__array__``, ``float``/``int``/``bool``/``index`` of a
   tensor (Python-level calls, counted even on CPU tensors: the code would sync on a GPU), and operators whose
   output shape depends on the data (``nonzero``, ``masked_select``, ``unique``, boolean-mask indexing, ...).
+  What ``cpu()`` returned, and what is computed from it, is host data: reading it again or computing on it
+  counts neither as a read nor as an operator.
 
 The video: the first frames of ``tests/data/video_0001`` (a real clip, 1280x720 JPEG), or ``--video`` (a JPEG
 folder or a video file). ``N`` objects are clicked on frame 0 (one positive click each, spread over a grid),
@@ -31,6 +33,7 @@ from pathlib import Path
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
 ROOT = Path(__file__).resolve().parents[1]
 VIDEO = ROOT / "tests" / "data" / "video_0001"
@@ -62,15 +65,27 @@ class OverheadCounter(TorchDispatchMode):
         self.op_kinds: Counter[str] = Counter()
         self._depth = 0  # a host read made inside another (``float(t)`` calls ``item``) counts once
         self._saved: dict[str, object] = {}
+        self._quiet = False
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         name = str(func)
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if self._quiet:
+            return out
+        inputs = [a for a in tree_flatten((args, kwargs))[0] if isinstance(a, torch.Tensor)]
+        if any(_is_host_copy(a) for a in inputs):
+            # work on values already copied back to the host: host code, not a kernel or another transfer
+            for o in tree_flatten(out)[0]:
+                if isinstance(o, torch.Tensor):
+                    o._sam3_host_copy = True
+            return out
         if name != "aten._local_scalar_dense.default":  # the op behind item(): counted at the Python level
             self.ops += 1
             self.op_kinds[name] += 1
         if name in DATA_DEPENDENT or (name == "aten.index.Tensor" and _has_bool_index(args)):
             self._read(name)
-        return func(*args, **(kwargs or {}))
+        return out
 
     def _read(self, kind: str) -> None:
         self.reads += 1
@@ -107,6 +122,12 @@ class OverheadCounter(TorchDispatchMode):
             finally:
                 counter._depth -= 1
             if attr == "cpu" and isinstance(out, torch.Tensor):
+                if out is tensor:  # already on the CPU: mark a new alias, not the device-side tensor itself
+                    counter._quiet = True
+                    try:
+                        out = torch.ops.aten.alias(tensor)
+                    finally:
+                        counter._quiet = False
                 out._sam3_host_copy = True  # reading it again (numpy, tolist) costs no second transfer
             return out
 

@@ -24,6 +24,7 @@ from sam3.inference.association import (
     occlusion_suppression,
     process_hotstart,
 )
+from sam3.inference.frame_output import frame_output
 from sam3.inference.tracklets import TrackletBatch, TrackletRunner, non_overlap
 from sam3.inference.video_state import (
     Detections,
@@ -33,7 +34,7 @@ from sam3.inference.video_state import (
 )
 from sam3.modeling.outputs import GeometricPrompt, TextFeatures
 from sam3.modeling.sam3_model import Sam3Model
-from sam3.ops.boxes import box_cxcywh_to_xyxy, masks_to_boxes
+from sam3.ops.boxes import box_cxcywh_to_xyxy
 from sam3.ops.masks import fill_holes_in_mask_scores
 
 VISUAL_TEXT = "visual"  # the text paired with box-only prompts
@@ -52,12 +53,18 @@ class FrameOutcome:
 class DetectTrackEngine:
     """Runs the per-frame algorithm with a :class:`Sam3Model` that has a tracker."""
 
-    def __init__(self, model: Sam3Model, heuristics: TrackingHeuristics | None = None, memory_frames: int = 0):
+    def __init__(
+        self,
+        model: Sam3Model,
+        heuristics: TrackingHeuristics | None = None,
+        memory_frames: int = 0,
+        bucket_objects: bool = True,
+    ):
         if model.tracker is None:
             raise ValueError("video tracking needs a model built with the tracker (enable_inst_interactivity=True)")
         self.model = model
         self.cfg = heuristics or TrackingHeuristics()
-        self.runner = TrackletRunner(model.tracker)
+        self.runner = TrackletRunner(model.tracker, bucket_objects)  # objects padded to 1, 2, 4, 8, ...
         self.input_mask_size = model.config.input_mask_size
         self.memory_frames = memory_frames  # memory-bank window (``MemoryBank.prune``); 0 keeps every frame
 
@@ -141,17 +148,13 @@ class DetectTrackEngine:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Every batch one frame on -> (N, 4g, 4g) logits (holes filled) and (N,) object-score logits."""
         feats = self.frame_features(session, frame_idx).tracker
-        masks, scores = [], []
-        for batch in session.batches:
-            if batch.obj_ids:
-                m, s = self.runner.step(batch, frame_idx, reverse, feats)
-                masks.append(m[:, 0])
-                scores.append(s[:, 0])
+        batches = [b for b in session.batches if b.obj_ids]
         size = self.model.config.low_res_mask_size
-        if not masks:
+        if not batches:
             return torch.zeros(0, size, size, device=self.device), torch.zeros(0, device=self.device)
-        low = fill_holes_in_mask_scores(torch.cat(masks)[:, None], self.cfg.fill_hole_area)[:, 0]
-        return low, torch.cat(scores)
+        tracked = self.runner.step_many(batches, frame_idx, reverse, feats)
+        low = fill_holes_in_mask_scores(tracked.masks, self.cfg.fill_hole_area)[:, 0]
+        return low, tracked.scores[:, 0]
 
     def track_objects(
         self, session: VideoSession, frame_idx: int, reverse: bool, batches: list[TrackletBatch], obj_ids
@@ -161,14 +164,10 @@ class DetectTrackEngine:
         object-score logit) for the objects of ``obj_ids``."""
         self.visit_frame(session, frame_idx, reverse)  # the released code runs the detector here too
         feats = self.frame_features(session, frame_idx).tracker
-        out = {}
-        for batch in batches:
-            low, scores = self.runner.step(batch, frame_idx, reverse, feats, run_mem_encoder=True)
-            low = fill_holes_in_mask_scores(low, self.cfg.fill_hole_area)
-            for k, i in enumerate(batch.obj_ids):
-                if i in obj_ids:
-                    out[i] = (low[k, 0], float(scores[k]))
-        return out
+        tracked = self.runner.step_many(batches, frame_idx, reverse, feats, run_mem_encoder=True)
+        low = fill_holes_in_mask_scores(tracked.masks, self.cfg.fill_hole_area)[:, 0].unbind(0)
+        rows = [i for batch in batches for i in batch.obj_ids]
+        return {i: (low[k], tracked.host_scores[k]) for k, i in enumerate(rows) if i in obj_ids}
 
     def add_new_objects(self, session: VideoSession, frame_idx: int, obj_ids: list[int], masks: torch.Tensor) -> None:
         """Start a batch for objects first seen on this frame, from (N, 4g, 4g) detection logits."""
@@ -234,14 +233,8 @@ class DetectTrackEngine:
         high = torch.where(shrunk[..., None, None], high.clamp(max=-10.0), high)
         obj_scores = torch.where((high > 0).any(dim=(-1, -2)), 10.0, -10.0)
         feats = self.frame_features(session, frame_idx).tracker
-        start = 0
-        for batch in session.batches:
-            n = len(batch.obj_ids)
-            if n:
-                self.runner.store_memory(
-                    batch, frame_idx, high[start : start + n], obj_scores[start : start + n], feats
-                )
-                start += n
+        batches = [b for b in session.batches if b.obj_ids]
+        self.runner.store_memories(batches, frame_idx, high, obj_scores, feats)
 
     # ---------------------------------------------------------------- one frame
     def run_frame(self, session: VideoSession, frame_idx: int, reverse: bool) -> FrameOutcome:
@@ -335,27 +328,25 @@ class DetectTrackEngine:
 
     # ---------------------------------------------------------------- results
     def build_result(
-        self, session: VideoSession, frame_idx: int, masks: dict[int, torch.Tensor], hidden: set[int]
+        self,
+        session: VideoSession,
+        frame_idx: int,
+        masks: dict[int, torch.Tensor],
+        hidden: set[int],
+        store: bool = False,
     ) -> FrameResult:
-        """Sorted ids, empty and hidden objects dropped, overlaps given to the most confident object."""
-        h, w = session.video_hw
-        reg = session.objects
-        ids = [i for i in sorted(masks) if i not in hidden and bool(masks[i].any())]
-        if not ids:
-            return FrameResult(
-                frame_idx,
-                np.zeros(0, np.int64),
-                np.zeros(0, np.float32),
-                np.zeros((0, 4), np.float32),
-                np.zeros((0, h, w), bool),
-            )
-        stack = torch.cat([masks[i].to(self.device) for i in ids])  # (N, H, W) bool
-        boxes = masks_to_boxes(stack).float()
-        if len(ids) > 1:
-            frame_scores = reg.tracker_score.get(frame_idx, {})
-            conf = torch.tensor([frame_scores.get(i, 0.0) for i in ids], device=stack.device)
-            per_pixel = torch.where(stack, conf[:, None, None], torch.zeros((), device=stack.device))
-            winner = per_pixel.argmax(dim=0, keepdim=True) == torch.arange(len(ids), device=stack.device)[:, None, None]
-            stack = stack & winner & (per_pixel > 0)  # an object with no tracker score loses its pixels, as released
-        scores = np.array([reg.score.get(i, 0.0) for i in ids], np.float32)
-        return FrameResult(frame_idx, np.array(ids, np.int64), scores, boxes.cpu().numpy(), stack.cpu().numpy())
+        """Sorted ids, empty and hidden objects dropped, overlaps given to the most confident object
+        (``frame_output``: one device-to-host transfer). With ``store``, the visible objects' masks become
+        the frame's stored output."""
+        result, raw = frame_output(
+            frame_idx,
+            masks,
+            hidden,
+            session.objects.tracker_score.get(frame_idx, {}),
+            session.objects.score,
+            session.video_hw,
+            self.device,
+        )
+        if store:
+            session.store_masks(frame_idx, raw)
+        return result

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 import torch
 import torch.nn.functional as F
 
+from sam3.inference.batched_tracking import encode_memories, track_frame
 from sam3.modeling.tracker.state import FrameMemory, MemoryBank, PointInputs, TrackerFeatures
 from sam3.modeling.tracker.tracker import Sam3Tracker, memory_selection_score
 
@@ -103,6 +104,24 @@ class TrackletBatch:
         return mem.pred_masks.clamp(-32.0, 32.0)
 
 
+@dataclass
+class TrackedFrame:
+    """Every tracked object of a frame, in batch order.
+
+    masks:       (N, 1, 4g, 4g) low-res logits (or the stored size of a prompted frame's mask input)
+    scores:      (N, 1) object-score logits
+    host_scores: the same N scores as Python floats
+    """
+
+    masks: torch.Tensor
+    scores: torch.Tensor
+    host_scores: list[float]
+
+
+def _cat(tensors: list[torch.Tensor]) -> torch.Tensor:
+    return tensors[0] if len(tensors) == 1 else torch.cat(tensors)
+
+
 def slice_memory(mem: FrameMemory, idx: list[int]) -> FrameMemory:
     """The entries of the objects at positions ``idx`` (the frame score is recomputed by the caller if needed)."""
     pick = lambda t: None if t is None else t[idx]  # noqa: E731
@@ -114,14 +133,16 @@ def slice_memory(mem: FrameMemory, idx: list[int]) -> FrameMemory:
         maskmem_pos=pick(mem.maskmem_pos),
         iou_score=pick(mem.iou_score),
         eff_iou_score=mem.eff_iou_score,
+        eff_iou_value=mem.eff_iou_value,
     )
 
 
 class TrackletRunner:
     """Runs a :class:`Sam3Tracker` over :class:`TrackletBatch` objects (no state of its own)."""
 
-    def __init__(self, tracker: Sam3Tracker):
+    def __init__(self, tracker: Sam3Tracker, bucket: bool = True):
         self.tracker = tracker
+        self.bucket = bucket  # pad the objects of a frame to 1, 2, 4, 8, ... (``batched_tracking``)
         cfg = tracker.config
         self.image_size = cfg.image_size
         self.low_res = cfg.low_res_mask_size
@@ -284,59 +305,82 @@ class TrackletRunner:
         batch.hidden_non_cond.update(range(frame_idx - self.num_maskmem, frame_idx + self.num_maskmem + 1))
 
     # ---------------------------------------------------------------- propagation
-    def step(
+    def step_many(
         self,
-        batch: TrackletBatch,
+        batches: list[TrackletBatch],
         frame_idx: int,
         reverse: bool,
         features: TrackerFeatures,
         run_mem_encoder: bool = False,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Track every object of the batch on one frame -> (B, 1, 4g, 4g) logits, (B, 1) object-score logits."""
-        if not batch.bank.cond:
-            raise ValueError("the batch has no prompted frame to track from")
-        if frame_idx in batch.consolidated_cond:
-            mem = batch.bank.cond[frame_idx]
-            if len(batch.obj_ids) <= 1:
-                self.clear_non_cond_around(batch, frame_idx)
-        elif frame_idx in batch.consolidated_non_cond:
-            mem = batch.bank.non_cond[frame_idx]
-        else:
-            out = self.tracker.track_step(
+    ) -> TrackedFrame:
+        """Track every object of every batch on one frame (objects in batch order). Frames a batch already
+        holds (its prompted frames) are read back; the others are tracked together
+        (``batched_tracking.track_frame``: one memory attention per memory layout, one mask decoder and one
+        memory encoder for all). The object scores and the new memories' selection scores come back to the
+        host in one transfer."""
+        mems: list[FrameMemory | None] = [None] * len(batches)
+        todo: list[int] = []
+        for k, batch in enumerate(batches):
+            if not batch.bank.cond:
+                raise ValueError("the batch has no prompted frame to track from")
+            if frame_idx in batch.consolidated_cond:
+                mems[k] = batch.bank.cond[frame_idx]
+                if len(batch.obj_ids) <= 1:
+                    self.clear_non_cond_around(batch, frame_idx)
+            elif frame_idx in batch.consolidated_non_cond:
+                mems[k] = batch.bank.non_cond[frame_idx]
+            else:
+                todo.append(k)
+        if todo:
+            outs = track_frame(
+                self.tracker,
+                features,
+                [batches[k].bank for k in todo],
+                [len(batches[k].obj_ids) for k in todo],
                 frame_idx,
-                False,
-                features.expand(len(batch.obj_ids)),
-                batch.bank,
-                batch.num_frames,
-                reverse=reverse,
-                run_mem_encoder=run_mem_encoder,
+                batches[todo[0]].num_frames,
+                reverse,
+                run_mem_encoder,
+                self.bucket,
             )
-            mem = out.to_memory()
-            if mem.maskmem_features is not None:
-                mem = mem.with_memory(quantize_memory(mem.maskmem_features), mem.maskmem_pos)
-            batch.bank.non_cond[frame_idx] = mem
-            batch.hidden_non_cond.discard(frame_idx)
-        batch.tracked_frames[frame_idx] = reverse
-        return mem.pred_masks, mem.object_score_logits
+            for k, out in zip(todo, outs):
+                mem = out.to_memory()
+                if mem.maskmem_features is not None:
+                    mem = mem.with_memory(quantize_memory(mem.maskmem_features), mem.maskmem_pos)
+                mems[k] = mem
+        for batch in batches:
+            batch.tracked_frames[frame_idx] = reverse
+        masks = _cat([m.pred_masks for m in mems])
+        scores = _cat([m.object_score_logits for m in mems])
+        selection = [k for k in todo if mems[k].eff_iou_score is not None]
+        # one device-to-host read: every object's score, then the new memories' selection scores
+        values = _cat([scores.reshape(-1)] + [mems[k].eff_iou_score.reshape(1) for k in selection]).tolist()
+        n = scores.shape[0]
+        for k, value in zip(selection, values[n:]):
+            mems[k] = replace(mems[k], eff_iou_value=value)
+        for k in todo:
+            batches[k].bank.non_cond[frame_idx] = mems[k]
+            batches[k].hidden_non_cond.discard(frame_idx)
+        return TrackedFrame(masks, scores, values[:n])
 
-    def store_memory(
+    def store_memories(
         self,
-        batch: TrackletBatch,
+        batches: list[TrackletBatch],
         frame_idx: int,
         high_res_masks: torch.Tensor,
         object_score_logits: torch.Tensor,
         features: TrackerFeatures,
     ) -> None:
-        """Encode (B, 1, M, M) mask logits (sigmoid path) as this frame's memory for every object."""
-        n = len(batch.obj_ids)
-        feats, pos = self.tracker.encode_new_memory(
-            features.expand(n).image_embed, high_res_masks, object_score_logits, False
-        )
+        """Encode (N, 1, M, M) mask logits (sigmoid path) as this frame's memory for the objects of every
+        batch, in batch order (the memory encoder runs once for all N)."""
+        feats, pos = encode_memories(self.tracker, features, high_res_masks, object_score_logits, self.bucket)
+        sizes = [len(b.obj_ids) for b in batches]
         feats = quantize_memory(feats)
-        for store in (batch.bank.cond, batch.bank.non_cond):
-            if frame_idx in store:
-                store[frame_idx] = store[frame_idx].with_memory(feats, pos)
-        batch.hidden_non_cond.discard(frame_idx)
+        for batch, f, p in zip(batches, torch.split(feats, sizes), torch.split(pos, sizes)):
+            for store in (batch.bank.cond, batch.bank.non_cond):
+                if frame_idx in store:
+                    store[frame_idx] = store[frame_idx].with_memory(f, p)
+            batch.hidden_non_cond.discard(frame_idx)
 
     # ---------------------------------------------------------------- removal
     def remove_object(self, batch: TrackletBatch, obj_id: int) -> None:
@@ -364,7 +408,7 @@ class TrackletRunner:
                 sliced = slice_memory(m, keep)
                 if sliced.iou_score is not None:
                     score = memory_selection_score(sliced.object_score_logits, sliced.iou_score)
-                    sliced = replace(sliced, eff_iou_score=score)
+                    sliced = replace(sliced, eff_iou_score=score, eff_iou_value=None)
                 store[t] = sliced
         batch.obj_ids.remove(obj_id)
         for d in (batch.point_inputs, batch.mask_inputs, batch.pending):

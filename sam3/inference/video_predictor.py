@@ -58,9 +58,11 @@ class Sam3VideoPredictor:
         heuristics: TrackingHeuristics | None = None,
         memory_frames: int = DEFAULT_MEMORY_FRAMES,
         limits: VideoLimits | None = None,
+        bucket_objects: bool = True,
     ):
         self.model = model.eval()
-        self.engine = DetectTrackEngine(model, heuristics, memory_frames)
+        # every tracked object of a frame goes through the tracker together, padded to 1, 2, 4, 8, ... objects
+        self.engine = DetectTrackEngine(model, heuristics, memory_frames, bucket_objects)
         self.cfg = self.engine.cfg
         self.limits = limits or VideoLimits()
         self.lock = threading.RLock()
@@ -142,8 +144,7 @@ class Sam3VideoPredictor:
             device = self.model.device
             s.visual_prompt[frame_idx] = GeometricPrompt.from_boxes(b[None].to(device), lab.to(device))
         outcome = self.engine.run_frame(s, frame_idx, reverse=False)
-        s.store_masks(frame_idx, outcome.masks)
-        return self.engine.build_result(s, frame_idx, outcome.masks, hidden=set())
+        return self.engine.build_result(s, frame_idx, outcome.masks, hidden=set(), store=True)
 
     def _add_points(self, s: VideoSession, frame_idx: int, points, labels, obj_id: int) -> FrameResult:
         engine, registry = self.engine, s.objects
@@ -188,8 +189,7 @@ class Sam3VideoPredictor:
         masks = s.masks_on(frame_idx)
         masks[obj_id] = video[0] > 0
         hidden = registry.suppressed[frame_idx]
-        s.store_masks(frame_idx, {i: m for i, m in masks.items() if i not in hidden})
-        return engine.build_result(s, frame_idx, masks, hidden=set(hidden))
+        return engine.build_result(s, frame_idx, masks, hidden=set(hidden), store=True)
 
     @torch.inference_mode()
     def remove_object(self, session: VideoSession, obj_id: int) -> bool:
@@ -418,8 +418,7 @@ class Propagation:
     def _emit(self, o: FrameOutcome) -> FrameResult:
         s, delay = self.session, self.predictor.cfg.hotstart_delay
         hidden = set(o.suppressed) | (self._removed if delay > 0 else set())
-        s.store_masks(o.frame_idx, {i: m for i, m in o.masks.items() if i not in hidden})
-        return self.predictor.engine.build_result(s, o.frame_idx, o.masks, hidden)
+        return self.predictor.engine.build_result(s, o.frame_idx, o.masks, hidden, store=True)
 
     def _full_frame(self, t: int, reverse: bool, last: bool) -> list[FrameResult]:
         out = self.predictor.engine.run_frame(self.session, t, reverse)
@@ -441,13 +440,13 @@ class Propagation:
         """Re-track only the clicked objects and merge them into the stored results."""
         s, engine = self.session, self.predictor.engine
         h, w = s.video_hw
-        refined = {}
-        for i, (low, score) in engine.track_objects(s, t, reverse, self._batches, self._obj_ids).items():
-            # as released, the partial pass records the raw object-score logit (not its sigmoid)
-            s.objects.tracker_score[t][i] = score
-            refined[i] = F.interpolate(low[None, None], size=(h, w), mode="bilinear", align_corners=False)[0] > 0
+        tracked = engine.track_objects(s, t, reverse, self._batches, self._obj_ids)
         masks = s.masks_on(t)
-        masks.update(refined)
-        hidden = s.objects.suppressed[t]
-        s.store_masks(t, {i: m for i, m in masks.items() if i not in hidden})
-        return engine.build_result(s, t, masks, set(hidden))
+        if tracked:
+            for i, (_, score) in tracked.items():
+                # as released, the partial pass records the raw object-score logit (not its sigmoid)
+                s.objects.tracker_score[t][i] = score
+            low = torch.stack([low for low, _ in tracked.values()])[:, None]
+            video = F.interpolate(low, size=(h, w), mode="bilinear", align_corners=False) > 0
+            masks.update(zip(tracked, video.unbind(0)))
+        return engine.build_result(s, t, masks, set(s.objects.suppressed[t]), store=True)

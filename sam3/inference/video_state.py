@@ -91,10 +91,13 @@ class CompactMask:
 
     __slots__ = ("rle",)
 
-    def __init__(self, mask: torch.Tensor):
+    def __init__(self, mask: torch.Tensor | np.ndarray):
+        """A (1, H, W) or (H, W) bool mask: a tensor (on any device) or a host array."""
         from pycocotools import mask as mask_utils
 
-        arr = mask.reshape(mask.shape[-2:]).to("cpu", torch.uint8).numpy()
+        if isinstance(mask, torch.Tensor):
+            mask = mask.reshape(mask.shape[-2:]).to("cpu", torch.uint8).numpy()
+        arr = np.asarray(mask, np.uint8).reshape(mask.shape[-2:])
         self.rle = mask_utils.encode(np.asfortranarray(arr))
 
     def decode(self) -> torch.Tensor:
@@ -156,7 +159,7 @@ class VideoSession:
         """The stored output masks of a frame: id -> (1, H, W) bool (empty when not computed)."""
         return {i: m.decode() for i, m in self.stored_masks.get(frame_idx, {}).items()}
 
-    def store_masks(self, frame_idx: int, masks: dict[int, torch.Tensor]) -> None:
+    def store_masks(self, frame_idx: int, masks: dict[int, torch.Tensor | np.ndarray]) -> None:
         self.stored_masks[frame_idx] = {i: CompactMask(m) for i, m in masks.items()}
 
     def reset(self) -> None:

@@ -3,8 +3,8 @@
 An oracle subprocess (``tests/parity/oracle/video_official.py``) builds the official video model at the tiny
 preset with deterministic random weights, saves them as a ``sam3.pt`` and runs the official predictor on the
 first 8 frames of a real video (``tests/data/video_0001``) for a plan of requests (text and box prompts with forward /
-backward / both propagation, clicks that refine a detected object or add a new one, a removal, propagations
-that re-run, re-track only the clicked objects, or fetch). Our predictor loads that checkpoint and runs the
+backward / both propagation, clicks that refine a detected object or add a new one, six clicked objects tracked
+together, a removal, propagations that re-run, re-track only the clicked objects, or fetch). Our predictor loads that checkpoint and runs the
 same requests; every step is compared:
 
 * the frames a step ran detect-then-track on, and the scores of the detections kept there: within 1e-4;
@@ -83,6 +83,16 @@ PLAN = [
             # refine the clicked object on a tracked frame: a one-object batch drops its nearby memories
             ["click", 5, 1000, "inside", [1]],
             ["propagate", "forward", 5, None],
+        ],
+    },
+    {
+        # many objects tracked together (one batched tracker pass per frame): 6 clicked next to the detected ones
+        "name": "many_objects",
+        "heuristics": {**HEURISTICS, "hotstart_delay": 0},
+        "steps": [
+            ["text", 0, "a person"],
+            *[["click", 0, 1001 + k, [[200.0 + 440.0 * (k % 3), 200.0 + 320.0 * (k // 3)]], [1]] for k in range(6)],
+            ["propagate", "forward", None, None],
         ],
     },
     {

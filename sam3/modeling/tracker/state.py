@@ -91,6 +91,8 @@ class FrameMemory:
     maskmem_pos:         (B, m, g, g) or None
     iou_score:           (B,) best predicted IoU, with memory selection
     eff_iou_score:       () the frame's memory-selection score; None excludes the frame from selection
+    eff_iou_value:       the same score as a Python float when the caller already read it back (with other
+                         values of the frame, in one transfer); None: read from ``eff_iou_score`` when needed
     """
 
     pred_masks: torch.Tensor
@@ -100,6 +102,7 @@ class FrameMemory:
     maskmem_pos: torch.Tensor | None = None
     iou_score: torch.Tensor | None = None
     eff_iou_score: torch.Tensor | None = None
+    eff_iou_value: float | None = None
 
     def with_memory(self, features: torch.Tensor, pos: torch.Tensor) -> FrameMemory:
         """A copy carrying a (re-)encoded spatial memory."""
@@ -227,7 +230,8 @@ class MemoryBank:
             mem = self.non_cond.get(i)
             if mem is None or mem.eff_iou_score is None:
                 continue
-            if float(mem.eff_iou_score) > threshold:
+            score = mem.eff_iou_value if mem.eff_iou_value is not None else float(mem.eff_iou_score)
+            if score > threshold:
                 valid.insert(0, i)
             if len(valid) >= limit - 1:
                 break

@@ -25,11 +25,10 @@ from sam3.config import Sam3Config
 from sam3.modeling.interactive.mask_decoder import MaskDecoder
 from sam3.modeling.interactive.prompt_encoder import PromptEncoder
 from sam3.modeling.layers.mlp import MLP
-from sam3.modeling.layers.position_encoding import get_1d_sine_pe
 from sam3.modeling.tracker.memory_attention import MemoryAttention
 from sam3.modeling.tracker.memory_encoder import MemoryEncoder
+from sam3.modeling.tracker.memory_gather import assemble_memory, plan_memory
 from sam3.modeling.tracker.state import (
-    FrameMemory,
     MemoryBank,
     PointInputs,
     SamHeadsOutput,
@@ -206,82 +205,28 @@ class Sam3Tracker(nn.Module):
     def gather_memory(
         self, frame_idx: int, bank: MemoryBank, num_frames: int, batch_size: int, reverse: bool, device: torch.device
     ) -> tuple[torch.Tensor, torch.Tensor, int]:
-        """Assemble the attention memory for ``frame_idx``.
+        """Assemble the attention memory for ``frame_idx`` (``memory_gather``: plan, then assemble).
 
         Returns memory (B, n*g*g + P*C/m, m), its position encoding (same shape) and the number of
         trailing object-pointer tokens.
         """
-        if not bank.cond:
-            raise ValueError("tracking needs at least one conditioning frame in the memory bank")
-        sign = -1 if reverse else 1
-        selected, unselected = bank.select_cond_frames(frame_idx, self.max_cond_frames_in_attn)
-        valid: list[int] = []
-        if self.use_memory_selection:
-            valid = bank.select_memory_frames(
-                frame_idx, num_frames, reverse, self.max_obj_ptrs_in_encoder, self.memory_selection_threshold
-            )
+        plan = plan_memory(self, frame_idx, bank, num_frames, reverse)
+        return assemble_memory(self, [plan], batch_size, device)
 
-        # Spatial memories: selected conditioning frames use temporal slot 0; recent frames slots 1..num_maskmem-1.
-        spatial: list[tuple[int, FrameMemory]] = [(0, m) for m in selected.values()]
-        for t_pos in range(1, self.num_maskmem):
-            t_rel = self.num_maskmem - t_pos  # frames away from the current one
-            if self.use_memory_selection:
-                if t_rel > len(valid):
-                    continue
-                prev = valid[-t_rel]
-            else:
-                prev = frame_idx - sign * t_rel
-            mem = bank.non_cond.get(prev)
-            if mem is None:
-                # A conditioning frame left out above still serves as an ordinary recent memory.
-                mem = unselected.get(prev)
-            if mem is not None:
-                spatial.append((t_pos, mem))
-
-        tokens, pos = [], []
-        for t_pos, mem in spatial:
-            if mem.maskmem_features is None or mem.maskmem_pos is None:
-                raise ValueError("a memory frame has no encoded memory (run the memory encoder first)")
-            tokens.append(mem.maskmem_features.to(device).flatten(2).transpose(1, 2))
-            tpos = self.maskmem_tpos_enc[self.num_maskmem - t_pos - 1].view(1, 1, -1)
-            pos.append(mem.maskmem_pos.to(device).flatten(2).transpose(1, 2) + tpos)
-
-        # Object pointers: past (or current) selected conditioning frames at their real distance, then
-        # recent frames at distance 1, 2, ... (with memory selection: the rank among the selected frames).
-        max_ptrs = min(num_frames, self.max_obj_ptrs_in_encoder)
-        ptrs: list[tuple[int, torch.Tensor]] = [
-            ((frame_idx - t) * sign, m.obj_ptr)
-            for t, m in selected.items()
-            if (t >= frame_idx if reverse else t <= frame_idx)
-        ]
-        for t_diff in range(1, max_ptrs):
-            if self.use_memory_selection:
-                # The oldest selected frame contributes no pointer (as released).
-                if t_diff >= len(valid):
-                    break
-                t = valid[-t_diff]
-            else:
-                t = frame_idx - sign * t_diff
-                if t < 0 or t >= num_frames:
-                    break
-            mem = bank.non_cond.get(t, unselected.get(t))
-            if mem is not None:
-                ptrs.append((t_diff, mem.obj_ptr))
-
-        num_ptr_tokens = 0
-        if ptrs:
-            dist = torch.tensor([d for d, _ in ptrs], device=device) / (max_ptrs - 1)
-            ptr_pos = self.obj_ptr_tpos_proj(get_1d_sine_pe(dist, self.hidden_dim))  # (P, m)
-            obj_ptrs = torch.stack([p.to(device) for _, p in ptrs], dim=1)  # (B, P, C)
-            split = self.hidden_dim // self.mem_dim
-            if split > 1:
-                # Each C-wide pointer becomes `split` consecutive m-wide tokens sharing one PE.
-                obj_ptrs = obj_ptrs.reshape(batch_size, -1, self.mem_dim)
-                ptr_pos = ptr_pos.repeat_interleave(split, dim=0)
-            tokens.append(obj_ptrs)
-            pos.append(ptr_pos.unsqueeze(0).expand(batch_size, -1, -1))
-            num_ptr_tokens = obj_ptrs.shape[1]
-        return torch.cat(tokens, dim=1), torch.cat(pos, dim=1), num_ptr_tokens
+    def attend_memory(
+        self,
+        image_embed: torch.Tensor,
+        image_pos: torch.Tensor,
+        memory: torch.Tensor,
+        memory_pos: torch.Tensor,
+        num_ptr_tokens: int,
+    ) -> torch.Tensor:
+        """(B, C, g, g) level-2 features and their PE attending to (B, M, m) memory -> (B, C, g, g)."""
+        b, c, h, w = image_embed.shape
+        src = image_embed.flatten(2).transpose(1, 2)
+        src_pos = image_pos.flatten(2).transpose(1, 2)
+        out = self.memory_attention(src, src_pos, memory, memory_pos, (h, w), num_ptr_tokens)
+        return out.transpose(1, 2).reshape(b, c, h, w)
 
     def prepare_memory_conditioned_features(
         self,
@@ -300,10 +245,7 @@ class Sam3Tracker(nn.Module):
             # No memory to attend to: mark the features with the learned "no memory" embedding.
             return x + self.no_mem_embed.view(1, c, 1, 1)
         memory, memory_pos, num_ptr_tokens = self.gather_memory(frame_idx, bank, num_frames, b, reverse, x.device)
-        src = x.flatten(2).transpose(1, 2)
-        src_pos = features.image_pos.flatten(2).transpose(1, 2)
-        out = self.memory_attention(src, src_pos, memory, memory_pos, (h, w), num_ptr_tokens)
-        return out.transpose(1, 2).reshape(b, c, h, w)
+        return self.attend_memory(x, features.image_pos, memory, memory_pos, num_ptr_tokens)
 
     def encode_new_memory(
         self,
