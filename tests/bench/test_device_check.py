@@ -4,20 +4,14 @@ CUDA-only measurements say why they are skipped, and the per-frame operator / ho
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "device_check.py"
+from tests.bench.loader import load_bench
 
 
 @pytest.fixture(scope="module")
 def device_check():
-    spec = importlib.util.spec_from_file_location("device_check", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("device_check")
 
 
 def test_smoke_run_tiny_cpu(device_check, tmp_path, capsys):

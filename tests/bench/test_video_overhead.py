@@ -4,21 +4,15 @@ the bench itself, not asserted here (speed is the bench's business)."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "video_overhead.py"
+from tests.bench.loader import load_bench
 
 
 @pytest.fixture(scope="module")
 def overhead():
-    spec = importlib.util.spec_from_file_location("video_overhead", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("video_overhead")
 
 
 def test_counter_counts_operators_and_host_reads(overhead):

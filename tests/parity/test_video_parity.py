@@ -86,11 +86,13 @@ PLAN = [
         ],
     },
     {
-        # many objects tracked together (one batched tracker pass per frame): 6 clicked next to the detected ones
+        # many objects tracked together (one batched tracker pass per frame): 6 clicked next to the detected
+        # ones, then re-tracked together (the official re-tracks clicked objects only after a propagation)
         "name": "many_objects",
         "heuristics": {**HEURISTICS, "hotstart_delay": 0},
         "steps": [
             ["text", 0, "a person"],
+            ["propagate", "forward", None, None],
             *[["click", 0, 1001 + k, [[200.0 + 440.0 * (k % 3), 200.0 + 320.0 * (k // 3)]], [1]] for k in range(6)],
             ["propagate", "forward", None, None],
         ],
