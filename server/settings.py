@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     lazy_necks: bool = Field(True, validation_alias="SAM3_LAZY_NECKS")
     # Speed and precision (README "Speed and precision"; the policy is sam3.device.resolve_precision).
     precision: str = Field("auto", validation_alias="SAM3_PRECISION")
+    # What "auto" may assume of the CPU: probe it (auto), or state that bf16 is native / emulated there.
+    cpu_bf16: str = Field("auto", validation_alias="SAM3_CPU_BF16")
     compile: bool = Field(False, validation_alias="SAM3_COMPILE")
     warmup: bool = Field(True, validation_alias="SAM3_WARMUP")
     num_threads: int | None = Field(None, ge=1, validation_alias="SAM3_NUM_THREADS")
@@ -91,6 +93,16 @@ class Settings(BaseSettings):
         text = "auto" if value is None else str(value).strip().lower() or "auto"
         if text not in PRECISION_MODES:
             raise ValueError(f"SAM3_PRECISION must be one of {', '.join(PRECISION_MODES)}, got {value!r}")
+        return text
+
+    @field_validator("cpu_bf16", mode="before")
+    @classmethod
+    def _known_cpu_bf16(cls, value: object) -> object:
+        from sam3.device import CPU_BF16_MODES
+
+        text = "auto" if value is None else str(value).strip().lower() or "auto"
+        if text not in CPU_BF16_MODES:
+            raise ValueError(f"SAM3_CPU_BF16 must be one of {', '.join(CPU_BF16_MODES)}, got {value!r}")
         return text
 
     @field_validator("num_threads", mode="before")

@@ -49,7 +49,9 @@ def start_server(
     port = free_port()
     media = tmp / "media"
     media.mkdir(exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SAM_", "SAM3_"))}
+    # The service's settings come from this function alone, except the CPU the precision policy may assume,
+    # which a whole run can state (tests/conftest.py: SAM3_CPU_BF16).
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SAM_", "SAM3_")) or k == "SAM3_CPU_BF16"}
     env.update(
         SAM3_PRESET="tiny",
         SAM3_RANDOM_WEIGHTS="true",
