@@ -72,6 +72,31 @@ def checkpoint_shapes(prefix: str = "") -> dict[str, tuple[int, ...]]:
     return {name: shape for name, (shape, _) in checkpoint_entries(prefix).items()}
 
 
+@pytest.fixture()
+def hub_calls(monkeypatch) -> dict[str, int]:
+    """Counts what a checkpoint lookup asks of the network: TCP probes of the Hub (``socket.create_connection``)
+    and downloads (``hf_hub_download`` calls that are not cache reads). "Fails fast" means: no download, and at
+    most the one probe, whatever this machine's speed."""
+    import socket
+
+    import huggingface_hub
+
+    calls = {"probes": 0, "downloads": 0}
+    connect, download = socket.create_connection, huggingface_hub.hf_hub_download
+
+    def counted_connect(*args, **kwargs):
+        calls["probes"] += 1
+        return connect(*args, **kwargs)
+
+    def counted_download(*args, **kwargs):
+        calls["downloads"] += not kwargs.get("local_files_only", False)
+        return download(*args, **kwargs)
+
+    monkeypatch.setattr(socket, "create_connection", counted_connect)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", counted_download)
+    return calls
+
+
 # ---------------------------------------------------------------- the CPU the precision policy sees
 # `auto` resolves to bf16 on a CPU with native bf16 and to fp32 elsewhere (sam3.device.resolve_precision). The
 # service's setting SAM3_CPU_BF16 (native | emulated) states the CPU instead of probing it, so:
