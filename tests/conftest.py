@@ -34,6 +34,16 @@ def read_keys_video() -> list[tuple[str, tuple[int, ...], str]]:
 
 
 @pytest.fixture(scope="session")
+def oracle() -> Path:
+    """The official package's install folder (``.oracle``); skips, naming the install command, when absent."""
+    from tests.parity.harness import INSTALL_HINT, ORACLE, oracle_available
+
+    if not oracle_available():
+        pytest.skip(INSTALL_HINT)
+    return ORACLE
+
+
+@pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO
 

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import KEYS_VIDEO
-from tests.parity.harness import INSTALL_HINT, ROOT, oracle_available
 
 # The same photo on every machine (scikit-image ships it); PARITY_PHOTO=/path/to/photo.jpg runs the parity tests
 # on another one by hand (the earlier rounds' hidden photos, say), and the run prints which.
@@ -23,14 +22,6 @@ class Photo:
     path: Path
     source: str
     size: tuple[int, int]  # (width, height)
-
-
-@pytest.fixture(scope="session")
-def oracle() -> Path:
-    """The official package's install folder; skips (naming the install command) when it is absent."""
-    if not oracle_available():
-        pytest.skip(INSTALL_HINT)
-    return ROOT / ".oracle"
 
 
 def _load_photo():
