@@ -25,9 +25,12 @@ SMOKE = {
     "click_latency.py": (["--preset", "tiny", "--repeats", "2", "--image", "{photo}"], "stages of the fast click"),
     "image_latency.py": (
         ["--preset", "tiny", "--repeats", "1", "--image", "{photo}", "--workdir", "{work}"],
-        "Our click on an encoded image, stage by stage",
+        "check that both sides did the same work",
     ),
-    "precision_quality.py": (["--preset", "tiny", "--image", "{photo}", "--workdir", "{work}"], "vs ours fp32"),
+    "precision_quality.py": (
+        ["--preset", "tiny", "--image", "{photo}", "--workdir", "{work}"],
+        "ours fp32 vs official fp32",
+    ),
     "int8_floor.py": (
         ["--preset", "tiny", "--image", "{photo}", "--workdir", "{work}", "--threads", "1"],
         "vs ours fp32",
