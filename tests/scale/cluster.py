@@ -34,6 +34,20 @@ class ServeCluster:
     media: Path
     app_name: str
 
+    temp_dir: str = ""
+
+    def deploy(self, replicas: int) -> None:
+        """Deploy (or redeploy) the application with ``replicas`` model replicas; returns when it runs."""
+        from ray import serve
+
+        from server.scale.app import build
+
+        options = {"num_replicas": replicas, "ray_actor_options": {"num_cpus": 1}}
+        try:
+            serve.run(build({"replica": options}), name=self.app_name, route_prefix="/")
+        except RuntimeError as exc:
+            raise RuntimeError(f"{exc}\n{replica_errors(self.temp_dir)}") from None
+
     def kill_replica(self, name: str) -> None:
         """Kill the replica named ``name`` (its ``X-Replica``) as a crash would: no graceful shutdown."""
         import ray
@@ -64,8 +78,6 @@ def serve_cluster(media: Path, replicas: int = 2, env: dict[str, str] | None = N
     import ray
     from ray import serve
 
-    from server.scale.app import build
-
     port = free_port()
     temp_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths have a length limit
     service_env = {**tiny_env(media), **(env or {})}
@@ -94,14 +106,10 @@ def serve_cluster(media: Path, replicas: int = 2, env: dict[str, str] | None = N
     app_name = "sam3"
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        options = {"num_replicas": replicas, "ray_actor_options": {"num_cpus": 1}}
-        try:
-            serve.run(build({"replica": options}), name=app_name, route_prefix="/")
-        except RuntimeError as exc:
-            raise RuntimeError(f"{exc}\n{replica_errors(temp_dir)}") from None
-        url = f"http://127.0.0.1:{port}"
-        wait_healthy(url, timeout_s=120)
-        yield ServeCluster(url, media, app_name)
+        cluster = ServeCluster(f"http://127.0.0.1:{port}", media, app_name, temp_dir)
+        cluster.deploy(replicas)
+        wait_healthy(cluster.url, timeout_s=120)
+        yield cluster
     finally:
         with contextlib.suppress(Exception):
             serve.shutdown()

@@ -24,7 +24,7 @@ from milimo_clients import (  # noqa: E402
     SamServiceError,
     TrackingManager,
 )
-from tests.scale.cluster import ServeCluster, serve_cluster  # noqa: E402
+from tests.scale.cluster import REPO, ServeCluster, serve_cluster  # noqa: E402
 from tests.server.media import encode, moving_crops, write_video  # noqa: E402
 
 FRAMES = 20
@@ -176,6 +176,23 @@ def test_the_milimo_clients_work_unchanged(cluster, video, astronaut):
     import asyncio
 
     asyncio.run(run_async())
+
+
+def test_scale_out_bench_smoke(cluster, video):
+    """bench/scale_out.py's measurements, seconds long, on this module's two replicas (figures printed)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("scale_out", REPO / "bench" / "scale_out.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    detect = bench.detect_throughput(cluster.url, bench.test_images(4), concurrency=2)
+    clicks = bench.clicks_during_propagations(cluster.url, video, clicks=3, every_s=0.1)
+    print("scale_out smoke:", detect, clicks)
+    assert detect["requests"] == 4 and sum(detect["per_replica"].values()) == 4 and detect["requests_per_s"] > 0
+    assert clicks["clicks_during"] >= 1 and clicks["click_p50_s"] > 0
+    assert sorted(p["frames"] for p in clicks["propagations"]) == [FRAMES, FRAMES]
+    # two sessions, one on each replica (new sessions go to the replica holding the fewest)
+    assert len({p["replica"] for p in clicks["propagations"]}) == 2
 
 
 def _stream_lines(url: str, session_id: str, out: list[dict], first_frame: threading.Event) -> None:
