@@ -126,6 +126,7 @@ class AffinityTable:
         self._pins: OrderedDict[tuple[str, str], str] = OrderedDict()
         self._lost: OrderedDict[str, str] = OrderedDict()  # session id -> the replica it was lost with
         self._lock = threading.Lock()
+        self.running: frozenset[str] = frozenset()  # the replicas the router last saw running
 
     def pin(self, kind: Literal["session", "image"], value: str, replica: str) -> None:
         with self._lock:
@@ -172,6 +173,7 @@ class AffinityTable:
 
     def replicas_running(self, running: set[str]) -> list[str]:
         """The running set changed: every replica holding keys that is not in it is gone."""
+        self.running = frozenset(running)
         with self._lock:
             holders = set(self._pins.values())
         lost: list[str] = []

@@ -10,12 +10,14 @@ when no replica can: a session lost with its replica (410 ``session_id: ...``), 
 died before answering (503 with ``Retry-After``, which the clients retry; a session request gets the 410). A
 streamed propagation whose replica dies ends with the error line ``{"event": "error", "status": 410, ...}``.
 
-The pin table is per ingress replica: run one (it does no model work, only forwarding); with several, a
-session is known only to the ingress replica that started it.
+The pin table is per ingress replica. A session it does not know (the ingress restarted; another ingress
+replica started it) is looked for on every running replica before the request goes by load; only the 410 of
+a session lost with its replica needs the ingress replica that knew it (another one answers 404).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -34,6 +36,7 @@ log = logging.getLogger("sam3.server")
 _BODY_OVERHEAD_BYTES = 1024 * 1024
 _IMAGE_ID_IN_JSON = re.compile(rb'"image_id":\s*"([^"\\]+)"')
 _NDJSON = b"application/x-ndjson"
+_FIND_TIMEOUT_S = 5.0
 
 
 def _header(headers, name: bytes) -> bytes | None:
@@ -41,6 +44,10 @@ def _header(headers, name: bytes) -> bytes | None:
         if key.lower() == name:
             return value
     return None
+
+
+async def _result(response):
+    return await response
 
 
 def _without_request_id(message: dict) -> dict:
@@ -101,6 +108,7 @@ class Ingress:
 
     def __init__(self, replicas: DeploymentHandle, name: str) -> None:
         self.forward = replicas.options(method_name="forward", stream=True)
+        self.holds = replicas.options(method_name="holds")
         self.settings = Settings()
         self.body_limit = max(self.settings.max_upload_bytes + _BODY_OVERHEAD_BYTES, self.settings.max_json_bytes)
         self.name = name
@@ -130,7 +138,26 @@ class Ingress:
             if lost_with is not None:
                 await self._answer(scope, receive, send, 410, lost_session_detail(route.session_id, lost_with))
                 return
+            holder = await self._find_session(route.session_id)
+            if holder is not None:
+                TABLE.pin("session", route.session_id, holder)
+                route = Route("session", route.session_id, holder)
         await self._relay(scope, receive, send, body, path, route)
+
+    async def _find_session(self, session_id: str) -> str | None:
+        """Ask the replicas, one after the other, whether one holds a session this table does not know (this
+        ingress restarted, or another ingress replica started it). Bounded: a replica that does not answer
+        within ``_FIND_TIMEOUT_S`` counts as not holding it (the request then goes by load, and a replica
+        that does not hold the session answers 404)."""
+        asks = [Route(replica=uid) for uid in sorted(TABLE.running)] or [Route()]
+        for route in asks:
+            try:
+                holder = await asyncio.wait_for(_result(self.holds.remote(session_id, route=route)), _FIND_TIMEOUT_S)
+            except (asyncio.TimeoutError, RayActorError):
+                continue
+            if holder is not None:
+                return holder
+        return None
 
     async def _read_body(self, scope, receive) -> bytes | None:
         """The whole body, or its first ``body_limit + 1`` bytes (the app then answers 413 on its own)."""

@@ -80,6 +80,12 @@ class SamReplica:
                 message[REPLICA_KEY] = self.unique_id
             yield message
 
+    def holds(self, session_id: str, route: Route | None = None) -> str | None:
+        """This replica's unique id when it holds the session, else None (the ingress asks every replica when
+        its pin table does not know a session: after the ingress restarted, or with several ingresses)."""
+        tracking = getattr(self.app.state, "tracking", None)
+        return self.unique_id if tracking is not None and session_id in tracking.sessions else None
+
     def check_health(self) -> None:
         """Ray Serve's liveness probe: the app's lifespan runs (a model that failed to load is reported on
         ``/health``, as in the single-process service, not by restarting the replica)."""

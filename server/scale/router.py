@@ -39,6 +39,10 @@ class AffinityRouter(RequestRouter):
     ) -> list[list[RunningReplica]]:
         if not candidate_replicas:
             return []
+        if pending_request is not None:
+            # every choice here is final for this round: when no replica accepts (queue full, a queue-length
+            # probe late on a busy machine), the engine waits before asking again instead of probing in a loop
+            pending_request.routing_context.should_backoff = True
         route = pending_request.kwargs.get("route") if pending_request is not None else None
         if isinstance(route, affinity.Route) and route.replica is not None:
             for replica in candidate_replicas:

@@ -49,12 +49,20 @@ class ServeCluster:
             raise RuntimeError(f"{exc}\n{replica_errors(self.temp_dir)}") from None
 
     def kill_replica(self, name: str) -> None:
-        """Kill the replica named ``name`` (its ``X-Replica``) as a crash would: no graceful shutdown."""
+        """Kill the replica named ``name`` (``Deployment#id``, as in ``X-Replica``) as a crash would."""
         import ray
 
         deployment, unique_id = name.split("#")
         actor = ray.get_actor(f"SERVE_REPLICA::{self.app_name}#{deployment}#{unique_id}", namespace="serve")
         ray.kill(actor, no_restart=True)
+
+    def replicas(self, deployment: str) -> list[str]:
+        """The names (``Deployment#id``) of the deployment's replica actors alive now."""
+        import ray
+
+        prefix = f"SERVE_REPLICA::{self.app_name}#{deployment}#"
+        names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)]
+        return [f"{deployment}#{n[len(prefix) :]}" for n in names if n.startswith(prefix)]
 
 
 def tiny_env(media: Path, **extra: str) -> dict[str, str]:
@@ -114,6 +122,10 @@ def serve_cluster(media: Path, replicas: int = 2, env: dict[str, str] | None = N
         with contextlib.suppress(Exception):
             serve.shutdown()
         ray.shutdown()
+        if os.environ.get("SAM3_TEST_RAY_LOGS"):  # a folder to keep Ray's logs in (debugging)
+            shutil.copytree(
+                Path(temp_dir) / "session_latest" / "logs", os.environ["SAM3_TEST_RAY_LOGS"], dirs_exist_ok=True
+            )
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 

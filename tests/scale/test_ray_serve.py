@@ -178,6 +178,38 @@ def test_the_milimo_clients_work_unchanged(cluster, video, astronaut):
     asyncio.run(run_async())
 
 
+def wait_for_two_replicas(url: str, timeout_s: float = 180) -> set[str]:
+    """Until /health answers from two model replicas (short attempts: after a restart, the first calls of a
+    new ingress may wait for the engine to reach its replicas)."""
+    deadline, names = time.monotonic() + timeout_s, set()
+    with httpx.Client(timeout=httpx.Timeout(10.0, connect=5.0)) as client:
+        while time.monotonic() < deadline and len(names) < 2:
+            try:
+                health = client.get(f"{url}/health")
+                if health.status_code == 200 and health.json()["model_loaded"]:
+                    names.add(replica_of(health))
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+    return names
+
+
+def test_sessions_survive_a_restart_of_the_ingress(cluster, video):
+    """The ingress keeps its pins in memory: after Serve restarts it, a session is found on its replica."""
+    assert len(wait_for_two_replicas(cluster.url)) == 2  # whatever ran before (tests run in random order)
+    with httpx.Client(timeout=TIMEOUT) as client:
+        session_id, home = start_session(client, cluster.url, video)
+        assert prompt(client, cluster.url, session_id).status_code == 200
+        (ingress,) = cluster.replicas("SamIngress")
+        cluster.kill_replica(ingress)
+        assert len(wait_for_two_replicas(cluster.url)) == 2, "no answer through a new ingress"
+        answers = [client.post(f"{cluster.url}/track/frames", json={"session_id": session_id}) for _ in range(6)]
+        stop = client.post(f"{cluster.url}/track/stop", json={"session_id": session_id})
+    assert [a.status_code for a in answers] == [200] * 6, [a.text for a in answers]
+    assert {replica_of(a) for a in answers} == {home} and replica_of(stop) == home
+    assert stop.json() == {"session_id": session_id, "closed": True}
+
+
 def test_scale_out_bench_smoke(cluster, video):
     """bench/scale_out.py's measurements, seconds long, on this module's two replicas (figures printed)."""
     import importlib.util
@@ -207,8 +239,9 @@ def _stream_lines(url: str, session_id: str, out: list[dict], first_frame: threa
 
 
 def test_a_dead_replica_loses_only_its_own_sessions(cluster, video):
-    """Last in the module: it kills a replica (Serve starts another)."""
+    """It kills a replica; Serve starts another, which the test waits for (tests run in random order)."""
     url = cluster.url
+    assert len(wait_for_two_replicas(url)) == 2
     with httpx.Client(timeout=TIMEOUT) as client:
         sessions: dict[str, str] = {}  # replica -> session
         started = []
@@ -251,6 +284,8 @@ def test_a_dead_replica_loses_only_its_own_sessions(cluster, video):
         kept_frames = client.post(f"{url}/track/frames", json={"session_id": kept})
         assert kept_frames.status_code == 200 and replica_of(kept_frames) == survivor
         assert len(kept_frames.json()["frames"]) == FRAMES
+        for session_id in started:
+            client.post(f"{url}/track/stop", json={"session_id": session_id})
 
     # the clients: a clear error naming the session, one request, no retry loop
     requests: list[str] = []
@@ -260,13 +295,6 @@ def test_a_dead_replica_loses_only_its_own_sessions(cluster, video):
     assert caught.value.status_code == 410 and "session_id" in caught.value.message
     assert requests == ["/track/prompt"]
 
-    # Serve replaces the replica; /health recovers and image requests reach two live replicas again
-    deadline = time.monotonic() + 180
-    names: set[str] = set()
-    with httpx.Client(timeout=TIMEOUT) as client:
-        while time.monotonic() < deadline and len(names - {doomed}) < 2:
-            health = client.get(f"{url}/health")
-            if health.status_code == 200 and health.json()["model_loaded"]:
-                names.add(replica_of(health))
-            time.sleep(0.5)
-    assert len(names - {doomed}) == 2, f"no replacement replica answered within 180 s: {names}"
+    # Serve replaces the replica; /health recovers, answered by two live replicas again
+    names = wait_for_two_replicas(url)
+    assert len(names) == 2 and doomed not in names, f"no replacement replica answered within 180 s: {names}"
