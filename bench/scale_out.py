@@ -14,12 +14,15 @@ application is redeployed with two. For each count:
 
     python bench/scale_out.py                       # about 3-5 minutes on 2 shared cores
     python bench/scale_out.py --requests 8 --frames 8 --clicks 4 --replicas 2   # a quick look
+    SAM3_RANDOM_WEIGHTS=true python bench/scale_out.py --preset sam3 --device cuda --gpus 1 --replicas 1 2
+                                                    # full size on a GPU host, one GPU per replica
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import threading
@@ -162,6 +165,9 @@ def main() -> None:
     ap.add_argument("--clicks", type=int, default=12)
     ap.add_argument("--every", type=float, default=0.25, help="seconds between clicks")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per replica (SAM3_NUM_THREADS)")
+    ap.add_argument("--preset", default="tiny", help="SAM3_PRESET of the replicas (sam3: full size)")
+    ap.add_argument("--device", default="cpu", help="SAM3_DEVICE of the replicas (cuda: give --gpus too)")
+    ap.add_argument("--gpus", type=float, default=0.0, help="GPUs per replica (Ray's num_gpus: 1, 0.5 ...)")
     args = ap.parse_args()
 
     from skimage import data
@@ -173,8 +179,15 @@ def main() -> None:
     video = str(write_video(work / "pan.mp4", moving_crops(data.astronaut(), args.frames)))
     images = test_images(args.requests)
     results = {}
-    env = {"SAM3_NUM_THREADS": str(args.threads), "SAM_MAX_SESSIONS": "4"}
-    with serve_cluster(work, replicas=args.replicas[0], env=env) as cluster:
+    env = {
+        "SAM3_NUM_THREADS": str(args.threads),
+        "SAM_MAX_SESSIONS": "4",
+        "SAM3_PRESET": args.preset,
+        "SAM3_DEVICE": args.device,
+    }
+    actor = {"num_cpus": 1, "num_gpus": args.gpus}
+    print(f"load average before: {os.getloadavg()}", flush=True)
+    with serve_cluster(work, replicas=args.replicas[0], env=env, actor_options=actor) as cluster:
         for count in args.replicas:
             cluster.deploy(count)
             wait_for_replicas(cluster, count)
@@ -184,6 +197,7 @@ def main() -> None:
                 "clicks": clicks_during_propagations(cluster.url, video, args.clicks, args.every),
             }
             print(f"{count} replica(s):", json.dumps(results[count], indent=1), flush=True)
+    print(f"load average after: {os.getloadavg()}", flush=True)
     if len(results) > 1:
         counts = sorted(results)
         base, top = results[counts[0]]["detect"], results[counts[-1]]["detect"]

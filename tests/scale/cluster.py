@@ -35,6 +35,7 @@ class ServeCluster:
     app_name: str
 
     temp_dir: str = ""
+    actor_options: dict | None = None
 
     def deploy(self, replicas: int) -> None:
         """Deploy (or redeploy) the application with ``replicas`` model replicas; returns when it runs."""
@@ -42,7 +43,7 @@ class ServeCluster:
 
         from server.scale.app import build
 
-        options = {"num_replicas": replicas, "ray_actor_options": {"num_cpus": 1}}
+        options = {"num_replicas": replicas, "ray_actor_options": self.actor_options or {"num_cpus": 1}}
         try:
             serve.run(build({"replica": options}), name=self.app_name, route_prefix="/")
         except RuntimeError as exc:
@@ -81,8 +82,11 @@ def tiny_env(media: Path, **extra: str) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def serve_cluster(media: Path, replicas: int = 2, env: dict[str, str] | None = None) -> Iterator[ServeCluster]:
-    """Start Ray, Serve and the application (``replicas`` model replicas); stop everything afterwards."""
+def serve_cluster(
+    media: Path, replicas: int = 2, env: dict[str, str] | None = None, actor_options: dict | None = None
+) -> Iterator[ServeCluster]:
+    """Start Ray, Serve and the application (``replicas`` model replicas, each with ``actor_options``, by default
+    one CPU); stop everything afterwards. ``env`` overrides the tiny CPU settings."""
     import ray
     from ray import serve
 
@@ -114,7 +118,7 @@ def serve_cluster(media: Path, replicas: int = 2, env: dict[str, str] | None = N
     app_name = "sam3"
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        cluster = ServeCluster(f"http://127.0.0.1:{port}", media, app_name, temp_dir)
+        cluster = ServeCluster(f"http://127.0.0.1:{port}", media, app_name, temp_dir, actor_options)
         cluster.deploy(replicas)
         wait_healthy(cluster.url, timeout_s=120)
         yield cluster
