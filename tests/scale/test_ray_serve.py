@@ -129,6 +129,19 @@ def test_every_call_of_a_session_reaches_its_replica(cluster, video):
         assert lines[-1]["event"] == "end" and lines[-1]["cancelled"] is True
         assert lines[-1]["num_frames_processed"] < FRAMES
 
+        # a client that hangs up mid-stream stops the propagation on the replica: the session is free again
+        with httpx.Client(timeout=TIMEOUT) as leaving:
+            with leaving.stream("POST", f"{url}/track/propagate", json=body) as stream:
+                seen.append(replica_of(stream))
+                next(stream.iter_lines())
+        deadline, busy = time.monotonic() + 60, True
+        while busy and time.monotonic() < deadline:
+            answer = prompt(client, url, session_id)
+            busy = answer.status_code == 409
+            seen.append(replica_of(answer))
+            time.sleep(0.2)
+        assert answer.status_code == 200, answer.text
+
         full = client.post(f"{url}/track/propagate", json={"session_id": session_id, "direction": "forward"})
         assert full.status_code == 200 and full.json()["num_frames_processed"] == FRAMES
         calls = [
