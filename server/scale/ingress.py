@@ -149,15 +149,21 @@ class Ingress:
         ingress restarted, or another ingress replica started it). Bounded: a replica that does not answer
         within ``_FIND_TIMEOUT_S`` counts as not holding it (the request then goes by load, and a replica
         that does not hold the session answers 404)."""
-        asks = [Route(replica=uid) for uid in sorted(TABLE.running)] or [Route()]
-        for route in asks:
-            try:
-                holder = await asyncio.wait_for(_result(self.holds.remote(session_id, route=route)), _FIND_TIMEOUT_S)
-            except (asyncio.TimeoutError, RayActorError):
-                continue
+        if not TABLE.running:  # the router starts with a first call (to any replica); then it knows them all
+            holder = await self._ask(session_id, Route())
+            if holder is not None:
+                return holder
+        for uid in sorted(TABLE.running):
+            holder = await self._ask(session_id, Route(replica=uid))
             if holder is not None:
                 return holder
         return None
+
+    async def _ask(self, session_id: str, route: Route) -> str | None:
+        try:
+            return await asyncio.wait_for(_result(self.holds.remote(session_id, route=route)), _FIND_TIMEOUT_S)
+        except (asyncio.TimeoutError, RayActorError):
+            return None
 
     async def _read_body(self, scope, receive) -> bytes | None:
         """The whole body, or its first ``body_limit + 1`` bytes (the app then answers 413 on its own)."""
