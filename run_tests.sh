@@ -21,7 +21,7 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 if [ "$(cat "$VENV/.stamp" 2>/dev/null)" != "$(stamp_of)" ]; then
   echo "== installing the project and its test dependencies into $VENV"
-  "$VENV/bin/pip" install -q --disable-pip-version-check -e ".[server,test]"
+  "$VENV/bin/pip" install -q --disable-pip-version-check -e ".[server,scale,test]"
   stamp_of > "$VENV/.stamp"
 fi
 if [ ! -f "$ORACLE/.stamp" ] || [ "$(cat "$ORACLE/.stamp")" != "$ORACLE_PKGS" ]; then
