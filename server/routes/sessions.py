@@ -22,6 +22,9 @@ class SessionInfo(BaseModel):
     session_id: str
     video_path: str
     num_frames: int
+    width: int  # extension: what a page needs to adopt the session
+    height: int
+    fps: float | None
     created: float = Field(description="Unix time the session was opened")
     last_used: float = Field(description="Unix time of the end of its last request")
     busy: bool = Field(description="a request (e.g. a propagation) is working on it now")
@@ -61,6 +64,9 @@ async def sessions(settings: SettingsDep, tracking: TrackingDep) -> SessionList:
                 session_id=s.session_id,
                 video_path=s.video.resource_path,
                 num_frames=s.video.num_frames,
+                width=s.video.width,
+                height=s.video.height,
+                fps=s.video.fps,
                 created=s.created,
                 last_used=wall - (now - s.last_used),
                 busy=busy,
