@@ -9,8 +9,9 @@ the bytes really unpacked are counted; every frame's header is checked against t
 then probed by the tracker's own loader (frames counted in the file, sizes), and anything refused is deleted.
 
 Retention: an upload is deleted ``SAM_UPLOAD_RETENTION_S`` after the last session on it closed (its
-modification time is set then), or after it was uploaded when no session opened it; never while a session
-uses it. ``0`` deletes it together with its session.
+modification time is set then), or after it was uploaded when no session opened it (at least
+``UNOPENED_GRACE_S``, the time to open it); never while a session uses it. ``0`` deletes it together with its
+session.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from server.settings import Settings
 
 log = logging.getLogger("sam3.server")
 COPY_CHUNK = 1024 * 1024
+# An upload no session has opened yet is kept at least this long (time to call /track/start), whatever the retention.
+UNOPENED_GRACE_S = 60.0
 ZIP_EXTS = (".zip",)
 
 
@@ -192,9 +195,12 @@ class UploadStore:
             return []
         used = {Path(p).resolve() for p in in_use}
         now, removed = time.time(), []
+        # with a retention of 0 the session's close deletes its upload (session_closed); the sweep still leaves
+        # a fresh upload the time to be opened
+        keep_s = max(self.settings.upload_retention_s, UNOPENED_GRACE_S)
         for entry in list(self.folder.iterdir()):
             try:
-                if entry.resolve() in used or now - entry.stat().st_mtime <= self.settings.upload_retention_s:
+                if entry.resolve() in used or now - entry.stat().st_mtime <= keep_s:
                     continue
             except OSError:
                 continue

@@ -213,3 +213,31 @@ def test_upload_limits_are_413_naming_the_limit_and_leave_nothing(client, media,
     ok = client.post("/media/upload", files={"file": ("my clip.mp4", short.read_bytes())})
     assert ok.status_code == 200 and ok.json()["num_frames"] == 4 and ok.json()["kind"] == "video"
     assert Path(ok.json()["video_path"]).name.endswith("_my_clip.mp4")
+
+
+def test_upload_retention_sweep(tmp_path):
+    """Past the retention an upload goes unless a session uses it; a fresh one is kept the time to open it."""
+    import os
+
+    from server.services.upload_store import UNOPENED_GRACE_S, UploadStore
+
+    store = UploadStore(tiny_settings(media_roots=str(tmp_path), upload_retention_s=100))
+    store.folder.mkdir()
+    old, used, fresh = (store.folder / name for name in ("old.mp4", "used", "fresh.mp4"))
+    old.write_bytes(b"x")
+    used.mkdir()
+    fresh.write_bytes(b"x")
+    past = time.time() - 500
+    for path in (old, used):
+        os.utime(path, (past, past))
+    assert store.sweep({str(used)}) == ["old.mp4"]
+    assert used.exists() and fresh.exists() and not old.exists()
+    store.session_closed("s", str(used))  # its session closed: the retention clock starts now
+    assert store.sweep(set()) == [] and used.exists()
+    store.session_closed("s", str(tmp_path / "elsewhere.mp4"))  # not an upload: nothing happens
+
+    now_only = UploadStore(tiny_settings(media_roots=str(tmp_path), upload_retention_s=0))
+    assert now_only.sweep(set()) == []  # retention 0: a fresh upload still gets UNOPENED_GRACE_S
+    assert UNOPENED_GRACE_S > 0 and fresh.exists()
+    now_only.session_closed("s", str(used))  # ...and a closed session's upload goes at once
+    assert not used.exists()
