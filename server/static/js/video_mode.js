@@ -279,6 +279,10 @@ function showRemovals(removed) {
   const note = $("removal-note");
   note.hidden = !removed?.length;
   note.textContent = (removed || []).map((r) => `${r.detail[0].toUpperCase()}${r.detail.slice(1)}.`).join(" ");
+  // a removed object has no mask on any frame any more: it leaves the list too
+  for (const r of removed || []) {
+    if (![...v.results.values()].some((f) => f.object_ids.includes(r.obj_id))) v.objects.delete(r.obj_id);
+  }
 }
 
 async function propagate() {
