@@ -282,6 +282,12 @@ def test_a_box_on_a_frame_folder_is_drawn_and_the_session_list_closes_others(con
     drawn = page.evaluate(MASK_PIXELS.replace(".layer-mask", ".layer-marks"), "video-stage")
     assert drawn > 50
     page.screenshot(path=tmp_path / "box_on_frames.png")
+    # Undo of a box: a box replaced every object (a new concept), so undoing it clears the session.
+    with page.expect_response("**/track/reset") as reset:
+        page.click("#video-undo")
+    assert reset.value.ok
+    page.wait_for_function("document.querySelectorAll('#video-objects li').length === 0")
+    page.wait_for_function(f"(s) => ({MASK_PIXELS.replace('.layer-mask', '.layer-marks')})(s) === 0", arg="video-stage")
 
     # Another client's session is listed with its age; the page can close it.
     other = page.locator(f"#session-list li[data-session-id='{stranger['session_id']}']")
