@@ -72,6 +72,13 @@ class Settings(BaseSettings):
     video_memory_frames: int = Field(64, ge=0, validation_alias="SAM_VIDEO_MEMORY_FRAMES")
     max_video_side: int = Field(8192, ge=16, validation_alias="SAM_MAX_VIDEO_SIDE")
     max_video_pixels: int = Field(16_777_216, ge=256, validation_alias="SAM_MAX_VIDEO_PIXELS")
+    # A session whose page sent a heartbeat is closed once none arrives for this long (a closed tab).
+    session_heartbeat_s: float = Field(120.0, gt=0, validation_alias="SAM_SESSION_HEARTBEAT_S")
+    # POST /media/upload: a video or a zip of frames, stored under <first media root>/<SAM_UPLOAD_DIR>.
+    max_upload_video_mb: float = Field(500.0, gt=0, validation_alias="SAM_MAX_UPLOAD_VIDEO_MB")
+    upload_dir: str = Field("sam_uploads", min_length=1, validation_alias="SAM_UPLOAD_DIR")
+    # An upload is deleted this long after its last session closed (or after it was uploaded, if never opened).
+    upload_retention_s: float = Field(600.0, ge=0, validation_alias="SAM_UPLOAD_RETENTION_S")
 
     # --- HTTP
     cors_origins: str = Field("*", validation_alias=AliasChoices("SAM_CORS_ORIGINS"))
@@ -122,6 +129,10 @@ class Settings(BaseSettings):
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def max_upload_video_bytes(self) -> int:
+        return int(self.max_upload_video_mb * 1024 * 1024)
 
     @property
     def max_json_bytes(self) -> int:

@@ -8,6 +8,8 @@ running propagation ends, a cancel or a disconnect frees the model.
 
 from __future__ import annotations
 
+from unittest.mock import ANY
+
 import base64
 import json
 import os
@@ -84,7 +86,9 @@ def test_stream_arrives_frame_by_frame_and_frames_returns_it(server):
     frames = [x for x in lines if x["event"] == "frame"]
     assert [f["frame_idx"] for f in frames] == list(range(FRAMES))
     assert [f["done"] for f in frames] == list(range(1, FRAMES + 1)) and {f["total"] for f in frames} == {FRAMES}
-    assert lines[-1] == {"event": "end", "num_frames_processed": FRAMES, "cancelled": False}
+    end = lines[-1]
+    assert end == {"event": "end", "num_frames_processed": FRAMES, "cancelled": False, "removed_objects": ANY}
+    assert isinstance(end["removed_objects"], list)  # extension: what a hot-start rule removed, and why
 
     png = post(server, "/track/frames", {"session_id": "stream", "start": 0, "end": FRAMES - 1}).json()["frames"]
     rle = post(server, "/track/frames", {"session_id": "stream", "mask_format": "rle"}).json()["frames"]
