@@ -33,8 +33,10 @@ from milimo_clients.tracking_manager import (
     FrameResult,
     PropagationResult,
     PropagationStream,
+    SessionInfo,
     TrackingManager,
     TrackingSession,
+    UploadedMedia,
 )
 
 __all__ = [
@@ -61,8 +63,10 @@ __all__ = [
     "SamServiceTimeout",
     "SamServiceUnavailable",
     "ServiceClient",
+    "SessionInfo",
     "TrackingManager",
     "TrackingSession",
+    "UploadedMedia",
     "decode_rle",
     "mask_array",
     "parse_retry_after",

@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     lazy_necks: bool = Field(True, validation_alias="SAM3_LAZY_NECKS")
     # Speed and precision (README "Speed and precision"; the policy is sam3.device.resolve_precision).
     precision: str = Field("auto", validation_alias="SAM3_PRECISION")
+    # What "auto" may assume of the CPU: probe it (auto), or state that bf16 is native / emulated there.
+    cpu_bf16: str = Field("auto", validation_alias="SAM3_CPU_BF16")
     compile: bool = Field(False, validation_alias="SAM3_COMPILE")
     warmup: bool = Field(True, validation_alias="SAM3_WARMUP")
     num_threads: int | None = Field(None, ge=1, validation_alias="SAM3_NUM_THREADS")
@@ -70,6 +72,13 @@ class Settings(BaseSettings):
     video_memory_frames: int = Field(64, ge=0, validation_alias="SAM_VIDEO_MEMORY_FRAMES")
     max_video_side: int = Field(8192, ge=16, validation_alias="SAM_MAX_VIDEO_SIDE")
     max_video_pixels: int = Field(16_777_216, ge=256, validation_alias="SAM_MAX_VIDEO_PIXELS")
+    # A session whose page sent a heartbeat is closed once none arrives for this long (a closed tab).
+    session_heartbeat_s: float = Field(120.0, gt=0, validation_alias="SAM_SESSION_HEARTBEAT_S")
+    # POST /media/upload: a video or a zip of frames, stored under <first media root>/<SAM_UPLOAD_DIR>.
+    max_upload_video_mb: float = Field(500.0, gt=0, validation_alias="SAM_MAX_UPLOAD_VIDEO_MB")
+    upload_dir: str = Field("sam_uploads", min_length=1, validation_alias="SAM_UPLOAD_DIR")
+    # An upload is deleted this long after its last session closed (or after it was uploaded, if never opened).
+    upload_retention_s: float = Field(600.0, ge=0, validation_alias="SAM_UPLOAD_RETENTION_S")
 
     # --- HTTP
     cors_origins: str = Field("*", validation_alias=AliasChoices("SAM_CORS_ORIGINS"))
@@ -93,6 +102,16 @@ class Settings(BaseSettings):
             raise ValueError(f"SAM3_PRECISION must be one of {', '.join(PRECISION_MODES)}, got {value!r}")
         return text
 
+    @field_validator("cpu_bf16", mode="before")
+    @classmethod
+    def _known_cpu_bf16(cls, value: object) -> object:
+        from sam3.device import CPU_BF16_MODES
+
+        text = "auto" if value is None else str(value).strip().lower() or "auto"
+        if text not in CPU_BF16_MODES:
+            raise ValueError(f"SAM3_CPU_BF16 must be one of {', '.join(CPU_BF16_MODES)}, got {value!r}")
+        return text
+
     @field_validator("num_threads", mode="before")
     @classmethod
     def _empty_threads_means_default(cls, value: object) -> object:
@@ -110,6 +129,10 @@ class Settings(BaseSettings):
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def max_upload_video_bytes(self) -> int:
+        return int(self.max_upload_video_mb * 1024 * 1024)
 
     @property
     def max_json_bytes(self) -> int:

@@ -35,6 +35,7 @@ from server.schemas import (
     TrackStopRequest,
     TrackStopResponse,
 )
+from server.services.removals import removals_since, removed_ids
 from server.services.tracking_service import FramePrompt, TrackingService
 
 router = APIRouter(prefix="/track", tags=["track"])
@@ -101,9 +102,10 @@ async def propagate(body: TrackPropagateRequest, tracking: TrackingDep):
     """Track the prompted objects through the video: every processed frame in frame order, or (``stream``)
     one NDJSON line per frame as soon as it is computed. The model is taken frame by frame."""
     session, prop = await tracking.begin_propagation(body.session_id, body.direction, body.start_frame, body.max_frames)
+    before = removed_ids(session)
     if body.stream:
         return StreamingResponse(
-            _ndjson(tracking, session, prop, body),
+            _ndjson(tracking, session, prop, body, before),
             media_type=NDJSON,
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
@@ -113,7 +115,11 @@ async def propagate(body: TrackPropagateRequest, tracking: TrackingDep):
             by_index[frame["frame_idx"]] = frame
     frames = [by_index[i] for i in sorted(by_index)]
     return TrackPropagateResponse(
-        session_id=body.session_id, direction=body.direction, num_frames_processed=len(frames), frames=frames
+        session_id=body.session_id,
+        direction=body.direction,
+        num_frames_processed=len(frames),
+        frames=frames,
+        removed_objects=removals_since(session, before, tracking.predictor),
     )
 
 
@@ -121,7 +127,9 @@ def _line(obj: dict) -> bytes:
     return (json.dumps(obj, separators=(",", ":")) + "\n").encode()
 
 
-async def _ndjson(tracking: TrackingService, session, prop, body: TrackPropagateRequest) -> AsyncIterator[bytes]:
+async def _ndjson(
+    tracking: TrackingService, session, prop, body: TrackPropagateRequest, before: set[int]
+) -> AsyncIterator[bytes]:
     total, done = prop.total, 0
     yield _line({"event": "start", "session_id": body.session_id, "total": total})
     try:
@@ -138,7 +146,8 @@ async def _ndjson(tracking: TrackingService, session, prop, body: TrackPropagate
             {"event": "error", "status": 500, "detail": "internal error during propagation (see the service log)"}
         )
         return
-    yield _line({"event": "end", "num_frames_processed": done, "cancelled": prop.stopped})
+    removed = removals_since(session, before, tracking.predictor)
+    yield _line({"event": "end", "num_frames_processed": done, "cancelled": prop.stopped, "removed_objects": removed})
 
 
 @router.post("/cancel", response_model=TrackCancelResponse)

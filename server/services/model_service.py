@@ -206,11 +206,12 @@ class ModelService:
         self.error = None
         started = time.perf_counter()
         try:
-            from sam3.device import device_name, resolve_device, resolve_precision
+            from sam3.device import cpu_info, device_name, resolve_device, resolve_precision
 
             device = resolve_device(self.settings.device)
             self.device = device_name(device)
-            precision = resolve_precision(self.settings.precision, device)
+            cpu = cpu_info(self.settings.cpu_bf16) if device.type == "cpu" else None
+            precision = resolve_precision(self.settings.precision, device, cpu)
             checkpoint = None if self.settings.random_weights else self._find_checkpoint()
             from sam3.build import build_sam3_image_model
             from sam3.inference.processor import Sam3Processor

@@ -62,6 +62,8 @@ class Session:
     propagation: Propagation | None = None
     cancel: bool = False  # set by /track/cancel, /track/stop or expiry: the propagation stops before its next frame
     closing: bool = False  # removed from the table while in use: the last user frees it
+    created: float = field(default_factory=time.time)  # wall clock, for GET /track/sessions
+    heartbeat_at: float | None = None  # monotonic time of the last /track/heartbeat (None: never sent one)
 
     @property
     def ready(self) -> bool:
@@ -69,6 +71,13 @@ class Session:
 
     def touch(self) -> None:
         self.last_used = time.monotonic()
+
+    def expires_in(self, ttl_s: float, heartbeat_s: float, now: float) -> float:
+        """Seconds until the idle sweep closes it: the idle TTL, or the heartbeat timeout once it sent one."""
+        left = ttl_s - (now - self.last_used)
+        if self.heartbeat_at is not None:
+            left = min(left, heartbeat_s - (now - self.heartbeat_at))
+        return left
 
 
 @dataclass(frozen=True)
@@ -126,6 +135,8 @@ class TrackingService:
         self.predictor_error: str | None = None
         self.sessions: dict[str, Session] = {}
         self.frames_propagated = 0  # frames processed by propagations since start (for /metrics)
+        # called with (session_id, resource_path) when a session is freed (the upload store's retention clock)
+        self.on_free: list[Callable[[str, str], None]] = []
 
     # ------------------------------------------------------------------ predictor
     @property
@@ -166,8 +177,10 @@ class TrackingService:
 
     # ------------------------------------------------------------------ session table
     def _retry_after_s(self) -> float:
-        now = time.monotonic()
-        remaining = [self.settings.session_ttl_s - (now - s.last_used) for s in self.sessions.values() if not s.users]
+        now, s_ = time.monotonic(), self.settings
+        remaining = [
+            s.expires_in(s_.session_ttl_s, s_.session_heartbeat_s, now) for s in self.sessions.values() if not s.users
+        ]
         return max(1.0, min(remaining, default=1.0))
 
     def get(self, session_id: str) -> Session:
@@ -206,10 +219,16 @@ class TrackingService:
 
     def _evict_now(self) -> list[str]:
         now = time.monotonic()
-        ttl = self.settings.session_ttl_s
-        expired = [sid for sid, s in self.sessions.items() if s.ready and not s.users and now - s.last_used > ttl]
+        ttl, heartbeat = self.settings.session_ttl_s, self.settings.session_heartbeat_s
+        expired = [
+            sid for sid, s in self.sessions.items() if s.ready and not s.users and s.expires_in(ttl, heartbeat, now) < 0
+        ]
         for sid in expired:
-            log.info("session %s expired after %.0f s idle", sid, now - self.sessions[sid].last_used)
+            s = self.sessions[sid]
+            if s.heartbeat_at is not None and now - s.heartbeat_at > heartbeat:
+                log.info("session %s closed: no heartbeat from its page for %.0f s", sid, now - s.heartbeat_at)
+            else:
+                log.info("session %s expired after %.0f s idle", sid, now - s.last_used)
             self._close(sid)
         return expired
 
@@ -226,6 +245,9 @@ class TrackingService:
         return True
 
     def _free(self, session: Session) -> None:
+        if session.video is not None:
+            for hook in self.on_free:
+                hook(session.session_id, session.video.resource_path)
         if session.video is not None and self.predictor is not None:
             try:
                 self.predictor.close_session(session.video)

@@ -38,10 +38,12 @@ def checkpoint(tmp_path_factory):
 def server(tmp_path_factory, checkpoint) -> Iterator[LiveServer]:
     live = start_server(
         tmp_path_factory.mktemp("e2e_concepts_srv"),
-        {"SAM3_RANDOM_WEIGHTS": "false", "SAM3_CHECKPOINT": str(checkpoint)},
+        # fp32 stated: the answers are compared with this process's fp32 processor to round-off
+        {"SAM3_RANDOM_WEIGHTS": "false", "SAM3_CHECKPOINT": str(checkpoint), "SAM3_PRECISION": "fp32"},
     )
     health = httpx.get(f"{live.url}/health").json()
     assert health["model_loaded"], f"{health['error']}\n{live.log()}"
+    assert health["precision"] == "fp32"
     yield live
     stop_server(live)
 

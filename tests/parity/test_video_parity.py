@@ -276,11 +276,13 @@ class FrameRow:
     band_pixels: int
     logit_diff: float = 0.0  # max |ours - official| of the low-res logits behind the masks (|logit| <= 32)
     note: str = ""
+    complete: bool = True  # every object's logits were there on both sides (a missing one fails the row)
 
     @property
     def passed(self) -> bool:
         return (
-            self.ids_equal
+            self.complete
+            and self.ids_equal
             and self.prob_diff <= RTOL
             and self.box_diff <= RTOL
             and self.bad_pixels == 0
@@ -331,6 +333,7 @@ def compare_frame(where: str, ours: OurFrame, res: dict, hw: tuple[int, int]) ->
             logit_diff = max(logit_diff, float(d.max()) if d.numel() else 0.0)
         else:
             note += f" no logits of ours for {i}"
+    complete = not missing and all(i in ours.lowres for i in res["lowres_ids"].tolist())
     return FrameRow(
         where,
         True,
@@ -340,6 +343,7 @@ def compare_frame(where: str, ours: OurFrame, res: dict, hw: tuple[int, int]) ->
         int((differ & near).sum()),
         logit_diff,
         note.strip(),
+        complete,
     )
 
 
