@@ -70,6 +70,13 @@ class Settings(BaseSettings):
     video_memory_frames: int = Field(64, ge=0, validation_alias="SAM_VIDEO_MEMORY_FRAMES")
     max_video_side: int = Field(8192, ge=16, validation_alias="SAM_MAX_VIDEO_SIDE")
     max_video_pixels: int = Field(16_777_216, ge=256, validation_alias="SAM_MAX_VIDEO_PIXELS")
+    # --- hostile clients (README "Hostile clients")
+    # A streamed propagation ends when its reader has not taken a frame for this long.
+    stream_send_timeout_s: float = Field(30.0, gt=0, validation_alias="SAM_STREAM_SEND_TIMEOUT_S")
+    # Refuse media files with more than one name (a hard link may be the other name of a file outside the roots).
+    media_refuse_hardlinks: bool = Field(False, validation_alias="SAM_MEDIA_REFUSE_HARDLINKS")
+    # Request line plus headers, in KB (server.http_edge answers 431 JSON above it).
+    max_header_kb: int = Field(64, ge=1, validation_alias="SAM_MAX_HEADER_KB")
 
     # --- HTTP
     cors_origins: str = Field("*", validation_alias=AliasChoices("SAM_CORS_ORIGINS"))
