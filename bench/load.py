@@ -79,6 +79,8 @@ def start_server(env_extra: dict[str, str]) -> tuple[str, subprocess.Popen, Path
             str(port),
             "--log-level",
             "warning",
+            "--http",  # as run_sam.sh starts it
+            "server.http_edge:EdgeHttpProtocol",
         ],
         cwd=workdir,
         env=env,

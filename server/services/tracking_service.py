@@ -242,6 +242,8 @@ class TrackingService:
                 self.predictor.close_session(session.video)
             except Exception as exc:  # noqa: BLE001 -- freeing must not fail the caller
                 log.warning("close_session(%s) failed: %s", session.session_id, describe_error(exc))
+        if session.video is not None:
+            log.info("session %s closed: its memory is freed", session.session_id)
         session.video = None
         trim_heap()
 

@@ -63,6 +63,7 @@ def start_server(
     env.update(extra_env)
     log_path = tmp / f"uvicorn_{port}.log"
     command = [sys.executable, "-m", "uvicorn", target, "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--http", "server.http_edge:EdgeHttpProtocol"]  # as run_sam.sh starts it
     if factory:
         command.append("--factory")
     with open(log_path, "wb") as log:
