@@ -55,6 +55,22 @@ CAP = 4
 OUTSIDE = "video_path: outside the media roots (SAM_MEDIA_ROOTS)"
 
 
+def stalled_stream(url: str, sid: str) -> socket.socket:
+    """POST a streamed propagation of session ``sid`` over a socket with a 2 KB receive buffer, never read."""
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+    # Ethernet-sized segments: with loopback's 64 KB segments the kernel would buffer megabytes for the reader.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 1460)
+    sock.connect((host, int(port)))
+    body = json.dumps({"session_id": sid, "max_frames": -1, "stream": True})
+    sock.sendall(
+        f"POST /track/propagate HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n{body}".encode()
+    )
+    return sock
+
+
 @dataclass
 class Tally:
     """What one surface got back."""
@@ -182,20 +198,6 @@ class Attack:
             *(self.request(client, "admission", "POST", "/track/stop", json={"session_id": s}) for s in ids)
         )
 
-    def stalled_stream(self, sid: str) -> socket.socket:
-        host, port = self.url.removeprefix("http://").split(":")
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
-        # Ethernet-sized segments: with loopback's 64 KB segments the kernel would buffer megabytes for the reader.
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 1460)
-        sock.connect((host, int(port)))
-        body = json.dumps({"session_id": sid, "max_frames": -1, "stream": True})
-        sock.sendall(
-            f"POST /track/propagate HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n{body}".encode()
-        )
-        return sock
-
     async def busy(self, client: httpx.AsyncClient, sid: str) -> bool | None:
         """True while a propagation holds the session, False when it is free, None when it is gone."""
         answer = await self.request(
@@ -221,7 +223,7 @@ class Attack:
                     "/track/prompt",
                     json={"session_id": sid, "frame_idx": 0, "points": [[600, 300]]},
                 )
-            sockets = [self.stalled_stream(sid) for sid in ids]
+            sockets = [stalled_stream(self.url, sid) for sid in ids]
             await asyncio.sleep(settle_s)  # the streams fill their readers' buffers (or run on)
             started = time.monotonic()
             for sid in ids:

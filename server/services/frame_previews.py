@@ -60,7 +60,9 @@ class FramePreviews:
 
     def _source(self, video_path: str) -> VideoSource:
         from sam3.inference.media_paths import resolve_media_path, stat_path
-        from sam3.inference.video_io import VideoLimits, open_video
+        from sam3.inference.video_io import open_video
+
+        from server.services.tracking_service import video_limits
 
         roots = self.settings.media_root_paths
         real = resolve_media_path(video_path, roots)  # the roots first: nothing said about other paths
@@ -70,16 +72,11 @@ class FramePreviews:
         if source is not None:
             self._sources.move_to_end(key)
             return source
-        s = self.settings
-        limits = VideoLimits(
-            max_frames=s.max_video_frames,
-            max_side=s.max_video_side,
-            max_pixels=s.max_video_pixels,
-            refuse_hardlinks=s.media_refuse_hardlinks,
-        )
         # A preview keeps no model-sized frames (image_size 16, the smallest cache): it reads frames at their
         # own size, and the small cache also makes a jump of more than a few frames seek instead of decoding.
-        source = open_video(real, image_size=16, limits=dataclasses.replace(limits, cache_mb=0), roots=roots)
+        source = open_video(
+            real, image_size=16, limits=dataclasses.replace(video_limits(self.settings), cache_mb=0), roots=roots
+        )
         self._sources[key] = source
         while len(self._sources) > MAX_SOURCES:
             _, old = self._sources.popitem(last=False)

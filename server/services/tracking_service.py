@@ -125,6 +125,20 @@ def video_error(exc: Exception) -> ServiceError:
     return kind(f"video_path: {exc}")
 
 
+def video_limits(settings: Settings):
+    """The loader's limits (``sam3.inference.video_io.VideoLimits``) from the settings: sessions and
+    ``/media/frame`` read videos under the same ones."""
+    from sam3.inference.video_io import VideoLimits
+
+    return VideoLimits(
+        max_frames=settings.max_video_frames,
+        max_side=settings.max_video_side,
+        max_pixels=settings.max_video_pixels,
+        cache_mb=settings.video_cache_mb,
+        refuse_hardlinks=settings.media_refuse_hardlinks,
+    )
+
+
 class TrackingService:
     """Sessions of the video predictor, with a cap, idle expiry and a lazily built predictor."""
 
@@ -156,17 +170,10 @@ class TrackingService:
         if self.predictor is not None:
             return
         try:
-            from sam3.inference.video_io import VideoLimits
             from sam3.inference.video_predictor import Sam3VideoPredictor
 
             s = self.settings
-            limits = VideoLimits(
-                max_frames=s.max_video_frames,
-                max_side=s.max_video_side,
-                max_pixels=s.max_video_pixels,
-                cache_mb=s.video_cache_mb,
-                refuse_hardlinks=s.media_refuse_hardlinks,
-            )
+            limits = video_limits(s)
             # the same Sam3Model object as the image processor: one copy of the weights
             self.predictor = Sam3VideoPredictor(self.models.model, memory_frames=s.video_memory_frames, limits=limits)
             self.predictor_error = None

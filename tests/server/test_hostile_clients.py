@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bench.attack import stalled_stream
 from tests.server.live import start_app, stop_server
 from tests.server.media import write_video
 
@@ -182,22 +183,6 @@ def test_a_failed_start_frees_its_slot(server, api):
 # ---------------------------------------------------------------- streams whose reader never reads
 
 
-def _stalled_stream(server, sid: str) -> socket.socket:
-    """POST a streamed propagation over a socket with a tiny receive buffer that is never read."""
-    host, port = server.url.removeprefix("http://").split(":")
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
-    # Ethernet-sized segments: with loopback's 64 KB segments the kernel would buffer megabytes for the reader.
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 1460)
-    sock.connect((host, int(port)))
-    body = json.dumps({"session_id": sid, "direction": "forward", "start_frame": 0, "max_frames": -1, "stream": True})
-    sock.sendall(
-        f"POST /track/propagate HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n{body}".encode()
-    )
-    return sock
-
-
 def _prompt(api, sid: str) -> httpx.Response:
     return api.post("/track/prompt", json={"session_id": sid, "frame_idx": 0, "points": [[600, 300]], "obj_id": 1})
 
@@ -243,7 +228,7 @@ def _start_clicked(api, server, sid: str) -> None:
 
 def test_cancel_and_stop_act_at_once_on_a_stream_whose_reader_never_reads(server, api):
     _start_clicked(api, server, "stall")
-    sock = _stalled_stream(server, "stall")
+    sock = stalled_stream(server.url, "stall")
     try:
         _wait_until_stalled(api, "stall")
         assert _frames_propagated(api) < MAX_FRAMES * 2  # stalled before the end of the video
@@ -251,7 +236,7 @@ def test_cancel_and_stop_act_at_once_on_a_stream_whose_reader_never_reads(server
         # usable again at once, with the reader still not reading
         assert wait_for(lambda: not _busy(api, "stall"), 10), "cancel did not free the session"
         assert _prompt(api, "stall").status_code == 200
-        sock2 = _stalled_stream(server, "stall")
+        sock2 = stalled_stream(server.url, "stall")
         try:
             _wait_until_stalled(api, "stall")
             assert api.post("/track/stop", json={"session_id": "stall"}).json()["closed"] is True
@@ -268,7 +253,7 @@ def test_a_reader_that_takes_nothing_is_dropped_after_the_send_timeout(short_tim
     server = short_timeout_server
     with httpx.Client(base_url=server.url, timeout=120) as api:
         _start_clicked(api, server, "slow")
-        sock = _stalled_stream(server, "slow")
+        sock = stalled_stream(server.url, "slow")
         try:
             assert wait_for(lambda: _busy(api, "slow"), 30)
             # nobody cancels: the send timeout ends the stream and the session is usable again
