@@ -363,6 +363,8 @@ def report(attack: Attack, rss: dict[str, float], metrics_kb: float, scrape_s: f
         f"server RSS: start {rss['start']:.0f} MB, baseline {rss['baseline']:.0f} MB, peak {rss['peak']:.0f} MB, "
         f"after {rss['after']:.0f} MB ({rss['after'] - rss['baseline']:+.0f} MB against the baseline)"
     )
+    steps = ", ".join(f"{k.removeprefix('after ')} {v:.0f}" for k, v in rss.items() if k.startswith("after "))
+    print(f"server RSS after each surface (MB): {steps}")
     failed = total.server_errors or total.hangs or attack.max_sessions_seen > CAP
     return 1 if failed else 0
 
@@ -370,31 +372,47 @@ def report(attack: Attack, rss: dict[str, float], metrics_kb: float, scrape_s: f
 async def run(attack: Attack, args, rss: dict[str, float]) -> tuple[float, float]:
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=32)
     async with httpx.AsyncClient(base_url=attack.url, limits=limits) as client:
-        await attack.listing(client, args.listing)
-        await attack.admission(client, args.rounds)
-        await attack.streams(client, args.settle_s)
-        await attack.methods(args.methods, concurrency=16)
-        await attack.paths(client, args.path_rounds)
-        await attack.frames(client, args.frames, args.clip_frames)
-        await attack.headers(args.header_rounds)
+        for surface, attack_it in (
+            ("listing", lambda: attack.listing(client, args.listing)),
+            ("admission", lambda: attack.admission(client, args.rounds)),
+            ("streams", lambda: attack.streams(client, args.settle_s)),
+            ("methods", lambda: attack.methods(args.methods, concurrency=16)),
+            ("paths", lambda: attack.paths(client, args.path_rounds)),
+            ("frames", lambda: attack.frames(client, args.frames, args.clip_frames)),
+            ("headers", lambda: attack.headers(args.header_rounds)),
+        ):
+            await attack_it()
+            rss[f"after {surface}"] = rss_mb(attack.pid)
         started = time.perf_counter()
         scrape = await client.get("/metrics", timeout=attack.hang_s)
         return len(scrape.content) / 1024, time.perf_counter() - started
 
 
-def warm_up(url: str, media: Path) -> None:
-    """Build the video predictor, open a session and propagate a few frames, read a frame and the listing: the
-    baseline then holds what any run allocates once (the predictor, decoders, worker threads)."""
-    with httpx.Client(base_url=url, timeout=300) as client:
+async def warm_up(url: str, media: Path, num_frames: int) -> None:
+    """Serve the service's normal peak once before the baseline: ``CAP`` sessions propagating a few frames at the
+    same time, frames read at several places, the listing. The baseline then holds what any run allocates once
+    (the video predictor, decoders, worker threads and their heaps), and RSS growth after the attack is what the
+    attack itself left behind."""
+
+    async def session(client: httpx.AsyncClient, sid: str) -> None:
         for path, body in (
-            ("/track/start", {"video_path": str(media / "clip.mp4"), "session_id": "warm"}),
-            ("/track/prompt", {"session_id": "warm", "frame_idx": 0, "points": [[600, 300]]}),
-            ("/track/propagate", {"session_id": "warm", "max_frames": 3}),
-            ("/track/stop", {"session_id": "warm"}),
+            ("/track/start", {"video_path": str(media / "clip.mp4"), "session_id": sid}),
+            ("/track/prompt", {"session_id": sid, "frame_idx": 0, "points": [[600, 300]]}),
+            ("/track/propagate", {"session_id": sid, "max_frames": 3}),
+            ("/track/stop", {"session_id": sid}),
         ):
-            client.post(path, json=body).raise_for_status()
-        client.get("/media/frame", params={"video_path": str(media / "clip.mp4")}).raise_for_status()
-        client.get("/media/videos").raise_for_status()
+            (await client.post(path, json=body)).raise_for_status()
+
+    async def frame(client: httpx.AsyncClient, index: int) -> None:
+        params = {"video_path": str(media / "clip.mp4"), "frame_idx": index}
+        (await client.get("/media/frame", params=params)).raise_for_status()
+
+    async with httpx.AsyncClient(base_url=url, timeout=300) as client:
+        await asyncio.gather(
+            *(session(client, f"warm{i}") for i in range(CAP)),
+            *(frame(client, i * num_frames // 4) for i in range(4)),
+            client.get("/media/videos"),
+        )
 
 
 def main() -> None:
@@ -426,7 +444,7 @@ def main() -> None:
     try:
         prepare_media(media, outside, args.clip_frames)
         rss = {"start": rss_mb(process.pid)}
-        warm_up(url, media)
+        asyncio.run(warm_up(url, media, args.clip_frames))
         time.sleep(1)
         rss["baseline"] = rss_mb(process.pid)
         attack = Attack(url, process.pid, media, outside, args.hang_s)
