@@ -207,38 +207,58 @@ class Attack:
             return None
         return answer.status_code == 409
 
-    async def streams(self, client: httpx.AsyncClient, settle_s: float) -> None:
+    async def frames_propagated(self, client: httpx.AsyncClient) -> float:
+        for line in (await client.get("/metrics", timeout=self.hang_s)).text.splitlines():
+            if line.startswith("sam3_frames_propagated_total "):
+                return float(line.split()[1])
+        return 0.0
+
+    async def wait_stalled(self, client: httpx.AsyncClient, ids: list[str], quiet_s: float, limit_s: float) -> int:
+        """Wait until every session propagates, then until no frame was computed for ``quiet_s`` (the readers'
+        buffers are full) or ``limit_s`` passed; returns how many sessions are still propagating."""
+        started = time.monotonic()
+        while not all([await self.busy(client, sid) for sid in ids]) and time.monotonic() - started < limit_s:
+            await asyncio.sleep(0.2)
+        done, changed = await self.frames_propagated(client), time.monotonic()
+        while time.monotonic() - changed < quiet_s and time.monotonic() - started < limit_s:
+            await asyncio.sleep(0.2)
+            if (now := await self.frames_propagated(client)) != done:
+                done, changed = now, time.monotonic()
+        return sum([bool(await self.busy(client, sid)) for sid in ids])
+
+    async def streams(self, client: httpx.AsyncClient, send_timeout_s: float, num_frames: int) -> None:
+        """Streams whose readers never read, ended by cancel, stop or the send timeout."""
         tally = self.tally("streams")
         clip = str(self.media / "clip.mp4")
         for ending in ("cancel", "stop", "send timeout"):
             ids = [f"s_{ending.replace(' ', '_')}_{i}" for i in range(CAP)]
             for sid in ids:
-                await self.request(
-                    client, "streams", "POST", "/track/start", json={"video_path": clip, "session_id": sid}
-                )
-                await self.request(
-                    client,
-                    "streams",
-                    "POST",
-                    "/track/prompt",
-                    json={"session_id": sid, "frame_idx": 0, "points": [[600, 300]]},
-                )
+                for path, body in (
+                    ("/track/start", {"video_path": clip, "session_id": sid}),
+                    ("/track/prompt", {"session_id": sid, "frame_idx": 0, "points": [[600, 300]]}),
+                ):
+                    await self.request(client, "streams", "POST", path, json=body)
+            before = await self.frames_propagated(client)
             sockets = [stalled_stream(self.url, sid) for sid in ids]
-            await asyncio.sleep(settle_s)  # the streams fill their readers' buffers (or run on)
+            # stalled: no frame computed for a while, well within the send timeout (which starts at the stall)
+            stalled = await self.wait_stalled(client, ids, quiet_s=send_timeout_s / 4, limit_s=send_timeout_s / 2)
+            computed = await self.frames_propagated(client) - before
             started = time.monotonic()
-            for sid in ids:
-                if ending != "send timeout":
+            if ending != "send timeout":
+                for sid in ids:
                     await self.request(client, "streams", "POST", f"/track/{ending}", json={"session_id": sid})
             waits = []
             for sid in ids:
-                while (state := await self.busy(client, sid)) and time.monotonic() - started < 60 + self.hang_s:
+                limit = send_timeout_s + 60
+                while (state := await self.busy(client, sid)) and time.monotonic() - started < limit:
                     await asyncio.sleep(0.1)
                 if state:
                     tally.hangs += 1
                     tally.notes.append(f"{ending}: session {sid} still busy after {time.monotonic() - started:.0f} s")
                 waits.append(time.monotonic() - started)
             tally.notes.append(
-                f"{ending}: {len(ids)} stalled streams, every session free or gone {max(waits):.1f} s later"
+                f"{ending}: {stalled} of {len(ids)} streams stalled ({computed:.0f} of {len(ids) * num_frames} frames "
+                f"computed), every session free or gone {max(waits):.1f} s later"
             )
             for sock in sockets:
                 sock.close()
@@ -375,7 +395,7 @@ async def run(attack: Attack, args, rss: dict[str, float]) -> tuple[float, float
         for surface, attack_it in (
             ("listing", lambda: attack.listing(client, args.listing)),
             ("admission", lambda: attack.admission(client, args.rounds)),
-            ("streams", lambda: attack.streams(client, args.settle_s)),
+            ("streams", lambda: attack.streams(client, args.send_timeout_s, args.clip_frames)),
             ("methods", lambda: attack.methods(args.methods, concurrency=16)),
             ("paths", lambda: attack.paths(client, args.path_rounds)),
             ("frames", lambda: attack.frames(client, args.frames, args.clip_frames)),
@@ -421,11 +441,10 @@ def main() -> None:
     parser.add_argument("--hang-s", type=float, default=120.0, help="no answer within this long counts as a hang")
     args = parser.parse_args()
     full = dict(listing=50, rounds=20, methods=10_000, path_rounds=5, frames=24, header_rounds=20, clip_frames=60)
-    smoke = dict(listing=3, rounds=1, methods=60, path_rounds=1, frames=4, header_rounds=1, clip_frames=12)
+    smoke = dict(listing=3, rounds=1, methods=60, path_rounds=1, frames=4, header_rounds=1, clip_frames=20)
     for key, value in (smoke if args.smoke else full).items():
         setattr(args, key, value)
-    args.settle_s = 3.0 if args.smoke else 10.0
-    timeout_s = 2 if args.smoke else 5
+    args.send_timeout_s = 12.0 if args.smoke else 30.0  # the smoke run's is short, the full run's the default
     # The media root is a folder of its own: the server's working directory and log (where /proc/self/cwd and
     # /proc/self/fd/1 lead) lie outside it.
     base = Path(tempfile.mkdtemp(prefix="sam3_attack_"))
@@ -436,7 +455,7 @@ def main() -> None:
             "SAM_MEDIA_ROOTS": str(media),
             "SAM_MAX_SESSIONS": str(CAP),
             "SAM_MAX_VIDEO_FRAMES": str(args.clip_frames),
-            "SAM_STREAM_SEND_TIMEOUT_S": str(timeout_s),
+            "SAM_STREAM_SEND_TIMEOUT_S": str(args.send_timeout_s),
             "SAM_MEDIA_REFUSE_HARDLINKS": "true",
             "SAM3_WARMUP": "false",
         }
