@@ -361,8 +361,10 @@ def prepare_media(media: Path, outside: Path, frames: int) -> None:
     os.link(outside / "clip.mp4", media / "hardlink.mp4")
 
 
-def report(attack: Attack, rss: dict[str, float], metrics_kb: float, scrape_s: float, elapsed: float) -> int:
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus; server {attack.url}")
+def report(attack: Attack, rss: dict[str, float], metrics_kb: float, scrape_s: float, elapsed: float, http: str) -> int:
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus; server {attack.url} (--http {http})"
+    )
     total = Tally()
     for surface, t in attack.tallies.items():
         statuses = dict(sorted(t.statuses.items()))
@@ -439,6 +441,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="a few of each, seconds-long (the quick suite)")
     parser.add_argument("--hang-s", type=float, default=120.0, help="no answer within this long counts as a hang")
+    parser.add_argument(
+        "--http",
+        default="server.http_edge:EdgeHttpProtocol",
+        help="uvicorn's --http (default: run_sam.sh's; h11 passes invented methods on to the app)",
+    )
     args = parser.parse_args()
     full = dict(listing=50, rounds=20, methods=10_000, path_rounds=5, frames=24, header_rounds=20, clip_frames=60)
     smoke = dict(listing=3, rounds=1, methods=60, path_rounds=1, frames=4, header_rounds=1, clip_frames=20)
@@ -458,7 +465,8 @@ def main() -> None:
             "SAM_STREAM_SEND_TIMEOUT_S": str(args.send_timeout_s),
             "SAM_MEDIA_REFUSE_HARDLINKS": "true",
             "SAM3_WARMUP": "false",
-        }
+        },
+        http=args.http,
     )
     try:
         prepare_media(media, outside, args.clip_frames)
@@ -473,7 +481,7 @@ def main() -> None:
         elapsed = time.monotonic() - started
         time.sleep(2)  # the last sessions' memory is given back as they close
         rss["peak"], rss["after"] = max(sampler.peak, rss["baseline"]), rss_mb(process.pid)
-        code = report(attack, rss, metrics_kb, scrape_s, elapsed)
+        code = report(attack, rss, metrics_kb, scrape_s, elapsed, args.http)
     finally:
         process.terminate()
         process.wait(30)

@@ -49,7 +49,10 @@ def rss_mb(pid: int | None) -> float | None:
     return None
 
 
-def start_server(env_extra: dict[str, str]) -> tuple[str, subprocess.Popen, Path]:
+def start_server(
+    env_extra: dict[str, str], http: str = "server.http_edge:EdgeHttpProtocol"
+) -> tuple[str, subprocess.Popen, Path]:
+    """Start the service (``http``: uvicorn's ``--http``, by default run_sam.sh's protocol) and wait for its model."""
     import socket
 
     with socket.socket() as s:
@@ -79,8 +82,8 @@ def start_server(env_extra: dict[str, str]) -> tuple[str, subprocess.Popen, Path
             str(port),
             "--log-level",
             "warning",
-            "--http",  # as run_sam.sh starts it
-            "server.http_edge:EdgeHttpProtocol",
+            "--http",
+            http,
         ],
         cwd=workdir,
         env=env,
