@@ -9,7 +9,9 @@ Opening a video and decoding the next frames run in worker threads outside the m
 The session table lives on the event loop (only async code touches it). A session in use (a request
 working on it, a propagation running) is never idle; closing it (``/track/stop``, expiry, shutdown) removes
 it from the table and frees it in one synchronous step that cannot be refused; when a request is still
-using it, that request frees it as it ends.
+using it, that request frees it as it ends. Admission to the table (the cap, the id's uniqueness, the
+reserved slot) is one synchronous step too, before any slow work. A cancel or stop also wakes a streamed
+propagation that waits for its reader (``Session.cancelled``, ``server.stream_sender``).
 """
 
 from __future__ import annotations
