@@ -79,6 +79,13 @@ class Settings(BaseSettings):
     upload_dir: str = Field("sam_uploads", min_length=1, validation_alias="SAM_UPLOAD_DIR")
     # An upload is deleted this long after its last session closed (or after it was uploaded, if never opened).
     upload_retention_s: float = Field(600.0, ge=0, validation_alias="SAM_UPLOAD_RETENTION_S")
+    # --- hostile clients (README "Hostile clients")
+    # A streamed propagation ends when its reader has not taken a frame for this long.
+    stream_send_timeout_s: float = Field(30.0, gt=0, validation_alias="SAM_STREAM_SEND_TIMEOUT_S")
+    # Refuse media files with more than one name (a hard link may be the other name of a file outside the roots).
+    media_refuse_hardlinks: bool = Field(False, validation_alias="SAM_MEDIA_REFUSE_HARDLINKS")
+    # Request line plus headers, in KB (server.http_edge answers 431 JSON above it).
+    max_header_kb: int = Field(64, ge=1, validation_alias="SAM_MAX_HEADER_KB")
 
     # --- HTTP
     cors_origins: str = Field("*", validation_alias=AliasChoices("SAM_CORS_ORIGINS"))
