@@ -52,7 +52,10 @@ SMOKE = {
 }
 # Modules the scripts above run (not scripts of their own), and scripts whose smoke run has its own file.
 RUN_BY_OTHERS = {"latency_sides.py": "image_latency.py runs it as the official side's worker"}
-ELSEWHERE: dict[str, str] = {}
+ELSEWHERE = {
+    "attack.py": "tests/bench/test_attack.py",
+    "scale_out.py": "tests/scale/test_ray_serve.py",
+}
 WITH_OFFICIAL_SIDE = {
     "image_latency.py",
     "precision_quality.py",
