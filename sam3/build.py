@@ -1,7 +1,8 @@
 """Builders: compose the model's parts, load the weights, move the model to a device.
 
-``build_sam3_image_model`` and ``build_sam3_video_model`` return the same :class:`Sam3Model`; the video
-predictor wraps it. With a checkpoint the model is constructed on the meta device (no random init of
+``build_image_model`` and ``build_video_model`` return the same :class:`Sam3Model`; the video predictor
+wraps it. (The official names and defaults, ``build_sam3_image_model`` ..., are the compatibility layer in
+:mod:`sam3.model_builder`; :mod:`sam3.registry` maps a model version to its builder.) With a checkpoint the model is constructed on the meta device (no random init of
 860M parameters that would be overwritten) and the checkpoint tensors are assigned strictly.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 import os
 
 import torch
+from torch import nn
 
 from sam3.checkpoint import CheckpointNotFoundError, load_checkpoint, resolve_checkpoint
 from sam3.config import Sam3Config, get_config
@@ -29,9 +31,12 @@ from sam3.modeling.vision.vit import ViT
 from sam3.modeling.vl_backbone import VisionLanguageBackbone
 
 
-def build_detector(config: Sam3Config, with_tracker_neck: bool = True) -> Sam3Detector:
-    """The detector with its vision-language backbone; ``with_tracker_neck`` adds ``sam2_convs``."""
-    neck = DualFpnNeck(ViT(config.vision), config.vision, config.d_model, with_sam2_neck=with_tracker_neck)
+def build_detector(config: Sam3Config, with_tracker_neck: bool = True, neck: nn.Module | None = None) -> Sam3Detector:
+    """The detector with its vision-language backbone; ``with_tracker_neck`` adds ``sam2_convs``.
+
+    ``neck`` replaces the dual neck (SAM 3.1 passes its three-head neck over the same trunk)."""
+    if neck is None:
+        neck = DualFpnNeck(ViT(config.vision), config.vision, config.d_model, with_sam2_neck=with_tracker_neck)
     backbone = VisionLanguageBackbone(neck, TextEncoder(config.text, config.d_model))
     transformer = DetectorTransformer(
         FusionEncoder(config.encoder, config.d_model), DetrDecoder(config.decoder, config.d_model)
@@ -65,7 +70,7 @@ def compose_sam3_model(
     return model_class(config, detector, tracker, tokenizer=tokenizer)
 
 
-def build_sam3_image_model(
+def build_image_model(
     checkpoint_path: str | os.PathLike | None = None,
     device: str | torch.device | None = None,
     enable_inst_interactivity: bool = True,
@@ -104,7 +109,7 @@ def build_sam3_image_model(
     return model
 
 
-def build_sam3_video_model(
+def build_video_model(
     checkpoint_path: str | os.PathLike | None = None,
     device: str | torch.device | None = None,
     load_from_HF: bool = True,  # the official spelling
@@ -115,7 +120,7 @@ def build_sam3_video_model(
     config: Sam3Config | None = None,
 ) -> Sam3Model:
     """Build SAM 3 for video: the same model with its tracker (always), for the video predictor."""
-    return build_sam3_image_model(
+    return build_image_model(
         checkpoint_path=checkpoint_path,
         device=device,
         enable_inst_interactivity=True,
@@ -131,8 +136,8 @@ def build_sam3_video_model(
 __all__ = [
     "CheckpointNotFoundError",
     "build_detector",
-    "build_sam3_image_model",
-    "build_sam3_video_model",
+    "build_image_model",
+    "build_video_model",
     "build_tracker",
     "compose_sam3_model",
 ]

@@ -24,11 +24,6 @@ if TYPE_CHECKING:
 PathLike = str | os.PathLike
 
 
-def _refuse(name: str, value: object, supported: object) -> None:
-    if value != supported:
-        raise NotImplementedError(f"{name}={value!r} is not supported by this implementation (only {supported!r})")
-
-
 def build_sam3_image_model(
     bpe_path: PathLike | None = None,
     device: str | torch.device | None = None,
@@ -44,11 +39,12 @@ def build_sam3_image_model(
 ) -> Sam3Image:
     """SAM 3 for images, as the official builder: text / box prompts, and ``model.predict_inst`` clicks
     when ``enable_inst_interactivity`` (off by default, as in the official release)."""
-    from sam3.build import build_sam3_image_model as build
+    from sam3.build import build_image_model as build
+    from sam3.model.official_args import refuse
     from sam3.model.sam3_image import Sam3Image
 
-    _refuse("enable_segmentation", enable_segmentation, True)
-    _refuse("compile", compile, False)
+    refuse("enable_segmentation", enable_segmentation, True)
+    refuse("compile", compile, False)
     model = build(
         checkpoint_path=checkpoint_path,
         device=device,
@@ -79,13 +75,16 @@ def build_sam3_video_model(
     random_weights: bool = False,
 ) -> Sam3Model:
     """SAM 3 for video (detector and tracker), the model our video predictor runs."""
-    from sam3.build import build_sam3_video_model as build
+    from sam3.build import build_video_model as build
+    from sam3.model.official_args import check_video_model_args
 
-    _refuse("has_presence_token", has_presence_token, True)
-    _refuse("geo_encoder_use_img_cross_attn", geo_encoder_use_img_cross_attn, True)
-    _refuse("strict_state_dict_loading", strict_state_dict_loading, True)
-    _refuse("apply_temporal_disambiguation", apply_temporal_disambiguation, True)
-    _refuse("compile", compile, False)
+    check_video_model_args(
+        has_presence_token,
+        geo_encoder_use_img_cross_attn,
+        strict_state_dict_loading,
+        apply_temporal_disambiguation,
+        compile,
+    )
     return build(
         checkpoint_path=checkpoint_path,
         device=device,

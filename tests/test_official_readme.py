@@ -65,10 +65,10 @@ output = response["outputs"]
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory) -> Path:
     """A random tiny-preset model saved in the sam3.pt layout (``{"model": state_dict}``)."""
-    from sam3.build import build_sam3_image_model
+    from sam3.build import build_image_model
 
     torch.manual_seed(0)
-    model = build_sam3_image_model(preset="tiny", random_weights=True, device="cpu")
+    model = build_image_model(preset="tiny", random_weights=True, device="cpu")
     path = tmp_path_factory.mktemp("readme") / "sam3.pt"
     torch.save({"model": model.state_dict()}, path)
     return path

@@ -35,7 +35,7 @@ import numpy as np
 from server.errors import BadValue, NotFound, TooBusy, Unavailable
 from server.imaging import ImageLimits, decode_image
 from server.prompts import Box, validate_labels, validate_points
-from server.services.runtime import call_context, prepare_for_serving
+from server.services.serving import call_context, prepare_for_serving
 from server.settings import Settings
 
 if TYPE_CHECKING:
@@ -212,7 +212,7 @@ class ModelService:
             self.device = device_name(device)
             precision = resolve_precision(self.settings.precision, device)
             checkpoint = None if self.settings.random_weights else self._find_checkpoint()
-            from sam3.build import build_sam3_image_model
+            from sam3.build import build_image_model
             from sam3.inference.processor import Sam3Processor
 
             import torch
@@ -221,7 +221,7 @@ class ModelService:
             # so what a person or a test sees does not change from run to run
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(0)
-                model = build_sam3_image_model(
+                model = build_image_model(
                     checkpoint_path=checkpoint,
                     device=device,
                     enable_inst_interactivity=True,

@@ -24,7 +24,6 @@ import shims31  # noqa: E402  (hides the GPU before torch loads)
 
 shims31.install()
 
-import torch  # noqa: E402
 from build_official import meta_device  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[3]
