@@ -9,6 +9,7 @@ wraps it. (The official names and defaults, ``build_sam3_image_model`` ..., are 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -29,6 +30,7 @@ from sam3.modeling.tracker.tracker import Sam3Tracker
 from sam3.modeling.vision.neck import DualFpnNeck
 from sam3.modeling.vision.vit import ViT
 from sam3.modeling.vl_backbone import VisionLanguageBackbone
+from sam3.registry import SAM3, ModelVersion
 
 
 def build_detector(config: Sam3Config, with_tracker_neck: bool = True, neck: nn.Module | None = None) -> Sam3Detector:
@@ -94,15 +96,32 @@ def build_image_model(
     """
     config = config if config is not None else get_config(preset)
     tokenizer = Tokenizer(bpe_path, context_length=config.text.context_length)
+    return materialize(
+        lambda: compose_sam3_model(config, enable_inst_interactivity, tokenizer, model_class),
+        checkpoint_path, device, load_from_HF, eval_mode, random_weights, SAM3,
+    )  # fmt: skip
+
+
+def materialize(
+    compose: Callable[[], nn.Module],
+    checkpoint_path: str | os.PathLike | None,
+    device: str | torch.device | None,
+    load_from_HF: bool,
+    eval_mode: bool,
+    random_weights: bool,
+    version: ModelVersion,
+) -> nn.Module:
+    """``compose()`` with random weights, or on the meta device with ``version``'s checkpoint loaded strictly
+    (:func:`sam3.checkpoint.resolve_checkpoint`); then moved to ``device`` and set to eval / train mode."""
     target = resolve_device(device)
     if random_weights:
         if checkpoint_path is not None:
             raise ValueError("random_weights=True and checkpoint_path are mutually exclusive")
-        model = compose_sam3_model(config, enable_inst_interactivity, tokenizer, model_class)
+        model = compose()
     else:
-        path = resolve_checkpoint(checkpoint_path, auto_download=load_from_HF)
+        path = resolve_checkpoint(checkpoint_path, auto_download=load_from_HF, version=version)
         with torch.device("meta"):
-            model = compose_sam3_model(config, enable_inst_interactivity, tokenizer, model_class)
+            model = compose()
         load_checkpoint(model, path)
     model.to(target)
     model.train(not eval_mode)
@@ -140,4 +159,5 @@ __all__ = [
     "build_video_model",
     "build_tracker",
     "compose_sam3_model",
+    "materialize",
 ]

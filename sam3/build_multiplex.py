@@ -11,10 +11,8 @@ import os
 
 import torch
 
-from sam3.build import build_detector
-from sam3.checkpoint import load_checkpoint, resolve_checkpoint
+from sam3.build import build_detector, materialize
 from sam3.config_multiplex import Sam31Config, get_multiplex_config
-from sam3.device import resolve_device
 from sam3.modeling.multiplex.tracker import MultiplexTrackerHolder
 from sam3.modeling.sam31_model import Sam31Model
 from sam3.modeling.text.tokenizer import Tokenizer
@@ -46,19 +44,8 @@ def build_multiplex_model(
     ``preset`` (``sam3``: the released sizes, ``tiny``)."""
     config = config if config is not None else get_multiplex_config(preset)
     tokenizer = Tokenizer(bpe_path, context_length=config.text.context_length)
-    target = resolve_device(device)
-    if random_weights:
-        if checkpoint_path is not None:
-            raise ValueError("random_weights=True and checkpoint_path are mutually exclusive")
-        model = compose_multiplex_model(config, tokenizer)
-    else:
-        path = resolve_checkpoint(checkpoint_path, auto_download=load_from_HF, version=SAM3_1)
-        with torch.device("meta"):
-            model = compose_multiplex_model(config, tokenizer)
-        load_checkpoint(model, path)
-    model.to(target)
-    model.train(not eval_mode)
-    return model
+    compose = lambda: compose_multiplex_model(config, tokenizer)  # noqa: E731
+    return materialize(compose, checkpoint_path, device, load_from_HF, eval_mode, random_weights, SAM3_1)
 
 
 __all__ = ["build_multiplex_model", "compose_multiplex_model"]

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from sam3.config import (
     DecoderConfig,
+    DerivedSizes,
     FusionEncoderConfig,
     GeometryConfig,
     Sam3Config,
@@ -62,8 +63,12 @@ class MultiplexTrackerConfig:
     multimask_max_points: int = 1
 
 
+# The sections SAM 3.1 shares with SAM 3 (all of Sam3Config's but the tracker).
+_DETECTOR_FIELDS = tuple(f.name for f in dataclasses.fields(Sam3Config) if f.name != "tracker")
+
+
 @dataclass(frozen=True)
-class Sam31Config:
+class Sam31Config(DerivedSizes):
     """SAM 3.1: SAM 3's detector sections with a three-head neck, and the multiplexed tracker."""
 
     name: str = "sam3"
@@ -79,60 +84,18 @@ class Sam31Config:
     tracker: MultiplexTrackerConfig = field(default_factory=MultiplexTrackerConfig)
     version: str = "sam3.1"
 
-    @property
-    def image_size(self) -> int:
-        return self.vision.image_size
-
-    @property
-    def feature_size(self) -> int:
-        """Side of the stride-14 map (72)."""
-        return self.vision.grid_size
-
-    @property
-    def low_res_mask_size(self) -> int:
-        """Mask logits side (288 = 4 x 72)."""
-        return 4 * self.vision.grid_size
-
-    @property
-    def input_mask_size(self) -> int:
-        """Memory-encoder mask side (1152 = 4 x 288)."""
-        return 4 * self.low_res_mask_size
-
     def detector_config(self) -> Sam3Config:
         """The detector sections as a :class:`Sam3Config` (what :func:`sam3.build.build_detector` and the click
         heads read); its ``tracker`` section is SAM 3's, whose SAM-head sizes the interactive heads share."""
-        return Sam3Config(
-            name=self.name,
-            d_model=self.d_model,
-            image_mean=self.image_mean,
-            image_std=self.image_std,
-            vision=self.vision,
-            text=self.text,
-            geometry=self.geometry,
-            encoder=self.encoder,
-            decoder=self.decoder,
-            scoring=self.scoring,
-        )
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return Sam3Config(**{name: getattr(self, name) for name in _DETECTOR_FIELDS})
 
 
 def _from_sam3(preset: str, tracker: MultiplexTrackerConfig) -> Sam31Config:
+    """SAM 3's preset for the detector sections, on the three-head neck, with ``tracker``."""
     base = get_config(preset)
-    return Sam31Config(
-        name=base.name,
-        d_model=base.d_model,
-        image_mean=base.image_mean,
-        image_std=base.image_std,
-        vision=dataclasses.replace(base.vision, scale_factors=(4.0, 2.0, 1.0), scalp=0),
-        text=base.text,
-        geometry=base.geometry,
-        encoder=base.encoder,
-        decoder=base.decoder,
-        scoring=base.scoring,
-        tracker=tracker,
-    )
+    detector = {name: getattr(base, name) for name in _DETECTOR_FIELDS}
+    detector["vision"] = dataclasses.replace(base.vision, scale_factors=(4.0, 2.0, 1.0), scalp=0)
+    return Sam31Config(**detector, tracker=tracker)
 
 
 def _tiny() -> Sam31Config:

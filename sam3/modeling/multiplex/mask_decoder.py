@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from sam3.modeling.interactive.mask_decoder import output_upscaling, upscale
 from sam3.modeling.interactive.two_way_transformer import TwoWayTransformer
 from sam3.modeling.layers.mlp import MLP
-from sam3.modeling.layers.norm import LayerNorm2d
 
 
 @dataclass
@@ -51,13 +51,7 @@ class MultiplexMaskDecoder(nn.Module):
         self.iou_token = nn.Embedding(multiplex_count, c)
         self.obj_score_token = nn.Embedding(multiplex_count, c)
         self.mask_tokens = nn.Embedding(multiplex_count * num_multimask_outputs, c)
-        self.output_upscaling = nn.Sequential(
-            nn.ConvTranspose2d(c, c // 4, kernel_size=2, stride=2),
-            LayerNorm2d(c // 4),
-            nn.GELU(),
-            nn.ConvTranspose2d(c // 4, c // 8, kernel_size=2, stride=2),
-            nn.GELU(),
-        )
+        self.output_upscaling = output_upscaling(c)
         self.conv_s0 = nn.Conv2d(c, c // 8, kernel_size=1)
         self.conv_s1 = nn.Conv2d(c, c // 4, kernel_size=1)
         self.output_hypernetworks_mlps = nn.ModuleList(MLP(c, c, c // 8, 3) for _ in range(num_multimask_outputs))
@@ -85,11 +79,7 @@ class MultiplexMaskDecoder(nn.Module):
         hs, src = self.transformer(image_embeddings, pos, tokens)
         obj_out, iou_out, mask_out = hs[:, :m], hs[:, m : 2 * m], hs[:, 2 * m :].reshape(b, m, k, c)
 
-        feat_s0, feat_s1 = high_res_features
-        up1, norm1, act1, up2, act2 = self.output_upscaling
-        src = src.transpose(1, 2).reshape(b, c, h, w)
-        upscaled = act1(norm1(up1(src) + feat_s1))
-        upscaled = act2(up2(upscaled) + feat_s0)
+        upscaled = upscale(self.output_upscaling, src.transpose(1, 2).reshape(b, c, h, w), high_res_features)
         hyper = torch.stack([mlp(mask_out[:, :, i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=2)
         _, cu, hu, wu = upscaled.shape
         masks = torch.bmm(hyper.flatten(1, 2), upscaled.view(b, cu, hu * wu)).view(b, m, k, hu, wu)
