@@ -32,33 +32,39 @@ def _same_layout(ours: torch.Tensor, upstream: torch.Tensor) -> torch.Tensor:
     return ours.reshape(upstream.shape) if ours.numel() == upstream.numel() else ours
 
 
-@pytest.fixture(scope="module")
-def upstream(tmp_path_factory, photo_small):
+def _upstream(preset: str, photo, work, threads: int = 1):
     from sam3.config_multiplex import get_multiplex_config
 
-    work = tmp_path_factory.mktemp("sam31")
     cfg, plan_path = work / "cfg.json", work / "plan.json"
-    cfg.write_text(json.dumps(get_multiplex_config("tiny").to_dict()))
-    w, h = photo_small.size
-    plan = default_plan(photo_small.path, (h, w), full=True)
-    plan["image"] = str(photo_small.path)
+    cfg.write_text(json.dumps(get_multiplex_config(preset).to_dict()))
+    w, h = photo.size
+    plan = default_plan(photo.path, (h, w), full=True)
+    plan["image"] = str(photo.path)
     plan["inst"] = [c for c in plan["inst"] if not c.get("mask_input_from") and "mask_input" not in c["kwargs"]]
     plan_path.write_text(json.dumps(plan))
     ckpt, out = work / "sam3.1_multiplex.pt", work / "upstream.pt"
     run_oracle31("run_upstream31.py", "--config", str(cfg), "--plan", str(plan_path), "--checkpoint", str(ckpt),
-                 "--out", str(out))  # fmt: skip
+                 "--out", str(out), threads=threads)  # fmt: skip
     return plan, ckpt, torch.load(out, weights_only=False)
 
 
+def test_image_paths_match_upstream(photo_small, tmp_path_factory):
+    _check("tiny", *_upstream("tiny", photo_small, tmp_path_factory.mktemp("sam31")))
+
+
+@pytest.mark.full
+def test_image_paths_match_upstream_full_size(photo_full, tmp_path_factory):
+    _check("sam3", *_upstream("sam3", photo_full, tmp_path_factory.mktemp("sam31_full"), threads=2))
+
+
 @torch.inference_mode()
-def test_image_paths_match_upstream(upstream):
+def _check(preset: str, plan: dict, ckpt, up: dict) -> None:
     from PIL import Image
 
     from sam3.build_multiplex import build_multiplex_model
     from sam3.inference.processor import Sam3Processor
 
-    plan, ckpt, up = upstream
-    model = build_multiplex_model(checkpoint_path=ckpt, preset="tiny", device="cpu")
+    model = build_multiplex_model(checkpoint_path=ckpt, preset=preset, device="cpu")
     processor = Sam3Processor(model)
     image = Image.open(plan["image"]).convert("RGB")
     last: dict = {}
@@ -112,6 +118,6 @@ def test_image_paths_match_upstream(upstream):
         _, iou, low = processor.predict_inst(state, **kwargs)
         rows.append(compare(f"inst/{case['name']}/iou", iou, r["iou"]))
         rows.append(compare(f"inst/{case['name']}/low_res", low, r["low_res"]))
-    print("\n" + table(rows))
+    print(f"\nSAM 3.1 image parity ({preset} preset, {len(rows)} rows)\n" + table(rows))
     failed = [r.name for r in rows if not r.passed]
     assert not failed, f"{len(failed)} of {len(rows)} rows differ: {failed}"
