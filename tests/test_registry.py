@@ -62,3 +62,15 @@ def test_one_name_one_meaning_for_builders():
     assert official.build_sam3_image_model.__module__ == "sam3.model_builder"
     assert inspect.signature(official.build_sam3_image_model).parameters["enable_inst_interactivity"].default is False
     assert inspect.signature(ours.build_image_model).parameters["enable_inst_interactivity"].default is True
+
+
+def test_official_build_sam3_predictor_picks_by_version():
+    from sam3.model.sam3_video_predictor import Sam3VideoPredictor
+    from sam3.model_builder import build_sam3_predictor
+
+    with pytest.raises(NotImplementedError, match="SAM 3.1 video tracking"):
+        build_sam3_predictor()  # the official default is sam3.1
+    with pytest.raises(ValueError, match="Unknown version"):
+        build_sam3_predictor(version="sam2")
+    predictor = build_sam3_predictor(version="sam3", preset="tiny", random_weights=True, device="cpu")
+    assert isinstance(predictor, Sam3VideoPredictor)
