@@ -47,4 +47,6 @@ fi
 check_torch_pair .venv/bin/python || exit 1
 
 echo "run_sam.sh: SAM 3 service on http://${SAM_SERVICE_HOST}:${SAM_SERVICE_PORT} (health: /health, API docs: /docs)" >&2
-exec .venv/bin/python -m uvicorn server.main:app --host "$SAM_SERVICE_HOST" --port "$SAM_SERVICE_PORT"
+# --http: a bound on request headers and JSON answers for requests the parser refuses (server/http_edge.py)
+exec .venv/bin/python -m uvicorn server.main:app --host "$SAM_SERVICE_HOST" --port "$SAM_SERVICE_PORT" \
+    --http server.http_edge:EdgeHttpProtocol

@@ -21,6 +21,8 @@ class Health(BaseModel):
     error: str | None
     # The precision in use after "auto" was resolved (fp32 | bf16 | fp16 | int8); null until the model loaded.
     precision: str | None = None
+    # SAM3_MODEL_VERSION: sam3 | sam3.1 (service-contract.md, "Extensions (third round)")
+    model_version: str = "sam3"
     # Extensions (not in the contract; clients must not depend on them)
     loading: bool = False
     preset: str

@@ -20,13 +20,14 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "tests" / "data"
 KEYS_VIDEO = DATA / "keys_video.tsv.gz"  # name, shape, dtype of every tensor of Meta's sam3.pt (1465 rows)
+KEYS_SAM31 = DATA / "keys_sam31.tsv.gz"  # the same for the upstream SAM 3.1 model (sam3.1_multiplex.pt, 1623 rows)
 VIDEO_FRAMES = DATA / "video_0001"  # the first 8 frames (1280x720 JPEG) of a real video
 
 
-def read_keys_video() -> list[tuple[str, tuple[int, ...], str]]:
-    """The rows of ``tests/data/keys_video.tsv.gz``: (name, shape, dtype)."""
+def read_keys_video(path: Path = KEYS_VIDEO) -> list[tuple[str, tuple[int, ...], str]]:
+    """The rows of ``tests/data/keys_video.tsv.gz`` (or another key list of that format): (name, shape, dtype)."""
     rows = []
-    for line in gzip.decompress(KEYS_VIDEO.read_bytes()).decode().splitlines():
+    for line in gzip.decompress(path.read_bytes()).decode().splitlines():
         if line.strip():
             name, shape, dtype = line.split("\t")[:3]
             rows.append((name, tuple(int(s) for s in shape.strip("() ").split(",") if s.strip()), dtype))

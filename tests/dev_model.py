@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from sam3.build import build_sam3_image_model
+from sam3.build import build_image_model
 from sam3.dev_weights import make_visible
 from sam3.inference.processor import Sam3Processor
 
@@ -16,7 +16,7 @@ def dev_model(preset: str = "tiny"):
     """A random-weight ``Sam3Model`` with the tracker, drawn as the service draws it (seed 0 on a forked RNG)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        model = build_sam3_image_model(preset=preset, random_weights=True, device="cpu", load_from_HF=False)
+        model = build_image_model(preset=preset, random_weights=True, device="cpu", load_from_HF=False)
     return make_visible(model).eval()
 
 

@@ -44,11 +44,13 @@ def start_server(
     target: str = "server.main:app",
     factory: bool = False,
     repo: Path = REPO,
+    http: str = "server.http_edge:EdgeHttpProtocol",
 ) -> LiveServer:
     """Start ``uvicorn <target>`` (tiny preset, random weights, CPU) on a free 127.0.0.1 port.
 
     ``factory``: ``target`` names a function that builds the app (uvicorn ``--factory``). ``repo``: the
-    checkout whose code runs (a benchmark may measure another one). ``extra_env`` overrides the defaults."""
+    checkout whose code runs (a benchmark may measure another one). ``http``: uvicorn's ``--http`` (by default
+    the protocol run_sam.sh starts it with). ``extra_env`` overrides the defaults."""
     port = free_port()
     media = tmp / "media"
     media.mkdir(exist_ok=True)
@@ -67,7 +69,7 @@ def start_server(
     )
     env.update(extra_env)
     log_path = tmp / f"uvicorn_{port}.log"
-    command = [sys.executable, "-m", "uvicorn", target, "--host", "127.0.0.1", "--port", str(port)]
+    command = [sys.executable, "-m", "uvicorn", target, "--host", "127.0.0.1", "--port", str(port), "--http", http]
     if factory:
         command.append("--factory")
     with open(log_path, "wb") as log:

@@ -66,11 +66,11 @@ output = response["outputs"]
 def tiny_checkpoint(tmp_path_factory) -> Path:
     """A random tiny-preset model saved in the sam3.pt layout (``{"model": state_dict}``), its scores spread
     as in development mode so that the README's default threshold keeps some objects."""
-    from sam3.build import build_sam3_image_model
+    from sam3.build import build_image_model
     from sam3.dev_weights import make_visible
 
     torch.manual_seed(0)
-    model = make_visible(build_sam3_image_model(preset="tiny", random_weights=True, device="cpu"))
+    model = make_visible(build_image_model(preset="tiny", random_weights=True, device="cpu"))
     path = tmp_path_factory.mktemp("readme") / "sam3.pt"
     torch.save({"model": model.state_dict()}, path)
     return path

@@ -52,7 +52,9 @@ SMOKE = {
 }
 # Modules the scripts above run (not scripts of their own), and scripts whose smoke run has its own file.
 RUN_BY_OTHERS = {"latency_sides.py": "image_latency.py runs it as the official side's worker"}
-ELSEWHERE: dict[str, str] = {
+ELSEWHERE = {
+    "attack.py": "tests/bench/test_attack.py",
+    "scale_out.py": "tests/scale/test_ray_serve.py",
     "device_check.py": "tests/bench/test_device_check.py",
     "video_overhead.py": "tests/bench/test_video_overhead.py",
 }

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from sam3.build import build_sam3_image_model
+from sam3.build import build_image_model
 from sam3.inference.processor import ImageBatchState, ImageState, Sam3Processor
 from sam3.inference.transforms import preprocess, to_uint8_chw
 
@@ -15,7 +15,7 @@ from sam3.inference.transforms import preprocess, to_uint8_chw
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    return build_sam3_image_model(preset="tiny", random_weights=True, device="cpu")
+    return build_image_model(preset="tiny", random_weights=True, device="cpu")
 
 
 def _assert_same_results(a: ImageState, b: ImageState, atol: float = 0.0):
@@ -199,7 +199,7 @@ def test_predict_inst_uses_cached_features(model, coffee):
 
 
 def test_predict_inst_needs_a_tracker(coffee):
-    model = build_sam3_image_model(preset="tiny", random_weights=True, device="cpu", enable_inst_interactivity=False)
+    model = build_image_model(preset="tiny", random_weights=True, device="cpu", enable_inst_interactivity=False)
     proc = Sam3Processor(model, confidence_threshold=0.0)
     state = proc.set_text_prompt("a cup", proc.set_image(coffee))  # the detector still works
     assert state.scores.numel() == model.config.decoder.num_queries

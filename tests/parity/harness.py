@@ -4,7 +4,7 @@
    official ``Sam3Image`` (+ tracker) at the sizes of one of our presets with deterministic random weights,
    saves them as a ``sam3.pt`` and runs the official ``Sam3Processor`` / ``predict_inst`` on a photo and a
    plan of prompts (``tests/parity/plan.py``), saving every intermediate (see ``run_official.py``).
-2. In this process our model loads that ``sam3.pt`` with ``sam3.build.build_sam3_image_model`` and computes
+2. In this process our model loads that ``sam3.pt`` with ``sam3.build.build_image_model`` and computes
    the same quantities two ways:
 
    * **components** (``backbone/``, ``text/``, ``<case>/``, ``inst/``): each stage fed the OFFICIAL inputs of

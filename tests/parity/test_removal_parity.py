@@ -28,7 +28,7 @@ from tests.server.test_editor_routes import truck_frames
 def truck(tmp_path_factory, astronaut):
     if not oracle_available():
         pytest.skip(INSTALL_HINT)
-    from sam3.build import build_sam3_image_model
+    from sam3.build import build_image_model
     from sam3.dev_weights import make_visible
     from sam3.inference.association import TrackingHeuristics
 
@@ -39,7 +39,7 @@ def truck(tmp_path_factory, astronaut):
         Image.fromarray(frame).save(frames / f"{i:05d}.jpg", quality=95)
     with torch.random.fork_rng(devices=[]):  # exactly as server.services.model_service builds the dev model
         torch.manual_seed(0)
-        model = build_sam3_image_model(device="cpu", load_from_HF=False, preset="tiny", random_weights=True)
+        model = build_image_model(device="cpu", load_from_HF=False, preset="tiny", random_weights=True)
     make_visible(model).eval()
     torch.save(model.state_dict(), work / "dev.pt")
     write_config("tiny", work / "cfg.json")

@@ -421,12 +421,12 @@ def video_parity(tmp_path_factory):
     reason = _skip_reason()
     if reason:
         pytest.skip(reason)
-    from sam3.build import build_sam3_image_model
+    from sam3.build import build_image_model
 
     workdir = tmp_path_factory.mktemp("video_parity")
     plan = json.loads(json.dumps(PLAN))  # tuples -> lists, as the oracle reads it
     official, ckpt = run_official_video(workdir, plan)
-    model = build_sam3_image_model(checkpoint_path=ckpt, preset="tiny", device="cpu", load_from_HF=False)
+    model = build_image_model(checkpoint_path=ckpt, preset="tiny", device="cpu", load_from_HF=False)
     ours = run_ours(model, official, workdir / "frames", plan)
     return official, ours, plan, model
 
