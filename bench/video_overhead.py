@@ -210,14 +210,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = ap.parse_args(argv)
 
     sys.path.insert(0, str(ROOT))
-    from sam3.build import build_sam3_image_model
+    from sam3.build import build_image_model
     from sam3.device import cpu_info, resolve_precision
     from sam3.inference.runtime import prepare_model, set_num_threads
     from sam3.inference.video_predictor import Sam3VideoPredictor
 
     set_num_threads(args.threads)
     torch.manual_seed(0)
-    model = build_sam3_image_model(preset=args.preset, device="cpu", random_weights=True)
+    model = build_image_model(preset=args.preset, device="cpu", random_weights=True)
     precision = resolve_precision(args.precision, torch.device("cpu"))
     prepare_model(model, precision)
     predictor = Sam3VideoPredictor(model)

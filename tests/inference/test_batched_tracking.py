@@ -29,10 +29,10 @@ def test_buckets_and_padding():
 @pytest.fixture(scope="module")
 def tracked(tmp_path_factory, coffee):
     """A session with 6 clicked objects tracked over frames 0..2 (5 prompted on frame 0, one on frame 1)."""
-    from sam3.build import build_sam3_image_model
+    from sam3.build import build_image_model
 
     torch.manual_seed(0)
-    model = build_sam3_image_model(preset="tiny", device="cpu", random_weights=True)
+    model = build_image_model(preset="tiny", device="cpu", random_weights=True)
     folder = tmp_path_factory.mktemp("frames")
     base = np.asarray(Image.fromarray(coffee).resize((HW[1] * 2, HW[0])))
     for i in range(5):
