@@ -220,6 +220,11 @@ def resolve_precision(requested: str | None, device: torch.device | str, cpu: Cp
     return make(want, f"requested: {want} autocast on CPU {cpu.describe()}{note}", autocast_dtype=half[want])
 
 
+class PrecisionMismatch(ValueError):
+    """State made under one precision (an image's features, a video session's memories) used by a call made
+    under another: raised by the predictors instead of a dtype error deep inside the model."""
+
+
 def autocast_dtype_in_effect(device: torch.device | str) -> torch.dtype | None:
     """The dtype autocast computes in on ``device`` right now, or None outside autocast (plain fp32).
 

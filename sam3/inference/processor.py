@@ -46,7 +46,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sam3.device import autocast_dtype_in_effect, describe_compute
+from sam3.device import PrecisionMismatch, autocast_dtype_in_effect, describe_compute
 from sam3.inference.image_state import ImageBatchState, ImageState, _ByteLRU, _CachedImage, _Detections
 from sam3.inference.interactive import InteractivePredictor, SamImageFeatures
 from sam3.inference.transforms import ImageLike, preprocess, to_uint8_chw
@@ -59,8 +59,7 @@ DEFAULT_FEATURE_CACHE_BYTES = 1 << 30
 DEFAULT_TEXT_CACHE_ENTRIES = 256
 
 
-class PrecisionMismatch(ValueError):
-    """An image state used under another precision than the one its features were computed in."""
+__all__ = ["ImageBatchState", "ImageState", "PrecisionMismatch", "Sam3Processor", "mask_probabilities"]
 
 
 class Sam3Processor:

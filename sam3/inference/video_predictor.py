@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from sam3.device import empty_cache
+from sam3.device import autocast_dtype_in_effect, empty_cache
 from sam3.inference.association import TrackingHeuristics
 from sam3.inference.detect_track import VISUAL_TEXT, DetectTrackEngine, FrameOutcome
 from sam3.inference.tracklets import TrackletBatch
@@ -119,6 +119,7 @@ class Sam3VideoPredictor:
         with self.lock:
             s = session
             self._check_open(s)
+            s.use_precision(autocast_dtype_in_effect(self.model.device))
             if not 0 <= frame_idx < s.num_frames:
                 raise ValueError(f"frame_idx {frame_idx} is outside the video (0..{s.num_frames - 1})")
             if points is not None and len(points) > 0:
@@ -242,6 +243,7 @@ class Sam3VideoPredictor:
             if start_frame is not None and not 0 <= start_frame < s.num_frames:
                 raise ValueError(f"start_frame {start_frame} is outside the video (0..{s.num_frames - 1})")
             start = self._start_frame(s) if start_frame is None else start_frame  # raises when nothing was prompted
+            s.use_precision(autocast_dtype_in_effect(self.model.device))
         passes = [(reverse, self._order(s, start, max_frames, reverse)) for reverse in DIRECTIONS[direction]]
         return Propagation(self, s, passes, start_frame)
 
@@ -348,6 +350,7 @@ class Propagation:
         p = self.predictor
         with p.lock, torch.inference_mode():
             p._check_open(self.session)
+            self.session.use_precision(autocast_dtype_in_effect(p.model.device))
             if self.finished:
                 self._drain()
                 return []

@@ -13,6 +13,7 @@ from enum import Enum
 import numpy as np
 import torch
 
+from sam3.device import PrecisionMismatch, describe_compute
 from sam3.inference.association import HotstartState
 from sam3.inference.tracklets import TrackletBatch
 from sam3.inference.video_io import VideoSource
@@ -134,6 +135,21 @@ class VideoSession:
     # the backward half of "both" reads the memories the forward half wrote next to it).
     anchor_frames: set[int] = field(default_factory=set)
     closed: bool = False
+    # The precision its tracking state is made in (the autocast dtype; None: plain fp32), fixed by the first
+    # prompt after opening or a reset: prompts and propagation steps under another one are refused.
+    compute: torch.dtype | None = None
+    compute_fixed: bool = False
+
+    def use_precision(self, now: torch.dtype | None) -> None:
+        """Fix the session's precision on first use; afterwards raise ``PrecisionMismatch`` for another one."""
+        if not self.compute_fixed:
+            self.compute, self.compute_fixed = now, True
+        elif now != self.compute:
+            raise PrecisionMismatch(
+                f"session {self.session_id!r} was prompted under {describe_compute(self.compute)} but this call "
+                f"runs under {describe_compute(now)}: make every prompt and propagation of a session inside the "
+                "same precision context (or reset the session first)"
+            )
 
     @property
     def num_frames(self) -> int:
@@ -175,6 +191,7 @@ class VideoSession:
         self.stored_masks.clear()
         self.actions.clear()
         self.anchor_frames.clear()
+        self.compute, self.compute_fixed = None, False
 
     def close(self) -> None:
         self.reset()

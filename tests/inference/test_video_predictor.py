@@ -282,3 +282,26 @@ def test_memory_bank_prune_rule():
     assert bank.prune(50, 0) == 0 and len(bank.non_cond) == 100  # 0 keeps everything
     bank.prune(90, 3, anchors={30}, keep={0})
     assert sorted(bank.non_cond) == [0, 7, 8, 9, 10, 11, 12, 13, 27, 28, 29, 30, 31, 32, 33, 87, 88, 89, 90, 91, 92, 93]
+
+
+def test_a_session_prompted_under_bf16_autocast_is_refused_outside_it(predictor, folder):
+    """A session's memories belong to the precision of its first prompt: a prompt or a propagation step under
+    another one is refused with PrecisionMismatch (not a dtype error inside the tracker); a reset frees it."""
+    from sam3.device import PrecisionMismatch
+
+    s = predictor.start_session(str(folder))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        predictor.add_prompt(s, 0, points=[[80, 60]], labels=[1], obj_id=1)
+        prop = predictor.propagate(s, "forward", max_frames=2)
+        prop.step()
+    assert s.compute is torch.bfloat16
+    with pytest.raises(PrecisionMismatch, match="prompted under bf16 autocast but this call runs under fp32"):
+        prop.step()
+    with pytest.raises(PrecisionMismatch):
+        predictor.add_prompt(s, 1, points=[[40, 30]], labels=[1], obj_id=2)
+    with pytest.raises(PrecisionMismatch):
+        predictor.propagate(s, "forward")
+    predictor.reset_session(s)
+    _check_result(predictor.add_prompt(s, 0, points=[[80, 60]], labels=[1], obj_id=1), 0)  # now fp32
+    assert s.compute is None and s.compute_fixed
+    predictor.close_session(s)
