@@ -1,0 +1,101 @@
+"""Segment everything against its yardstick: SAM 2's ``SAM2AutomaticMaskGenerator`` (``sam2==1.1.0``) driven by
+our interactive predictor (``tests/parity/sam2_adapter.py``), on the same real photo and random weights, fp32.
+
+Both generators must give the same set of masks: the same count, each of ours matched one to one with one of
+theirs at mask IoU > 0.99, predicted IoU and stability score within 1e-5, the same point, box and crop box.
+
+Random weights make poor masks: a freshly initialised decoder's logits are ~0.1 (every stability score 0) and
+its predicted IoUs ~0.5 (under SAM 2's 0.8), so nothing would pass SAM 2's filters and the comparison would
+be empty. The model is the development mode's (``sam3/dev_weights.py``) with the interactive head's scores
+spread as well (``tests/parity/sam2_adapter.py::spread_click_scores``): logits 100x steeper, predicted IoUs spread so that about 10%
+pass 0.8. The masks stay random blobs over the whole image, whatever the click: at SAM 2's defaults every
+candidate but one falls to the stability filter or to box NMS (the boxes are all about the image), so those
+settings check which one survives. The settings that must find many masks (``MIN_COUNT``) lower the stability
+threshold to where these blobs lie and raise the NMS thresholds to 1 (NMS then drops no box), so that the
+filters, boxes, points, crop-edge filter and RLEs are compared on dozens of masks.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sam3.inference.automatic_masks import AutoMask, AutomaticMaskGenerator, EverythingConfig
+from sam3.inference.interactive import InteractivePredictor
+from tests.parity.sam2_adapter import INSTALL_HINT, build_processor, sam2_available, sam2_generator
+
+pytestmark = pytest.mark.skipif(not sam2_available(), reason=INSTALL_HINT)
+
+SEED = 0
+MIN_COUNT = 20
+MANY = {"stability_score_thresh": 0.6, "box_nms_thresh": 1.0, "crop_nms_thresh": 1.0, "points_per_side": 16}
+
+SETTINGS = {  # name: (knobs, the fewest masks this setting must find)
+    "defaults": ({}, 1),
+    "crop_n_layers=1": ({"crop_n_layers": 1}, 1),
+    "many": (MANY, MIN_COUNT),
+    "many, crop_n_layers=1": ({**MANY, "crop_n_layers": 1}, MIN_COUNT),
+    "many, m2m, min region, single mask": (
+        {**MANY, "use_m2m": True, "min_mask_region_area": 100, "multimask_output": False, "points_per_batch": 50},
+        MIN_COUNT // 4,
+    ),
+}
+
+
+def ours(processor, image: np.ndarray, knobs: dict) -> list[AutoMask]:
+    def features_of(box):
+        x0, y0, x1, y1 = box
+        return processor.sam_features(processor.set_image(np.ascontiguousarray(image[y0:y1, x0:x1])))
+
+    predictor = InteractivePredictor(processor.model.tracker)
+    return AutomaticMaskGenerator(predictor, EverythingConfig(**knobs)).generate(image.shape[:2], features_of)
+
+
+def assert_same_masks(mine: list[AutoMask], theirs: list[dict]) -> None:
+    from pycocotools import mask as mask_utils
+
+    assert len(mine) == len(theirs), f"{len(mine)} masks vs SAM 2's {len(theirs)}"
+    if not mine:
+        return
+    rle = lambda r: {"size": r["size"], "counts": r["counts"].encode()}  # noqa: E731
+    iou = mask_utils.iou([rle(m.rle) for m in mine], [rle(t["segmentation"]) for t in theirs], [0] * len(theirs))
+    match = iou.argmax(axis=1)
+    assert len(set(match.tolist())) == len(mine), "two of our masks match the same SAM 2 mask"
+    for i, (m, j) in enumerate(zip(mine, match)):
+        t = theirs[j]
+        assert iou[i, j] > 0.99, f"mask {i}: best IoU {iou[i, j]:.4f} with SAM 2's"
+        assert abs(m.predicted_iou - t["predicted_iou"]) <= 1e-5, (i, m.predicted_iou, t["predicted_iou"])
+        assert abs(m.stability_score - t["stability_score"]) <= 1e-5, (i, m.stability_score, t["stability_score"])
+        assert m.area == t["area"]
+        x0, y0, x1, y1 = m.bbox
+        assert [x0, y0, x1 - x0, y1 - y0] == t["bbox"]
+        assert list(m.point) == t["point_coords"][0]
+        cx0, cy0, cx1, cy1 = m.crop_box
+        assert [cx0, cy0, cx1 - cx0, cy1 - cy0] == t["crop_box"]
+    areas = [m.area for m in mine]
+    assert areas == sorted(areas, reverse=True)
+
+
+@pytest.fixture(scope="module")
+def processor():
+    return build_processor("tiny", SEED)
+
+
+@pytest.mark.parametrize("name", list(SETTINGS))
+def test_same_masks_as_sam2(processor, astronaut, name):
+    knobs, min_count = SETTINGS[name]
+    mine = ours(processor, astronaut, knobs)
+    theirs = sam2_generator(processor, **knobs).generate(astronaut)
+    assert len(mine) >= min_count, f"{name}: {len(mine)} masks, too few for a comparison"
+    assert_same_masks(mine, theirs)
+
+
+@pytest.mark.full
+@pytest.mark.parametrize("name", ["defaults", "many, crop_n_layers=1"])
+def test_same_masks_as_sam2_full_size(astronaut, name):
+    processor = build_processor("sam3", SEED)
+    knobs, min_count = SETTINGS[name]
+    mine = ours(processor, astronaut, knobs)
+    theirs = sam2_generator(processor, **knobs).generate(astronaut)
+    assert len(mine) >= min_count, f"{name}: {len(mine)} masks, too few for a comparison"
+    assert_same_masks(mine, theirs)
