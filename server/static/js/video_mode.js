@@ -4,6 +4,7 @@
 // (/track/remove_object, then /track/frames for what the service kept) and stop the session (/track/stop).
 
 import { postJSON, report, request, ndjson, toast } from "./api.js";
+import { setupEverything, stagePicture } from "./everything.js";
 import { b64ToBlob, colour, drawBox, tintedMask } from "./overlay.js";
 import { Stage } from "./stage.js";
 
@@ -323,6 +324,22 @@ export function setupVideoMode() {
   });
   $("propagate").addEventListener("click", propagate);
   $("cancel").addEventListener("click", cancel);
+  setupEverything({
+    button: $("video-everything"),
+    stage,
+    segment: async (fields) => {
+      if (!v.session) throw new Error("Open a video first");
+      const form = new FormData();
+      form.append("image", await stagePicture(stage), `frame-${v.frame}.png`);
+      for (const [key, value] of Object.entries(fields)) form.append(key, value);
+      return request("/segment/everything", { form, quiet: true });
+    },
+    // the picked region becomes a new tracked object, prompted with the click that made its mask
+    onPick: (region) => {
+      v.target = null;
+      clickPoint(Math.round(region.point[0]), Math.round(region.point[1]), 1);
+    },
+  });
   // Free the session's memory when the page goes away.
   window.addEventListener("pagehide", () => {
     if (v.session) {
