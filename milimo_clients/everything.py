@@ -4,12 +4,10 @@ image, largest first, with SAM 2's automatic-mask-generator fields."""
 from __future__ import annotations
 
 import base64
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from milimo_clients.masks import mask_array
+from milimo_clients.masks import HasMask
 
 # SAM 2's SAM2AutomaticMaskGenerator knobs, as the service takes them (form fields of the same names).
 EVERYTHING_KNOBS = (
@@ -20,7 +18,7 @@ EVERYTHING_KNOBS = (
 
 
 @dataclass(frozen=True)
-class EverythingObject:
+class EverythingObject(HasMask):
     """One object. ``mask`` is PNG bytes (0/255, image size) or a COCO RLE dict (``mask_format="rle"``)."""
 
     mask: bytes | dict = field(repr=False)
@@ -30,22 +28,6 @@ class EverythingObject:
     stability_score: float
     point: tuple[float, float]  # the grid click that made it
     crop_box: tuple[int, int, int, int]  # x0, y0, x1, y1 (exclusive) of its crop
-
-    @property
-    def mask_png(self) -> bytes:
-        from milimo_clients.masks import mask_png
-
-        return mask_png(self.mask)
-
-    def mask_array(self):
-        """The mask as a (H, W) bool numpy array."""
-        return mask_array(self.mask)
-
-    def save_mask(self, path: str | os.PathLike) -> str:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(self.mask_png)
-        return str(path)
 
 
 @dataclass(frozen=True)

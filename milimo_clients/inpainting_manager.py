@@ -23,13 +23,13 @@ from milimo_clients.base import AsyncServiceClient, ServiceClient
 from milimo_clients.call import Call, ImageInput, form_json, image_part, input_stem
 from milimo_clients.errors import SamServiceError, json_body, missing_field, png_body
 from milimo_clients.everything import EVERYTHING_KNOBS, EverythingResult
-from milimo_clients.masks import mask_array
+from milimo_clients.masks import HasMask, mask_array
 
 Mask = bytes | dict  # PNG bytes, or a COCO RLE dict with mask_format="rle"
 
 
 @dataclass(frozen=True)
-class DetectedObject:
+class DetectedObject(HasMask):
     """One detected object. ``mask`` is PNG bytes (0/255, image size) or a COCO RLE dict."""
 
     mask: Mask = field(repr=False)
@@ -37,19 +37,6 @@ class DetectedObject:
     score: float
     label: str
     prompt_index: int = 0  # index into ``texts`` (0 for a single ``text``)
-
-    @property
-    def mask_png(self) -> bytes:
-        from milimo_clients.masks import mask_png
-
-        return mask_png(self.mask)
-
-    def mask_array(self):
-        """The mask as a (H, W) bool numpy array."""
-        return mask_array(self.mask)
-
-    def save_mask(self, path: str | os.PathLike) -> str:
-        return _write(self.mask_png, Path(path))
 
 
 @dataclass(frozen=True)
