@@ -189,6 +189,8 @@ class AutomaticMaskGenerator:
         grids = point_grids(cfg.points_per_side, cfg.crop_n_layers, cfg.crop_n_points_downscale_factor)
         found = []
         for index, (crop, layer) in enumerate(zip(crops, layers)):
+            if crop[2] <= crop[0] or crop[3] <= crop[1]:
+                continue  # a side of 1 px splits into an empty crop (SAM 2 would fail on it)
             part = self._crop(features_of(crop), crop, grids[layer], (height, width))
             part.crop_index = torch.full((len(part.rles),), index, dtype=torch.int64)
             found.append(part)

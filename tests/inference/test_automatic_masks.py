@@ -101,3 +101,18 @@ def test_generate_on_random_heads(predictor, features):  # noqa: F811
         ys, xs = np.nonzero(mask)
         assert m.bbox == (xs.min(), ys.min(), xs.max(), ys.max())
         assert m.crop_box == (0, 0, HW[1], HW[0])
+
+
+def test_a_one_pixel_side_skips_its_empty_crops(predictor, features):  # noqa: F811
+    boxes, _ = crop_boxes((1, 40), 1, 512 / 1500)
+    assert any(b[3] <= b[1] for b in boxes)  # SAM 2's own layout has an empty crop here
+    feats = predictor.prepare_features(features)
+    config = EverythingConfig(points_per_side=2, pred_iou_thresh=0.0, stability_score_thresh=0.0, crop_n_layers=1)
+    seen = []
+
+    def features_of(box):
+        seen.append(box)
+        return feats
+
+    AutomaticMaskGenerator(predictor, config).generate((1, 40), features_of)
+    assert seen and all(b[2] > b[0] and b[3] > b[1] for b in seen)
