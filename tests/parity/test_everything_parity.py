@@ -92,10 +92,15 @@ def test_same_masks_as_sam2(processor, astronaut, name):
     assert_same_masks(mine, theirs)
 
 
+@pytest.fixture(scope="module")
+def full_processor():
+    return build_processor("sam3", SEED)
+
+
 @pytest.mark.full
 @pytest.mark.parametrize("name", ["defaults", "no NMS, crop_n_layers=1"])
-def test_same_masks_as_sam2_full_size(astronaut, name):
-    processor = build_processor("sam3", SEED)
+def test_same_masks_as_sam2_full_size(full_processor, astronaut, name):
+    processor = full_processor
     knobs, min_count = SETTINGS[name]
     mine = ours(processor, astronaut, knobs)
     theirs = sam2_generator(processor, **knobs).generate(astronaut)
