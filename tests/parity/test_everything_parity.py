@@ -61,8 +61,15 @@ def assert_same_masks(mine: list[AutoMask], theirs: list[dict]) -> None:
         return
     rle = lambda r: {"size": r["size"], "counts": r["counts"].encode()}  # noqa: E731
     iou = mask_utils.iou([rle(m.rle) for m in mine], [rle(t["segmentation"]) for t in theirs], [0] * len(theirs))
-    match = iou.argmax(axis=1)
-    assert len(set(match.tolist())) == len(mine), "two of our masks match the same SAM 2 mask"
+    # One to one: each of ours takes the free SAM 2 mask that overlaps it most, the closest predicted IoU breaking
+    # ties (without NMS some masks are identical, e.g. several that cover the whole image after hole filling).
+    gap = np.abs(np.array([m.predicted_iou for m in mine])[:, None] - [t["predicted_iou"] for t in theirs])
+    score = iou - gap
+    match = []
+    for i in range(len(mine)):
+        j = int(np.argmax(score[i]))
+        match.append(j)
+        score[:, j] = -np.inf
     for i, (m, j) in enumerate(zip(mine, match)):
         t = theirs[j]
         assert iou[i, j] > 0.99, f"mask {i}: best IoU {iou[i, j]:.4f} with SAM 2's"
