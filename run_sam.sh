@@ -29,25 +29,24 @@ SAM_SERVICE_PORT="${SAM_SERVICE_PORT:-8001}"
 SAM_MEDIA_ROOTS="${SAM_MEDIA_ROOTS:-$LAUNCH_DIR}"
 export SAM_SERVICE_HOST SAM_SERVICE_PORT SAM_MEDIA_ROOTS
 
+# shared with run_tests.sh: which torch build to install, and the torch/torchvision check
+source scripts/torch_build.sh
+
 PYTHON="${PYTHON:-python3}"
 if [[ ! -x .venv/bin/python ]]; then
     echo "run_sam.sh: creating .venv and installing the service (first run only)" >&2
     "$PYTHON" -m venv .venv
     .venv/bin/python -m pip install --upgrade pip
-    if [[ -z "${TORCH_INDEX_URL:-}" && "$(uname -s)" == "Linux" ]] && ! nvidia-smi >/dev/null 2>&1; then
-        TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
-        echo "run_sam.sh: no NVIDIA GPU found: installing the CPU build of torch ($TORCH_INDEX_URL)" >&2
-    fi
-    if [[ -n "${TORCH_INDEX_URL:-}" ]]; then
-        .venv/bin/python -m pip install torch torchvision --index-url "$TORCH_INDEX_URL"
-    else
-        .venv/bin/python -m pip install torch torchvision
-    fi
+    install_torch .venv/bin/python
     .venv/bin/python -m pip install -e ".[server]"
 elif ! .venv/bin/python -c "import fastapi, uvicorn, pydantic_settings, multipart, av, fastapi_offline, sam3, server" 2>/dev/null; then
     echo "run_sam.sh: installing missing server dependencies into .venv" >&2
     .venv/bin/python -m pip install -e ".[server]"
 fi
 
+check_torch_pair .venv/bin/python || exit 1
+
 echo "run_sam.sh: SAM 3 service on http://${SAM_SERVICE_HOST}:${SAM_SERVICE_PORT} (health: /health, API docs: /docs)" >&2
-exec .venv/bin/python -m uvicorn server.main:app --host "$SAM_SERVICE_HOST" --port "$SAM_SERVICE_PORT"
+# --http: a bound on request headers and JSON answers for requests the parser refuses (server/http_edge.py)
+exec .venv/bin/python -m uvicorn server.main:app --host "$SAM_SERVICE_HOST" --port "$SAM_SERVICE_PORT" \
+    --http server.http_edge:EdgeHttpProtocol

@@ -13,15 +13,18 @@ ORACLE=.oracle
 ORACLE_PKGS="sam3==0.1.4 timm==1.0.31 iopath==0.1.10 einops==0.8.2 pycocotools==2.0.11 psutil==7.2.2 \
 opencv-python-headless==5.0.0.93 tqdm==4.70.1 portalocker==4.4.2 scipy==1.17.1"
 
-stamp_of() { cat pyproject.toml "$0" | sha256sum | cut -c1-16; }
+stamp_of() { cat pyproject.toml "$0" scripts/torch_build.sh | sha256sum | cut -c1-16; }
 
 if [ ! -x "$VENV/bin/python" ]; then
   echo "== creating $VENV"
   "$PY" -m venv "$VENV"
 fi
+# shared with run_sam.sh: the CPU build of torch on a machine without an NVIDIA GPU (not PyPI's CUDA wheels)
+source scripts/torch_build.sh
 if [ "$(cat "$VENV/.stamp" 2>/dev/null)" != "$(stamp_of)" ]; then
   echo "== installing the project and its test dependencies into $VENV"
-  "$VENV/bin/pip" install -q --disable-pip-version-check -e ".[server,test]"
+  install_torch "$VENV/bin/python"
+  "$VENV/bin/pip" install -q --disable-pip-version-check -e ".[server,scale,test]"
   stamp_of > "$VENV/.stamp"
 fi
 if [ ! -f "$ORACLE/.stamp" ] || [ "$(cat "$ORACLE/.stamp")" != "$ORACLE_PKGS" ]; then
@@ -48,6 +51,8 @@ if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt
   echo "== installing Debian's chromium for the browser tests (tests/ui)"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
+
+check_torch_pair "$VENV/bin/python"
 
 export PYTHONDONTWRITEBYTECODE=1
 # Lint and format check first (seconds): ruff's rules are in pyproject.toml.

@@ -44,7 +44,7 @@ def main() -> None:
     import torch
     import torch.nn.functional as F
 
-    from sam3.build import build_sam3_image_model
+    from sam3.build import build_image_model
     from sam3.device import cpu_info
     from sam3.inference.processor import Sam3Processor
     from sam3.ops.masks import fill_small_components
@@ -62,7 +62,7 @@ def main() -> None:
     load0 = os.getloadavg()[0]
     torch.manual_seed(0)
     t0 = time.perf_counter()
-    model = build_sam3_image_model(preset=args.preset, random_weights=True, device="cpu", load_from_HF=False)
+    model = build_image_model(preset=args.preset, random_weights=True, device="cpu", load_from_HF=False)
     processor = Sam3Processor(model)
     predictor = processor._interactive
     build = time.perf_counter() - t0

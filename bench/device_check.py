@@ -208,7 +208,7 @@ def main() -> None:
     sys.path.insert(0, str(ROOT))
     import torch
 
-    from sam3.build import build_sam3_image_model
+    from sam3.build import build_image_model
     from sam3.config import get_config
     from sam3.device import cpu_info, resolve_device, resolve_precision, synchronize
     from sam3.inference.processor import Sam3Processor
@@ -224,9 +224,9 @@ def main() -> None:
         off = run_official(args, cfg_path, ckpt)  # draws and saves the weights, then times the official side
     torch.manual_seed(0)
     if ckpt.is_file():
-        cpu_model = build_sam3_image_model(checkpoint_path=ckpt, preset=args.preset, device="cpu", load_from_HF=False)
+        cpu_model = build_image_model(checkpoint_path=ckpt, preset=args.preset, device="cpu", load_from_HF=False)
     else:
-        cpu_model = build_sam3_image_model(preset=args.preset, random_weights=True, device="cpu", load_from_HF=False)
+        cpu_model = build_image_model(preset=args.preset, random_weights=True, device="cpu", load_from_HF=False)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
     print(f"device {name}; preset {args.preset}; torch {torch.__version__}; host CPU {cpu_info().describe()}")
     image, sync = photo(), (lambda: synchronize(device))

@@ -93,14 +93,14 @@ STEPS = [
 def load_ours(args, ckpt: Path, image: Path):
     import torch
 
-    from sam3.build import build_sam3_image_model
+    from sam3.build import build_image_model
     from sam3.inference.processor import Sam3Processor
 
     if args.threads:
         torch.set_num_threads(args.threads)
     log(f"ours: loading {ckpt}")
     t0 = time.perf_counter()
-    model = build_sam3_image_model(checkpoint_path=ckpt, preset=args.preset, device="cpu", load_from_HF=False)
+    model = build_image_model(checkpoint_path=ckpt, preset=args.preset, device="cpu", load_from_HF=False)
     from sam3.device import cpu_info, resolve_precision
     from sam3.inference.runtime import prepare_model
 

@@ -19,7 +19,6 @@ import io
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,75 +31,14 @@ import numpy as np
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from tests.live_server import rss_mb, start_server, stop_server  # noqa: E402
 
 
 def png(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-def rss_mb(pid: int | None) -> float | None:
-    if pid is None:
-        return None
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return None
-
-
-def start_server(env_extra: dict[str, str]) -> tuple[str, subprocess.Popen, Path]:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    workdir = Path(tempfile.mkdtemp(prefix="sam3_load_"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SAM_", "SAM3_"))}
-    env.update(
-        SAM3_PRESET="tiny",
-        SAM3_RANDOM_WEIGHTS="true",
-        SAM3_DEVICE="cpu",
-        SAM3_AUTO_DOWNLOAD="false",
-        SAM_MEDIA_ROOTS=str(workdir),
-        PYTHONPATH=str(REPO),
-    )
-    env.update(env_extra)
-    log = open(workdir / "uvicorn.log", "wb")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "server.main:app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        cwd=workdir,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"uvicorn exited: {(workdir / 'uvicorn.log').read_text()[-2000:]}")
-        try:
-            health = httpx.get(f"{url}/health", timeout=2).json()
-            if not health.get("loading"):
-                if not health["model_loaded"]:
-                    raise SystemExit(f"model not loaded: {health['error']}")
-                return url, process, workdir
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    process.kill()
-    raise SystemExit("the service did not come up in 300 s")
 
 
 def make_requests(seed: int) -> list[tuple[str, dict]]:
@@ -213,7 +151,7 @@ async def health_probe(client: httpx.AsyncClient, stop_at: float, latencies: lis
 
 async def sample_rss(pid: int | None, stop_at: float, peak: list) -> None:
     while time.monotonic() < stop_at:
-        value = rss_mb(pid)
+        value = rss_mb(pid) if pid is not None else None
         if value is not None:
             peak[0] = max(peak[0], value)
         await asyncio.sleep(0.5)
@@ -231,7 +169,7 @@ async def run(url: str, pid: int | None, clients: int, duration: float, seed: in
     limits = httpx.Limits(max_connections=clients + 2, max_keepalive_connections=clients + 2)
     async with httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(300.0), limits=limits) as client:
         await client.get("/health")
-        rss_before = rss_mb(pid)
+        rss_before = rss_mb(pid) if pid is not None else None
         results: list = []
         health_latencies: list = []
         health_statuses: Counter = Counter()
@@ -244,7 +182,7 @@ async def run(url: str, pid: int | None, clients: int, duration: float, seed: in
             sample_rss(pid, stop_at, peak),
         )
         elapsed = time.monotonic() - started
-        rss_after = rss_mb(pid)
+        rss_after = rss_mb(pid) if pid is not None else None
 
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus; server {url}")
     print(f"{clients} clients for {elapsed:.1f} s: {len(results)} requests ({len(results) / elapsed:.1f}/s)")
@@ -278,20 +216,19 @@ def main() -> None:
     args = parser.parse_args()
     if not 1 <= args.clients <= 64 or not 1 <= args.duration <= 300:
         raise SystemExit("bounded: 1..64 clients, 1..300 s")
-    process = None
+    live = None
     if args.url:
         if urlsplit(args.url).hostname not in ("127.0.0.1", "localhost"):
             raise SystemExit("load tests only touch 127.0.0.1")
         url, pid = args.url.rstrip("/"), args.pid
     else:
-        url, process, _ = start_server({})
-        pid = process.pid
+        live = start_server(Path(tempfile.mkdtemp(prefix="sam3_load_")), {"SAM3_WARMUP": "true"}, timeout_s=300)
+        url, pid = live.url, live.process.pid
     try:
         asyncio.run(run(url, pid, args.clients, args.duration, args.seed))
     finally:
-        if process is not None:
-            process.terminate()
-            process.wait(30)
+        if live is not None:
+            stop_server(live)
 
 
 if __name__ == "__main__":

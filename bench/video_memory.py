@@ -24,7 +24,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,9 @@ import httpx
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from tests.live_server import memory_mb, start_server, stop_server  # noqa: E402
+
 W, H = 1280, 720
 
 
@@ -81,69 +83,26 @@ def write_folder(path: Path, n: int) -> Path:
     return path
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def peak_rss_mb(pid: int) -> tuple[float, float]:
-    """(current, peak) resident set of a process in MB, from /proc."""
-    fields = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        fields[key] = value.strip()
-    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
-
-
 class Service:
-    """A ``uvicorn server.main:app`` process of the checkout ``repo`` (tiny preset, random weights, CPU)."""
+    """A ``uvicorn server.main:app`` process of the checkout ``repo`` (tiny preset, random weights, CPU) serving
+    the media in ``media`` (``tests.live_server.start_server``, the one launcher), with an HTTP client."""
 
     def __init__(self, repo: Path, media: Path, threads: int):
-        port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("SAM_", "SAM3_"))}
-        env.update(
-            SAM3_PRESET="tiny",
-            SAM3_RANDOM_WEIGHTS="true",
-            SAM3_DEVICE="cpu",
-            SAM3_AUTO_DOWNLOAD="false",
-            SAM_MEDIA_ROOTS=str(media),
-            SAM_MAX_VIDEO_FRAMES="100000",
-            PYTHONPATH=str(repo),
-            OMP_NUM_THREADS=str(threads),
-            SAM3_WARMUP="false",
-        )
-        self.log = open(media / f"server_{port}.log", "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "server.main:app", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=media,
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-        self.url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 1800
-        while True:
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.close()
-                raise RuntimeError(f"service did not start:\n{Path(self.log.name).read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=5).json().get("model_loaded"):
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
+        env = {
+            "SAM_MEDIA_ROOTS": str(media),
+            "SAM_MAX_VIDEO_FRAMES": "100000",
+            "SAM_MAX_SESSIONS": "4",
+            "OMP_NUM_THREADS": str(threads),
+        }
+        self.live = start_server(media, env, timeout_s=1800, repo=repo)
+        self.proc, self.url = self.live.process, self.live.url
         self.client = httpx.Client(base_url=self.url, timeout=7200)
         schemas = self.client.get("/openapi.json").json()["components"]["schemas"]
         self.streams = "stream" in json.dumps(schemas.get("TrackPropagateRequest", {}))
 
     def close(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.log.close()
+        self.client.close()
+        stop_server(self.live)
 
 
 class RssSampler:
@@ -155,14 +114,14 @@ class RssSampler:
     def __enter__(self) -> RssSampler:
         import threading
 
-        self.before = peak_rss_mb(self.pid)[0]
+        self.before = memory_mb(self.pid)[0]
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
         return self
 
     def _run(self) -> None:
         while not self._stop:
-            self.peak = max(self.peak, peak_rss_mb(self.pid)[0])
+            self.peak = max(self.peak, memory_mb(self.pid)[0])
             time.sleep(0.02)
 
     def __exit__(self, *exc) -> None:
@@ -253,7 +212,7 @@ def main() -> None:
                 svc = Service(args.repo, work, args.threads)
             src = work / (f"clip_{n}.mp4" if kind == "file" else f"frames_{n}")
             r = track_one(svc, src)
-            r["hwm_mb"] = peak_rss_mb(svc.proc.pid)[1]
+            r["hwm_mb"] = memory_mb(svc.proc.pid)[1]
             rows[(kind, n)] = r
             first = f"{r['first_frame_s']:.2f}" if r["first_frame_s"] else "-"
             print(

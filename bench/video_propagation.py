@@ -173,12 +173,12 @@ class Ours:
     def __init__(self, ckpt: Path, preset: str, frames_dir: Path, threads: int, precision: str = "fp32"):
         import torch
 
-        from sam3.build import build_sam3_video_model
+        from sam3.build import build_video_model
         from sam3.device import resolve_precision
 
         if threads:
             torch.set_num_threads(threads)
-        self.model = build_sam3_video_model(checkpoint_path=ckpt, preset=preset, device="cpu", load_from_HF=False)
+        self.model = build_video_model(checkpoint_path=ckpt, preset=preset, device="cpu", load_from_HF=False)
         self.precision = resolve_precision(precision, "cpu")  # SAM3_PRECISION; entered around prompt / next
         self.prepared = False  # plain fp32 (the official's scores to fp32 round-off) until apply_precision()
         self.frames_dir = frames_dir

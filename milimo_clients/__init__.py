@@ -34,8 +34,10 @@ from milimo_clients.tracking_manager import (
     FrameResult,
     PropagationResult,
     PropagationStream,
+    SessionInfo,
     TrackingManager,
     TrackingSession,
+    UploadedMedia,
 )
 
 __all__ = [
@@ -64,8 +66,10 @@ __all__ = [
     "SamServiceTimeout",
     "SamServiceUnavailable",
     "ServiceClient",
+    "SessionInfo",
     "TrackingManager",
     "TrackingSession",
+    "UploadedMedia",
     "decode_rle",
     "mask_array",
     "parse_retry_after",

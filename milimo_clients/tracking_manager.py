@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,6 +68,35 @@ class PropagationResult:
     direction: str
     num_frames_processed: int
     frames: list[FrameResult]
+    # objects a detect-then-track rule removed during the propagation: {"obj_id", "rule", "detail", ...}
+    removed_objects: list[dict] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class UploadedMedia:
+    """A video (or zip of frames) stored by ``POST /media/upload``: ``video_path`` goes to ``start_session``."""
+
+    video_path: str
+    num_frames: int
+    width: int
+    height: int
+    fps: float | None
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """One open session as ``GET /track/sessions`` lists it (times are Unix seconds)."""
+
+    session_id: str
+    video_path: str
+    num_frames: int
+    created: float
+    last_used: float
+    busy: bool
+    frames_computed: int
+
+
+EXPORT_FORMATS = ("png_zip", "rle_json", "matte_mp4")
 
 
 class _StreamState:
@@ -248,6 +278,7 @@ class _TrackingCalls:
             d["direction"],
             int(d["num_frames_processed"]),
             [FrameResult.from_json(f) for f in d["frames"]],
+            list(d.get("removed_objects") or []),
         )  # noqa: E731
         return self._execute(_json_call("/track/propagate", body, False, read))
 
@@ -301,6 +332,90 @@ class _TrackingCalls:
     def stop_session(self, session_id: str):
         """Close the session and free its memory; False if it was unknown or already closed."""
         return self._execute(_json_call("/track/stop", {"session_id": session_id}, True, lambda d: bool(d["closed"])))
+
+    def upload_media(self, media: str | os.PathLike | bytes, filename: str | None = None):
+        """Upload a video file or a zip of JPEG/PNG frames (a path, or bytes with ``filename``) into the service's
+        media roots; returns ``UploadedMedia`` (its ``video_path`` opens with ``start_session``)."""
+        if isinstance(media, (bytes, bytearray, memoryview)):
+            if not filename:
+                raise ValueError("filename: give the file name (with its extension) of uploaded bytes")
+            data = bytes(media)
+        else:
+            filename = filename or os.path.basename(os.fspath(media))
+            with open(media, "rb") as fh:
+                data = fh.read()
+        mime = "application/zip" if filename.lower().endswith(".zip") else "application/octet-stream"
+
+        def parse(response):
+            d = json_body(response, "POST", "/media/upload")
+            try:
+                fps = None if d.get("fps") is None else float(d["fps"])
+                return UploadedMedia(d["video_path"], int(d["num_frames"]), int(d["width"]), int(d["height"]), fps)
+            except (KeyError, TypeError, ValueError) as exc:
+                raise missing_field(exc, "POST", "/media/upload", response) from None
+
+        return self._execute(Call("POST", "/media/upload", parse, False, files={"file": (filename, data, mime)}))
+
+    def export(
+        self,
+        session_id: str,
+        format: str,
+        output_path: str | os.PathLike,
+        obj_ids: Sequence[int] | None = None,
+        start: int | None = None,
+        end: int | None = None,
+    ):
+        """Save the session's masks as ``png_zip``, ``rle_json`` or ``matte_mp4`` (``POST /track/export``);
+        ``output_path`` is a file, or a folder for the service's file name. Returns the path written."""
+        if format not in EXPORT_FORMATS:
+            raise ValueError(f"format: one of {', '.join(EXPORT_FORMATS)}, not {format!r}")
+        body: dict[str, Any] = {"session_id": session_id, "format": format}
+        if obj_ids is not None:
+            body["obj_ids"] = [int(i) for i in obj_ids]
+        if start is not None:
+            body["start"] = int(start)
+        if end is not None:
+            body["end"] = int(end)
+
+        def parse(response):
+            target = os.fspath(output_path)
+            if os.path.isdir(target):
+                match = re.search(r'filename="([^"/\\]+)"', response.headers.get("content-disposition", ""))
+                target = os.path.join(target, match.group(1) if match else f"{session_id}_{format}")
+            with open(target, "wb") as fh:
+                fh.write(response.content)
+            return target
+
+        return self._execute(Call("POST", "/track/export", parse, True, json=body))
+
+    def list_sessions(self):
+        """Every open session on the service (any client's), oldest first: a list of ``SessionInfo``."""
+
+        def parse(response):
+            d = json_body(response, "GET", "/track/sessions")
+            try:
+                return [
+                    SessionInfo(
+                        s["session_id"],
+                        s["video_path"],
+                        int(s["num_frames"]),
+                        float(s["created"]),
+                        float(s["last_used"]),
+                        bool(s["busy"]),
+                        int(s["frames_computed"]),
+                    )
+                    for s in d["sessions"]
+                ]
+            except (KeyError, TypeError, ValueError) as exc:
+                raise missing_field(exc, "GET", "/track/sessions", response) from None
+
+        return self._execute(Call("GET", "/track/sessions", parse, True))
+
+    def heartbeat(self, session_id: str):
+        """Keep a session alive; from then on the service closes it when no heartbeat comes for
+        ``SAM_SESSION_HEARTBEAT_S``. Returns the seconds left until then."""
+        body = {"session_id": session_id}
+        return self._execute(_json_call("/track/heartbeat", body, True, lambda d: float(d["expires_in"])))
 
     @staticmethod
     def save_results(session_id: str, frames: Sequence[FrameResult | dict], out_dir: str | os.PathLike) -> str:

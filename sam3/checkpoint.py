@@ -28,13 +28,10 @@ from torch import nn
 from sam3.checkpoint_errors import CheckpointError, CheckpointNotFoundError, StateDict
 from sam3.checkpoint_errors import head as _head
 from sam3 import hf_layout
+from sam3.registry import SAM3, ModelVersion
 
 log = logging.getLogger(__name__)
 
-HF_REPO_ID = "facebook/sam3"
-CHECKPOINT_FILENAME = "sam3.pt"
-HF_FILENAMES = (CHECKPOINT_FILENAME, "model.safetensors")  # the two files of facebook/sam3 we can load
-DEFAULT_LOCAL_PATH = Path("models") / "sam3" / CHECKPOINT_FILENAME
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # How long the reachability check of the Hub may take before an offline start gives up (seconds).
 HUB_PROBE_TIMEOUT_S = 3.0
@@ -58,7 +55,11 @@ __all__ = [
 
 
 def resolve_checkpoint(
-    path: str | os.PathLike | None = None, auto_download: bool = True, *, download_missing: bool = False
+    path: str | os.PathLike | None = None,
+    auto_download: bool = True,
+    *,
+    download_missing: bool = False,
+    version: ModelVersion | None = None,
 ) -> Path:
     """Return the path of a ``sam3.pt`` (or ``model.safetensors``) file. Reads no environment variable:
     the caller passes its settings (the service: ``SAM3_CHECKPOINT`` and ``SAM3_AUTO_DOWNLOAD``).
@@ -73,17 +74,21 @@ def resolve_checkpoint(
 
     An offline machine fails fast: ``HF_HUB_OFFLINE=1`` or an unreachable Hub (a
     ``HUB_PROBE_TIMEOUT_S`` check) skips the download instead of retrying it for half a minute.
+    ``version`` (:mod:`sam3.registry`; default SAM 3) names the released file, its Hub repository and its
+    default folder (``models/<version>/``).
     Raises ``CheckpointNotFoundError`` listing everything tried and both ways out (the real weights, or
     random weights at the tiny preset for development).
     """
+    version = version if version is not None else SAM3
+    repo, default_path = version.hub_repo, version.default_local_path
     given = Path(path).expanduser() if path is not None else None
     if given is not None and given.is_file():
         return given
     if given is not None and not download_missing:
-        raise CheckpointNotFoundError(_not_found_message([f"{given} (given path: no such file)"], given))
+        raise CheckpointNotFoundError(_not_found_message([f"{given} (given path: no such file)"], given, version))
 
-    candidates = [given] if given is not None else [Path.cwd() / DEFAULT_LOCAL_PATH]
-    relative = given if given is not None else DEFAULT_LOCAL_PATH
+    candidates = [given] if given is not None else [Path.cwd() / default_path]
+    relative = given if given is not None else default_path
     if not relative.is_absolute() and (PROJECT_ROOT / relative).resolve() != candidates[0].resolve():
         candidates.append(PROJECT_ROOT / relative)
     tried = []
@@ -92,43 +97,43 @@ def resolve_checkpoint(
             return candidate
         tried.append(f"{candidate} (no such file)")
 
-    filename = given.name if given is not None and given.name in HF_FILENAMES else CHECKPOINT_FILENAME
-    target = (given if given is not None else Path.cwd() / DEFAULT_LOCAL_PATH).absolute()
+    filename = given.name if given is not None and given.name in version.hub_filenames else version.checkpoint_filename
+    target = (given if given is not None else Path.cwd() / default_path).absolute()
     try:
         from huggingface_hub import constants as hf_constants
         from huggingface_hub import hf_hub_download
     except ImportError:  # pragma: no cover - huggingface_hub is a declared dependency
-        tried.append(f"Hugging Face {HF_REPO_ID}/{filename} (huggingface_hub not installed)")
-        raise CheckpointNotFoundError(_not_found_message(tried, target)) from None
+        tried.append(f"Hugging Face {repo}/{filename} (huggingface_hub not installed)")
+        raise CheckpointNotFoundError(_not_found_message(tried, target, version)) from None
 
     try:
-        return Path(hf_hub_download(HF_REPO_ID, filename, local_files_only=True))
+        return Path(hf_hub_download(repo, filename, local_files_only=True))
     except Exception as exc:  # noqa: BLE001 - any failure means "not in the cache"
-        tried.append(f"the Hugging Face cache for {HF_REPO_ID}/{filename} ({type(exc).__name__})")
+        tried.append(f"the Hugging Face cache for {repo}/{filename} ({type(exc).__name__})")
 
     if not auto_download:
-        tried.append(f"download from {HF_REPO_ID} (disabled: SAM3_AUTO_DOWNLOAD=false / load_from_HF=False)")
-        raise CheckpointNotFoundError(_not_found_message(tried, target))
+        tried.append(f"download from {repo} (disabled: SAM3_AUTO_DOWNLOAD=false / load_from_HF=False)")
+        raise CheckpointNotFoundError(_not_found_message(tried, target, version))
     if hf_constants.HF_HUB_OFFLINE:
-        tried.append(f"download from {HF_REPO_ID} (skipped: HF_HUB_OFFLINE is set)")
-        raise CheckpointNotFoundError(_not_found_message(tried, target))
+        tried.append(f"download from {repo} (skipped: HF_HUB_OFFLINE is set)")
+        raise CheckpointNotFoundError(_not_found_message(tried, target, version))
     unreachable = hub_unreachable(hf_constants.ENDPOINT)
     if unreachable:
-        tried.append(f"download from {HF_REPO_ID} (skipped: {unreachable})")
-        raise CheckpointNotFoundError(_not_found_message(tried, target))
+        tried.append(f"download from {repo} (skipped: {unreachable})")
+        raise CheckpointNotFoundError(_not_found_message(tried, target, version))
 
     local_dir = str(given.parent) if given is not None else None
     log.info(
         "checkpoint not found locally: downloading %s/%s%s",
-        HF_REPO_ID,
+        repo,
         filename,
         f" into {local_dir}" if local_dir else " into the Hugging Face cache",
     )
     try:
-        return Path(hf_hub_download(HF_REPO_ID, filename, local_dir=local_dir))
+        return Path(hf_hub_download(repo, filename, local_dir=local_dir))
     except Exception as exc:  # a gated repo without a token, a network failure mid-way, ...
-        tried.append(f"download from {HF_REPO_ID} ({type(exc).__name__}: {_first_line(exc)})")
-        raise CheckpointNotFoundError(_not_found_message(tried, target)) from exc
+        tried.append(f"download from {repo} ({type(exc).__name__}: {_first_line(exc)})")
+        raise CheckpointNotFoundError(_not_found_message(tried, target, version)) from exc
 
 
 def hub_unreachable(endpoint: str, timeout_s: float = HUB_PROBE_TIMEOUT_S) -> str | None:
@@ -158,11 +163,13 @@ def _first_line(exc: BaseException) -> str:
     return text[0][:200] if text else ""
 
 
-def _not_found_message(tried: list[str], target: Path) -> str:
+def _not_found_message(tried: list[str], target: Path, version: ModelVersion = SAM3) -> str:
     """The first line alone says what is wrong and both ways out (``/health`` shows only that line)."""
     lines = "\n".join(f"  - {t}" for t in tried)
+    label = "SAM 3" if version is SAM3 else f"SAM {version.name.removeprefix('sam')}"
     return (
-        f"SAM 3 checkpoint not found ({tried[-1]}). Either place '{CHECKPOINT_FILENAME}' from {HF_REPO_ID} at "
+        f"{label} checkpoint not found ({tried[-1]}). Either place '{version.checkpoint_filename}' from "
+        f"{version.hub_repo} at "
         f"{target} (or set SAM3_CHECKPOINT), or accept the licence of the gated repo on the Hub and run "
         f"`hf auth login` so that it downloads; for development without weights set "
         f"SAM3_PRESET=tiny SAM3_RANDOM_WEIGHTS=true (a small random model, meaningless masks).\n"

@@ -121,23 +121,12 @@ class TrackerConfig:
     multimask_max_points: int = 1  # 3 candidate masks when a frame has at most this many clicks
 
 
-@dataclass(frozen=True)
-class Sam3Config:
-    """The whole model. ``d_model`` is the detector and tracker width."""
+class DerivedSizes:
+    """Sizes derived from ``vision`` (a config's section), named as the spec names them; shared by the SAM 3
+    and SAM 3.1 configs."""
 
-    name: str = "sam3"
-    d_model: int = 256
-    image_mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    image_std: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    vision: VisionConfig = field(default_factory=VisionConfig)
-    text: TextConfig = field(default_factory=TextConfig)
-    geometry: GeometryConfig = field(default_factory=GeometryConfig)
-    encoder: FusionEncoderConfig = field(default_factory=FusionEncoderConfig)
-    decoder: DecoderConfig = field(default_factory=DecoderConfig)
-    scoring: ScoringConfig = field(default_factory=ScoringConfig)
-    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    vision: VisionConfig
 
-    # Derived sizes, named as the spec names them.
     @property
     def image_size(self) -> int:
         return self.vision.image_size
@@ -159,6 +148,23 @@ class Sam3Config:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Sam3Config(DerivedSizes):
+    """The whole model. ``d_model`` is the detector and tracker width."""
+
+    name: str = "sam3"
+    d_model: int = 256
+    image_mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    image_std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    vision: VisionConfig = field(default_factory=VisionConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    geometry: GeometryConfig = field(default_factory=GeometryConfig)
+    encoder: FusionEncoderConfig = field(default_factory=FusionEncoderConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
 
 
 def _tiny() -> Sam3Config:

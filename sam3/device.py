@@ -79,6 +79,7 @@ class CpuInfo:
     capability: str
     avx512_bf16: bool
     amx_bf16: bool
+    stated: bool = False  # the bf16 flags were stated by a setting, not probed
 
     @property
     def native_bf16(self) -> bool:
@@ -86,12 +87,25 @@ class CpuInfo:
 
     def describe(self) -> str:
         extras = [name for name, on in (("AVX512_BF16", self.avx512_bf16), ("AMX_BF16", self.amx_bf16)) if on]
-        return "+".join([self.capability, *extras])
+        text = "+".join([self.capability, *extras])
+        return f"{text} (bf16 {'native' if self.native_bf16 else 'emulated'} as stated)" if self.stated else text
 
 
-def cpu_info() -> CpuInfo:
-    """This machine's CPU: torch's capability string plus the bf16 flags (torch's probes, else /proc/cpuinfo)."""
+CPU_BF16_MODES = ("auto", "native", "emulated")
+
+
+def cpu_info(bf16: str = "auto") -> CpuInfo:
+    """This machine's CPU: torch's capability string plus the bf16 flags (torch's probes, else /proc/cpuinfo).
+
+    ``bf16``: "auto" probes the CPU; "native" / "emulated" state it instead (the service's ``SAM3_CPU_BF16``:
+    an operator who wants ``auto`` to mean fp32 on a bf16 CPU, or a test suite that runs the policy both ways
+    on any machine). A stated "native" marks the CPU as having AVX512_BF16 and no AMX.
+    """
+    if bf16 not in CPU_BF16_MODES:
+        raise ValueError(f"cpu bf16 must be one of {', '.join(CPU_BF16_MODES)}; got {bf16!r}")
     capability = str(torch.backends.cpu.get_cpu_capability())
+    if bf16 != "auto":
+        return CpuInfo(capability, avx512_bf16=bf16 == "native", amx_bf16=False, stated=True)
     flags = _proc_cpuinfo_flags()
     avx512_bf16 = _probe("_is_avx512_bf16_supported") or "avx512_bf16" in flags
     amx_bf16 = _probe("_is_amx_tile_supported") or "amx_bf16" in flags
@@ -204,6 +218,25 @@ def resolve_precision(requested: str | None, device: torch.device | str, cpu: Cp
         return make("fp32", f"auto on CPU {cpu.describe()}: no native bf16 (bf16 would be emulated, ~8x slower), fp32")
     note = "" if want == "fp16" or cpu.native_bf16 else " (emulated on this CPU: correct but slow)"
     return make(want, f"requested: {want} autocast on CPU {cpu.describe()}{note}", autocast_dtype=half[want])
+
+
+def autocast_dtype_in_effect(device: torch.device | str) -> torch.dtype | None:
+    """The dtype autocast computes in on ``device`` right now, or None outside autocast (plain fp32).
+
+    State made under one precision (cached image features, say) is only valid in calls made under the same
+    one; the predictors compare this value at creation and at use.
+    """
+    kind = torch.device(device).type
+    if not torch.amp.is_autocast_available(kind) or not torch.is_autocast_enabled(kind):
+        return None
+    return torch.get_autocast_dtype(kind)
+
+
+def describe_compute(dtype: torch.dtype | None) -> str:
+    """'fp32 (no autocast)' | 'bf16 autocast' | 'fp16 autocast', for error messages."""
+    if dtype is None:
+        return "fp32 (no autocast)"
+    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, str(dtype)) + " autocast"
 
 
 @contextlib.contextmanager

@@ -24,11 +24,6 @@ if TYPE_CHECKING:
 PathLike = str | os.PathLike
 
 
-def _refuse(name: str, value: object, supported: object) -> None:
-    if value != supported:
-        raise NotImplementedError(f"{name}={value!r} is not supported by this implementation (only {supported!r})")
-
-
 def build_sam3_image_model(
     bpe_path: PathLike | None = None,
     device: str | torch.device | None = None,
@@ -44,11 +39,12 @@ def build_sam3_image_model(
 ) -> Sam3Image:
     """SAM 3 for images, as the official builder: text / box prompts, and ``model.predict_inst`` clicks
     when ``enable_inst_interactivity`` (off by default, as in the official release)."""
-    from sam3.build import build_sam3_image_model as build
+    from sam3.build import build_image_model as build
+    from sam3.model.official_args import refuse
     from sam3.model.sam3_image import Sam3Image
 
-    _refuse("enable_segmentation", enable_segmentation, True)
-    _refuse("compile", compile, False)
+    refuse("enable_segmentation", enable_segmentation, True)
+    refuse("compile", compile, False)
     model = build(
         checkpoint_path=checkpoint_path,
         device=device,
@@ -79,13 +75,16 @@ def build_sam3_video_model(
     random_weights: bool = False,
 ) -> Sam3Model:
     """SAM 3 for video (detector and tracker), the model our video predictor runs."""
-    from sam3.build import build_sam3_video_model as build
+    from sam3.build import build_video_model as build
+    from sam3.model.official_args import check_video_model_args
 
-    _refuse("has_presence_token", has_presence_token, True)
-    _refuse("geo_encoder_use_img_cross_attn", geo_encoder_use_img_cross_attn, True)
-    _refuse("strict_state_dict_loading", strict_state_dict_loading, True)
-    _refuse("apply_temporal_disambiguation", apply_temporal_disambiguation, True)
-    _refuse("compile", compile, False)
+    check_video_model_args(
+        has_presence_token,
+        geo_encoder_use_img_cross_attn,
+        strict_state_dict_loading,
+        apply_temporal_disambiguation,
+        compile,
+    )
     return build(
         checkpoint_path=checkpoint_path,
         device=device,
@@ -112,4 +111,36 @@ def build_sam3_video_predictor(*model_args, gpus_to_use: list[int] | None = None
     return Sam3VideoPredictor(*model_args, **model_kwargs)
 
 
-__all__ = ["build_sam3_image_model", "build_sam3_video_model", "build_sam3_video_predictor"]
+def build_sam3_predictor(
+    checkpoint_path: PathLike | None = None,
+    bpe_path: PathLike | None = None,
+    version: str = "sam3.1",
+    compile: bool = False,
+    **kwargs,
+) -> Sam3VideoPredictor:
+    """The official entry point that picks a video predictor by ``version`` (the official default: ``"sam3.1"``).
+
+    ``"sam3"`` gives :func:`build_sam3_video_predictor`'s predictor. ``"sam3.1"`` raises
+    ``NotImplementedError``: SAM 3.1 loads and serves images here (``sam3.registry.build_model("sam3.1")``), but
+    its multiplexed video tracking is not implemented yet. The SAM 3.1-only keywords (``max_num_objects``,
+    ``multiplex_count``, ``use_fa3``, ``use_rope_real``, ``warm_up``) are accepted only with their defaults.
+    """
+    from sam3.model.official_args import refuse
+
+    if version == "sam3.1":
+        raise NotImplementedError(
+            "SAM 3.1 video tracking (Object Multiplex) is not implemented in this package yet; "
+            "use version='sam3', or sam3.registry.build_model('sam3.1') for images"
+        )
+    if version != "sam3":
+        raise ValueError(f"Unknown version: {version!r}. Use 'sam3' or 'sam3.1'.")
+    refuse("compile", compile, False)
+    for name, default in (("max_num_objects", 16), ("multiplex_count", 16), ("warm_up", False)):
+        refuse(name, kwargs.pop(name, default), default)
+    for kernel_choice in ("use_fa3", "use_rope_real"):  # attention / RoPE kernels: the numbers are the same
+        kwargs.pop(kernel_choice, None)
+    refuse("async_loading_frames", kwargs.pop("async_loading_frames", False), False)
+    return build_sam3_video_predictor(checkpoint_path=checkpoint_path, bpe_path=bpe_path, **kwargs)
+
+
+__all__ = ["build_sam3_image_model", "build_sam3_predictor", "build_sam3_video_model", "build_sam3_video_predictor"]

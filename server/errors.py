@@ -157,6 +157,11 @@ def too_large_detail(scope: Scope, settings) -> str:
     named ``image``) or the JSON-body limit (``/track/*``). The body itself is never echoed."""
     declared = Headers(scope=scope).get("content-length", "")
     size = f" ({int(declared):,} bytes declared)" if declared.isdigit() else ""
+    if scope.get("path", "").endswith("/media/upload"):
+        return (
+            f"file: the upload{size} is over the {settings.max_upload_video_mb:g} MB limit for videos "
+            "(SAM_MAX_UPLOAD_VIDEO_MB)"
+        )
     if scope.get(MAX_BODY_SIZE_SCOPE_KEY) == settings.max_json_bytes:
         return f"body: the request body{size} is over the {settings.max_json_kb} KB limit for JSON bodies (SAM_MAX_JSON_KB)"
     return f"image: the request body{size} is over the {settings.max_upload_mb:g} MB upload limit (SAM_MAX_UPLOAD_MB)"

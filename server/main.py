@@ -25,11 +25,12 @@ from server.metrics import MetricsMiddleware, ServiceMetrics
 from server.request_id import HEADER as REQUEST_ID_HEADER
 from server.request_id import RequestIdFilter, RequestIdMiddleware
 from server.routes import health, image, track
-from server.routes import everything, media, ui
+from server.routes import everything, export, media, sessions, ui, upload
 from server.routes import metrics as metrics_route
 from server.routes.docs import install_docs
 from server.services.model_service import ModelService
 from server.services.tracking_service import TrackingService
+from server.services.upload_store import UploadStore
 from server.settings import Settings
 
 log = logging.getLogger("sam3.server")
@@ -46,6 +47,17 @@ async def _sweep_sessions(tracking: TrackingService, period_s: float) -> None:
             await tracking.evict_expired()
         except Exception:  # the sweeper must survive a failing close
             log.exception("session sweep failed")
+
+
+async def _sweep_uploads(uploads: UploadStore, tracking: TrackingService, period_s: float) -> None:
+    """Delete uploads past their retention time (``SAM_UPLOAD_RETENTION_S``) that no open session uses."""
+    while True:
+        try:
+            in_use = {s.video.resource_path for s in list(tracking.sessions.values()) if s.video is not None}
+            await anyio.to_thread.run_sync(uploads.sweep, in_use)
+        except Exception:  # the sweeper must survive a failing delete
+            log.exception("upload sweep failed")
+        await anyio.sleep(period_s)
 
 
 def _show_service_logs() -> None:
@@ -80,6 +92,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         models = ModelService(settings)
         tracking = TrackingService(settings, models)
         app.state.settings, app.state.models, app.state.tracking = settings, models, tracking
+        uploads = app.state.uploads = UploadStore(settings)
+        tracking.on_free.append(uploads.session_closed)
         if settings.metrics:
             models.on_call = app.state.metrics.observe_model_call
         if settings.load_in_background:
@@ -88,7 +102,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         else:
             await anyio.to_thread.run_sync(_timed_load, app, models)
         async with anyio.create_task_group() as tasks:
-            tasks.start_soon(_sweep_sessions, tracking, min(60.0, settings.session_ttl_s / 2))
+            sweep_s = min(60.0, settings.session_ttl_s / 2, settings.session_heartbeat_s / 4)
+            tasks.start_soon(_sweep_sessions, tracking, sweep_s)
+            tasks.start_soon(_sweep_uploads, uploads, tracking, min(60.0, max(1.0, settings.upload_retention_s / 2)))
             try:
                 yield
             finally:
@@ -129,6 +145,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.include_router(
         track.router, max_body_size=settings.max_json_bytes, responses=error_responses(400, 403, 404, 409, 429, 503)
+    )
+    app.include_router(sessions.router, max_body_size=settings.max_json_bytes, responses=error_responses(404, 409))
+    app.include_router(export.router, max_body_size=settings.max_json_bytes, responses=error_responses(400, 404, 409))
+    app.include_router(
+        upload.router,
+        max_body_size=settings.max_upload_video_bytes + _FORM_OVERHEAD_BYTES,
+        responses=error_responses(400, 415),
     )
     app.include_router(media.router, responses=error_responses(400, 403, 415))
     app.include_router(ui.router)

@@ -4,7 +4,7 @@ Built on ``prometheus_client`` with one ``CollectorRegistry`` per app (tests bui
 process; the library's global registry would refuse the second). Two kinds of metric:
 
 - observed as things happen: HTTP requests (count and latency per route template, method and status, by
-  :class:`MetricsMiddleware`), and per model call the time spent waiting in the queue and holding the
+  :class:`MetricsMiddleware`; unknown methods and paths are one ``other`` label), and per model call the time spent waiting in the queue and holding the
   model lock (``ModelService.on_call``);
 - read from the services' own state at scrape time by :class:`_StateCollector`, so the services keep no
   metrics code: queue depth, backbone runs, feature/text cache hits and misses, open sessions, frames
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from http import HTTPMethod
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -30,7 +31,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # Seconds: a cached click on a GPU is milliseconds, a propagation on a CPU minutes.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
-UNMATCHED_ROUTE = "<unmatched>"  # unknown paths share one label: a scanner cannot blow up the label set
+# Labels come from a closed set: the HTTP methods of RFC 9110 (+ PATCH) and the app's route templates; any
+# other method or path is ``other``, so a scanner (or 20,000-character invented methods) cannot grow the scrape.
+OTHER = "other"
+KNOWN_METHODS = frozenset(method.value for method in HTTPMethod)
 
 
 class ServiceMetrics:
@@ -73,9 +77,15 @@ class ServiceMetrics:
 
 
 def route_label(scope: Scope) -> str:
-    """The route template (``/track/start``), never the raw path."""
+    """The route template (``/track/start``), never the raw path; ``other`` when no route matched."""
     route = scope.get("route")
-    return getattr(route, "path", None) or UNMATCHED_ROUTE
+    return getattr(route, "path", None) or OTHER
+
+
+def method_label(scope: Scope) -> str:
+    """The request method when it is a standard one, else ``other``."""
+    method = scope.get("method", "")
+    return method if method in KNOWN_METHODS else OTHER
 
 
 class MetricsMiddleware:
@@ -103,7 +113,7 @@ class MetricsMiddleware:
             await self.app(scope, receive, recording_send)
         finally:
             self.metrics.in_flight.dec()
-            labels = (scope.get("method", ""), route_label(scope), str(status))
+            labels = (method_label(scope), route_label(scope), str(status))
             self.metrics.requests.labels(*labels).inc()
             self.metrics.latency.labels(*labels).observe(time.perf_counter() - started)
 

@@ -21,6 +21,8 @@ class Health(BaseModel):
     error: str | None
     # The precision in use after "auto" was resolved (fp32 | bf16 | fp16 | int8); null until the model loaded.
     precision: str | None = None
+    # SAM3_MODEL_VERSION: sam3 | sam3.1 (service-contract.md, "Extensions (third round)")
+    model_version: str = "sam3"
     # Extensions (not in the contract; clients must not depend on them)
     loading: bool = False
     preset: str
@@ -138,11 +140,22 @@ class TrackPropagateRequest(_Strict):
     stream: bool = Field(False, description="answer application/x-ndjson, one line per event, as frames are computed")
 
 
+class RemovedObject(BaseModel):
+    obj_id: int
+    rule: str  # "hotstart_unmatched" | "hotstart_duplicate"
+    frame_idx: int  # where the rule's count was reached
+    frames: list[int]  # the frames it counted
+    duplicate_of: int | None
+    detail: str  # a sentence for people
+
+
 class TrackPropagateResponse(BaseModel):
     session_id: str
     direction: str
     num_frames_processed: int
     frames: list[TrackFrame]
+    # extension: objects a detect-then-track rule removed during this propagation, and why
+    removed_objects: list[RemovedObject] = []
 
 
 class TrackStopRequest(_Strict):

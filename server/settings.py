@@ -15,6 +15,13 @@ from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+def _default_checkpoint(data: dict) -> str:
+    """``models/<version>/<released file>`` for the already validated ``model_version`` (sam3 if it was invalid)."""
+    from sam3.registry import DEFAULT_VERSION, get_version
+
+    return str(get_version(data.get("model_version", DEFAULT_VERSION)).default_local_path)
+
+
 class Settings(BaseSettings):
     """Every knob of the service. Field ``x`` is read from the environment variable named in its alias."""
 
@@ -27,7 +34,10 @@ class Settings(BaseSettings):
     port: int = Field(8001, ge=1, le=65535, validation_alias="SAM_SERVICE_PORT")
 
     # --- model
-    checkpoint: str = Field("models/sam3/sam3.pt", validation_alias="SAM3_CHECKPOINT")
+    # sam3 | sam3.1 (sam3.registry): which released model the service builds and which checkpoint it looks for.
+    model_version: str = Field("sam3", validation_alias="SAM3_MODEL_VERSION")
+    # Default: the version's file under models/<version>/ (models/sam3/sam3.pt, models/sam3.1/sam3.1_multiplex.pt).
+    checkpoint: str = Field(default_factory=lambda data: _default_checkpoint(data), validation_alias="SAM3_CHECKPOINT")
     auto_download: bool = Field(True, validation_alias="SAM3_AUTO_DOWNLOAD")
     device: str | None = Field(None, validation_alias="SAM3_DEVICE")
     preset: str = Field("sam3", validation_alias="SAM3_PRESET")
@@ -38,6 +48,8 @@ class Settings(BaseSettings):
     lazy_necks: bool = Field(True, validation_alias="SAM3_LAZY_NECKS")
     # Speed and precision (README "Speed and precision"; the policy is sam3.device.resolve_precision).
     precision: str = Field("auto", validation_alias="SAM3_PRECISION")
+    # What "auto" may assume of the CPU: probe it (auto), or state that bf16 is native / emulated there.
+    cpu_bf16: str = Field("auto", validation_alias="SAM3_CPU_BF16")
     compile: bool = Field(False, validation_alias="SAM3_COMPILE")
     warmup: bool = Field(True, validation_alias="SAM3_WARMUP")
     num_threads: int | None = Field(None, ge=1, validation_alias="SAM3_NUM_THREADS")
@@ -70,6 +82,20 @@ class Settings(BaseSettings):
     video_memory_frames: int = Field(64, ge=0, validation_alias="SAM_VIDEO_MEMORY_FRAMES")
     max_video_side: int = Field(8192, ge=16, validation_alias="SAM_MAX_VIDEO_SIDE")
     max_video_pixels: int = Field(16_777_216, ge=256, validation_alias="SAM_MAX_VIDEO_PIXELS")
+    # A session whose page sent a heartbeat is closed once none arrives for this long (a closed tab).
+    session_heartbeat_s: float = Field(120.0, gt=0, validation_alias="SAM_SESSION_HEARTBEAT_S")
+    # POST /media/upload: a video or a zip of frames, stored under <first media root>/<SAM_UPLOAD_DIR>.
+    max_upload_video_mb: float = Field(500.0, gt=0, validation_alias="SAM_MAX_UPLOAD_VIDEO_MB")
+    upload_dir: str = Field("sam_uploads", min_length=1, validation_alias="SAM_UPLOAD_DIR")
+    # An upload is deleted this long after its last session closed (or after it was uploaded, if never opened).
+    upload_retention_s: float = Field(600.0, ge=0, validation_alias="SAM_UPLOAD_RETENTION_S")
+    # --- hostile clients (README "Hostile clients")
+    # A streamed propagation ends when its reader has not taken a frame for this long.
+    stream_send_timeout_s: float = Field(30.0, gt=0, validation_alias="SAM_STREAM_SEND_TIMEOUT_S")
+    # Refuse media files with more than one name (a hard link may be the other name of a file outside the roots).
+    media_refuse_hardlinks: bool = Field(False, validation_alias="SAM_MEDIA_REFUSE_HARDLINKS")
+    # Request line plus headers, in KB (server.http_edge answers 431 JSON above it).
+    max_header_kb: int = Field(64, ge=1, validation_alias="SAM_MAX_HEADER_KB")
 
     # --- HTTP
     cors_origins: str = Field("*", validation_alias=AliasChoices("SAM_CORS_ORIGINS"))
@@ -93,11 +119,30 @@ class Settings(BaseSettings):
             raise ValueError(f"SAM3_PRECISION must be one of {', '.join(PRECISION_MODES)}, got {value!r}")
         return text
 
+    @field_validator("cpu_bf16", mode="before")
+    @classmethod
+    def _known_cpu_bf16(cls, value: object) -> object:
+        from sam3.device import CPU_BF16_MODES
+
+        text = "auto" if value is None else str(value).strip().lower() or "auto"
+        if text not in CPU_BF16_MODES:
+            raise ValueError(f"SAM3_CPU_BF16 must be one of {', '.join(CPU_BF16_MODES)}, got {value!r}")
+        return text
+
     @field_validator("num_threads", mode="before")
     @classmethod
     def _empty_threads_means_default(cls, value: object) -> object:
         if isinstance(value, str) and value.strip().lower() in ("", "auto", "0"):
             return None
+        return value
+
+    @field_validator("model_version")
+    @classmethod
+    def _known_version(cls, value: str) -> str:
+        from sam3.registry import MODEL_VERSIONS
+
+        if value not in MODEL_VERSIONS:
+            raise ValueError(f"SAM3_MODEL_VERSION must be one of {', '.join(MODEL_VERSIONS)}, got {value!r}")
         return value
 
     @field_validator("preset")
@@ -110,6 +155,10 @@ class Settings(BaseSettings):
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def max_upload_video_bytes(self) -> int:
+        return int(self.max_upload_video_mb * 1024 * 1024)
 
     @property
     def max_json_bytes(self) -> int:

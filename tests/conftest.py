@@ -8,26 +8,40 @@ suite runs on any clone. Should a test still skip, the end of the run says so lo
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "tests" / "data"
 KEYS_VIDEO = DATA / "keys_video.tsv.gz"  # name, shape, dtype of every tensor of Meta's sam3.pt (1465 rows)
+KEYS_SAM31 = DATA / "keys_sam31.tsv.gz"  # the same for the upstream SAM 3.1 model (sam3.1_multiplex.pt, 1623 rows)
 VIDEO_FRAMES = DATA / "video_0001"  # the first 8 frames (1280x720 JPEG) of a real video
 
 
-def read_keys_video() -> list[tuple[str, tuple[int, ...], str]]:
-    """The rows of ``tests/data/keys_video.tsv.gz``: (name, shape, dtype)."""
+def read_keys_video(path: Path = KEYS_VIDEO) -> list[tuple[str, tuple[int, ...], str]]:
+    """The rows of ``tests/data/keys_video.tsv.gz`` (or another key list of that format): (name, shape, dtype)."""
     rows = []
-    for line in gzip.decompress(KEYS_VIDEO.read_bytes()).decode().splitlines():
+    for line in gzip.decompress(path.read_bytes()).decode().splitlines():
         if line.strip():
             name, shape, dtype = line.split("\t")[:3]
             rows.append((name, tuple(int(s) for s in shape.strip("() ").split(",") if s.strip()), dtype))
     return rows
+
+
+@pytest.fixture(scope="session")
+def oracle() -> Path:
+    """The official package's install folder (``.oracle``); skips, naming the install command, when absent."""
+    from tests.parity.harness import INSTALL_HINT, ORACLE, oracle_available
+
+    if not oracle_available():
+        pytest.skip(INSTALL_HINT)
+    return ORACLE
 
 
 @pytest.fixture(scope="session")
@@ -67,6 +81,69 @@ def checkpoint_entries(prefix: str = "") -> dict[str, tuple[tuple[int, ...], str
 def checkpoint_shapes(prefix: str = "") -> dict[str, tuple[int, ...]]:
     """name -> shape of the ``sam3.pt`` tensors under ``prefix`` (see ``checkpoint_entries``)."""
     return {name: shape for name, (shape, _) in checkpoint_entries(prefix).items()}
+
+
+@pytest.fixture()
+def hub_calls(monkeypatch) -> dict[str, int]:
+    """Counts what a checkpoint lookup asks of the network: TCP probes of the Hub (``socket.create_connection``)
+    and downloads (``hf_hub_download`` calls that are not cache reads). "Fails fast" means: no download, and at
+    most the one probe, whatever this machine's speed."""
+    import socket
+
+    import huggingface_hub
+
+    calls = {"probes": 0, "downloads": 0}
+    connect, download = socket.create_connection, huggingface_hub.hf_hub_download
+
+    def counted_connect(*args, **kwargs):
+        calls["probes"] += 1
+        return connect(*args, **kwargs)
+
+    def counted_download(*args, **kwargs):
+        calls["downloads"] += not kwargs.get("local_files_only", False)
+        return download(*args, **kwargs)
+
+    monkeypatch.setattr(socket, "create_connection", counted_connect)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", counted_download)
+    return calls
+
+
+# ---------------------------------------------------------------- the CPU the precision policy sees
+# `auto` resolves to bf16 on a CPU with native bf16 and to fp32 elsewhere (sam3.device.resolve_precision). The
+# service's setting SAM3_CPU_BF16 (native | emulated) states the CPU instead of probing it, so:
+# * a whole run can force either resolution on any machine: `SAM3_CPU_BF16=native ./run_tests.sh` (auto -> bf16)
+#   or `SAM3_CPU_BF16=emulated ./run_tests.sh` (auto -> fp32); in-process apps read it from the environment and
+#   tests.clients.conftest.start_server passes it on to uvicorn;
+# * a test that means to check `auto` both ways takes the `auto_policy` fixture and builds its app with
+#   ``cpu_bf16=auto_policy.cpu_bf16``; what `auto` must become is stated here, not asked of the policy.
+# Tests that compare numbers exactly pin SAM3_PRECISION=fp32 (precision="fp32") instead.
+
+
+@dataclass(frozen=True)
+class AutoPolicy:
+    """One resolution of ``SAM3_PRECISION=auto`` on the CPU: the stated CPU and what auto must become there."""
+
+    cpu_bf16: str  # SAM3_CPU_BF16
+    mode: str  # /health "precision"
+    autocast: torch.dtype | None  # what a reference computation enters to compute as the service does
+
+    def context(self):
+        """The autocast a reference computation enters to compute as the service does under this policy."""
+        if self.autocast is None:
+            return contextlib.nullcontext()
+        return torch.autocast("cpu", dtype=self.autocast)
+
+
+AUTO_POLICIES = {
+    "auto-fp32": AutoPolicy("emulated", "fp32", None),  # as on an AVX2 CPU
+    "auto-bf16": AutoPolicy("native", "bf16", torch.bfloat16),  # as on an AVX-512 BF16 or AMX CPU
+}
+
+
+@pytest.fixture(params=list(AUTO_POLICIES))
+def auto_policy(request) -> AutoPolicy:
+    """Both resolutions of ``auto``, whatever this machine's CPU."""
+    return AUTO_POLICIES[request.param]
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):

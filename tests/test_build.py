@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sam3.build import build_sam3_image_model, build_sam3_video_model
+from sam3.build import build_image_model, build_video_model
 from sam3.config import get_config
 from sam3.build import compose_sam3_model
 from sam3.modeling.sam3_model import Sam3Model
@@ -55,7 +55,7 @@ def test_no_non_persistent_buffers():
 
 def test_random_tiny_model_is_sane():
     torch.manual_seed(0)
-    model = build_sam3_image_model(preset="tiny", random_weights=True, device="cpu")
+    model = build_image_model(preset="tiny", random_weights=True, device="cpu")
     assert isinstance(model, Sam3Model) and not model.training
     assert model.device == torch.device("cpu")
     for name, t in model.state_dict().items():
@@ -71,7 +71,7 @@ def test_random_tiny_model_is_sane():
 
 
 def test_tokenizer_attached():
-    model = build_sam3_image_model(preset="tiny", random_weights=True, device="cpu")
+    model = build_image_model(preset="tiny", random_weights=True, device="cpu")
     assert isinstance(model.tokenizer, Tokenizer)
     ids = model.tokenizer(["a red cat", "visual"])
     assert ids.shape == (2, 32)
@@ -82,21 +82,21 @@ def test_tokenizer_attached():
 
 
 def test_video_model_always_has_tracker():
-    model = build_sam3_video_model(preset="tiny", random_weights=True, device="cpu")
+    model = build_video_model(preset="tiny", random_weights=True, device="cpu")
     assert isinstance(model, Sam3Model) and model.tracker is not None
     assert model.detector.backbone.vision_backbone.sam2_convs is not None
 
 
 def test_train_mode_flag():
-    model = build_sam3_image_model(preset="tiny", random_weights=True, device="cpu", eval_mode=False)
+    model = build_image_model(preset="tiny", random_weights=True, device="cpu", eval_mode=False)
     assert model.training
 
 
 def test_random_weights_and_path_conflict(tmp_path):
     with pytest.raises(ValueError, match="mutually exclusive"):
-        build_sam3_image_model(checkpoint_path=tmp_path / "x.pt", preset="tiny", random_weights=True)
+        build_image_model(checkpoint_path=tmp_path / "x.pt", preset="tiny", random_weights=True)
 
 
 def test_unknown_preset():
     with pytest.raises(ValueError, match="unknown preset"):
-        build_sam3_image_model(preset="huge", random_weights=True)
+        build_image_model(preset="huge", random_weights=True)

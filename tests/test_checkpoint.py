@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import time
 
 import pytest
 import torch
 
 from sam3 import checkpoint as ck
-from sam3.build import build_sam3_image_model
+from sam3.build import build_image_model
 from sam3.checkpoint import CheckpointError, CheckpointNotFoundError, resolve_checkpoint
 
 
 @pytest.fixture(scope="module")
 def tiny_state() -> dict[str, torch.Tensor]:
     torch.manual_seed(0)
-    model = build_sam3_image_model(preset="tiny", random_weights=True, device="cpu")
+    model = build_image_model(preset="tiny", random_weights=True, device="cpu")
     return {k: v.clone() for k, v in model.state_dict().items()}
 
 
@@ -35,7 +34,7 @@ def _assert_same(model, state):
 
 def test_roundtrip_identical(tmp_path, tiny_state):
     path = _save(tmp_path, tiny_state)
-    model = build_sam3_image_model(checkpoint_path=path, preset="tiny", device="cpu")
+    model = build_image_model(checkpoint_path=path, preset="tiny", device="cpu")
     _assert_same(model, tiny_state)
     assert not any(t.is_meta for t in (*model.parameters(), *model.buffers()))
     assert not model.training
@@ -52,7 +51,7 @@ def test_model_wrapper_and_old_prefixes(tmp_path, tiny_state):
     }
     for obj in ({"model": tiny_state}, renamed, {"model": renamed}):
         path = _save(tmp_path, obj)
-        _assert_same(build_sam3_image_model(checkpoint_path=path, preset="tiny", device="cpu"), tiny_state)
+        _assert_same(build_image_model(checkpoint_path=path, preset="tiny", device="cpu"), tiny_state)
 
 
 def test_official_image_model_layout(tmp_path, tiny_state):
@@ -65,12 +64,12 @@ def test_official_image_model_layout(tmp_path, tiny_state):
         for k, v in tiny_state.items()
     }
     path = _save(tmp_path, image_layout)
-    _assert_same(build_sam3_image_model(checkpoint_path=path, preset="tiny", device="cpu"), tiny_state)
+    _assert_same(build_image_model(checkpoint_path=path, preset="tiny", device="cpu"), tiny_state)
 
 
 def test_no_tracker_drops_tracker_tensors(tmp_path, tiny_state):
     path = _save(tmp_path, tiny_state)
-    model = build_sam3_image_model(checkpoint_path=path, preset="tiny", device="cpu", enable_inst_interactivity=False)
+    model = build_image_model(checkpoint_path=path, preset="tiny", device="cpu", enable_inst_interactivity=False)
     assert model.tracker is None
     keys = set(model.state_dict())
     assert not any(k.startswith("tracker.") or ".sam2_convs." in k for k in keys)
@@ -81,13 +80,13 @@ def test_missing_tensor_is_named(tmp_path, tiny_state):
     victim = "detector.transformer.decoder.query_embed.weight"
     state = {k: v for k, v in tiny_state.items() if k != victim}
     with pytest.raises(CheckpointError, match=r"1 missing: detector\.transformer\.decoder\.query_embed\.weight"):
-        build_sam3_image_model(checkpoint_path=_save(tmp_path, state), preset="tiny", device="cpu")
+        build_image_model(checkpoint_path=_save(tmp_path, state), preset="tiny", device="cpu")
 
 
 def test_unexpected_tensor_is_named(tmp_path, tiny_state):
     state = dict(tiny_state, **{"detector.not_a_module.weight": torch.zeros(3)})
     with pytest.raises(CheckpointError, match=r"1 unexpected: detector\.not_a_module\.weight"):
-        build_sam3_image_model(checkpoint_path=_save(tmp_path, state), preset="tiny", device="cpu")
+        build_image_model(checkpoint_path=_save(tmp_path, state), preset="tiny", device="cpu")
 
 
 def test_wrong_shape_is_named(tmp_path, tiny_state):
@@ -98,13 +97,13 @@ def test_wrong_shape_is_named(tmp_path, tiny_state):
         match=r"1 with the wrong shape: tracker\.sam_mask_decoder\.iou_token\.weight: "
         r"checkpoint \(2, 7\) vs model \(1, 256\)",
     ):
-        build_sam3_image_model(checkpoint_path=_save(tmp_path, state), preset="tiny", device="cpu")
+        build_image_model(checkpoint_path=_save(tmp_path, state), preset="tiny", device="cpu")
 
 
 def test_many_problems_are_counted(tmp_path, tiny_state):
     state = {k: v for k, v in tiny_state.items() if not k.startswith("detector.transformer.")}
     with pytest.raises(CheckpointError, match=r"\d+ missing: .*\(\+\d+ more\)"):
-        build_sam3_image_model(checkpoint_path=_save(tmp_path, state), preset="tiny", device="cpu")
+        build_image_model(checkpoint_path=_save(tmp_path, state), preset="tiny", device="cpu")
 
 
 def test_not_a_state_dict(tmp_path):
@@ -135,7 +134,7 @@ def test_offline_without_file_gives_one_clear_error(no_checkpoint_anywhere):
 
 def test_builder_without_weights_raises_the_same_error(no_checkpoint_anywhere):
     with pytest.raises(CheckpointNotFoundError, match="SAM 3 checkpoint not found"):
-        build_sam3_image_model(preset="tiny", load_from_HF=False, device="cpu")
+        build_image_model(preset="tiny", load_from_HF=False, device="cpu")
 
 
 def test_explicit_missing_path_is_not_replaced_by_a_download(tmp_path):
@@ -161,18 +160,17 @@ def test_service_path_falls_back_to_the_project_root(no_checkpoint_anywhere, tin
     assert found == path
 
 
-def test_offline_start_fails_fast_when_hf_hub_offline(no_checkpoint_anywhere, monkeypatch):
+def test_offline_start_fails_fast_when_hf_hub_offline(no_checkpoint_anywhere, monkeypatch, hub_calls):
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    started = time.monotonic()
     with pytest.raises(CheckpointNotFoundError, match="HF_HUB_OFFLINE") as info:
         resolve_checkpoint("models/sam3/sam3.pt", auto_download=True, download_missing=True)
-    assert time.monotonic() - started < 5
+    assert hub_calls == {"probes": 0, "downloads": 0}  # not even a probe: no retries to wait for
     assert "SAM3_RANDOM_WEIGHTS=true" in str(info.value)
 
 
-def test_offline_start_fails_fast_when_the_hub_is_unreachable(no_checkpoint_anywhere, monkeypatch):
+def test_offline_start_fails_fast_when_the_hub_is_unreachable(no_checkpoint_anywhere, monkeypatch, hub_calls):
     """A closed port on 127.0.0.1 stands for a machine without network: no retries, one clear message."""
     import socket
 
@@ -183,10 +181,9 @@ def test_offline_start_fails_fast_when_the_hub_is_unreachable(no_checkpoint_anyw
         port = s.getsockname()[1]
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", f"http://127.0.0.1:{port}")
-    started = time.monotonic()
     with pytest.raises(CheckpointNotFoundError, match="unreachable") as info:
         resolve_checkpoint("models/sam3/sam3.pt", auto_download=True, download_missing=True)
-    assert time.monotonic() - started < 5
+    assert hub_calls == {"probes": 1, "downloads": 0}  # one probe (bounded by its own timeout), no retries
     assert "hf auth login" in str(info.value) and "SAM3_PRESET=tiny" in str(info.value)
 
 
@@ -205,7 +202,7 @@ def test_no_import_cycle_between_checkpoint_and_hf_layout():
 
 def test_half_precision_file_gives_fp32_model(tmp_path, tiny_state):
     half = {k: (v.to(torch.bfloat16) if v.is_floating_point() else v) for k, v in tiny_state.items()}
-    model = build_sam3_image_model(checkpoint_path=_save(tmp_path, half), preset="tiny", device="cpu")
+    model = build_image_model(checkpoint_path=_save(tmp_path, half), preset="tiny", device="cpu")
     loaded = model.state_dict()
     for k, v in half.items():
         assert loaded[k].dtype == tiny_state[k].dtype, k
@@ -216,4 +213,4 @@ def test_wrong_dtype_kind_is_named(tmp_path, tiny_state):
     victim = "detector.backbone.vision_backbone.trunk.blocks.0.attn.freqs_cis"
     state = dict(tiny_state, **{victim: torch.zeros(tiny_state[victim].shape)})  # real, not complex
     with pytest.raises(CheckpointError, match=r"1 with the wrong dtype: .*blocks\.0\.attn\.freqs_cis"):
-        build_sam3_image_model(checkpoint_path=_save(tmp_path, state), preset="tiny", device="cpu")
+        build_image_model(checkpoint_path=_save(tmp_path, state), preset="tiny", device="cpu")

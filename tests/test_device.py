@@ -81,3 +81,24 @@ def test_resolve_device_reads_no_environment(monkeypatch):
     monkeypatch.setenv("SAM3_DEVICE", "cuda:7")
     assert resolve_device(None) == resolve_device("auto")
     assert resolve_device("cpu") == CPU
+
+
+@pytest.mark.parametrize("stated, native", [("native", True), ("emulated", False)])
+def test_a_stated_cpu_replaces_the_probe(stated, native):
+    info = cpu_info(stated)
+    assert info.native_bf16 is native and info.stated
+    assert info.capability == str(torch.backends.cpu.get_cpu_capability())
+    assert resolve_precision("auto", CPU, cpu=info).mode == ("bf16" if native else "fp32")
+    assert f"bf16 {stated} as stated" in info.describe()
+    with pytest.raises(ValueError, match="cpu bf16 must be one of"):
+        cpu_info("avx512")
+
+
+def test_autocast_in_effect_is_read_per_device():
+    from sam3.device import autocast_dtype_in_effect
+
+    assert autocast_dtype_in_effect(CPU) is None
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert autocast_dtype_in_effect(CPU) is torch.bfloat16
+        assert autocast_dtype_in_effect("meta") is None
+    assert autocast_dtype_in_effect(CPU) is None

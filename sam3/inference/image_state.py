@@ -29,6 +29,7 @@ class _CachedImage:
 
     hw: tuple[int, int]  # original (height, width)
     trunk: torch.Tensor | None = field(default=None, repr=False)
+    compute: torch.dtype | None = None  # the autocast dtype it was encoded under (None: plain fp32)
     with_tracker: bool = False
     features: BackboneFeatures | None = field(default=None, repr=False)
     sam: SamImageFeatures | None = field(default=None, repr=False)

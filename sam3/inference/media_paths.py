@@ -6,8 +6,10 @@ ones every video reader raises (:class:`VideoReadError` and its subclasses, mapp
 server).
 
 Hostile input: symlinks leading outside the roots, a named pipe, a symlink loop, a name too long for the
-file system, ``~nosuchuser/...``, non-ASCII digit names (``int("٣")`` is 3): each is a
-:class:`VideoReadError` subclass with a message, never a crash or a blocked thread.
+file system, ``~nosuchuser/...``, non-ASCII digit names (``int("٣")`` is 3), a hard link to a file outside
+the roots (refused with ``refuse_hardlinks``: any file with more than one name): each is a
+:class:`VideoReadError` subclass with a message, never a crash or a blocked thread. Paths outside the roots
+all get one message (:data:`OUTSIDE_ROOTS`), whatever they are.
 """
 
 from __future__ import annotations
@@ -40,28 +42,29 @@ def _inside(path: Path, roots: tuple[Path, ...] | None) -> bool:
     return roots is None or any(path == r or path.is_relative_to(r) for r in roots)
 
 
+# The one refusal for every path that does not lead inside the roots: the same status and words whether the
+# path exists, is readable, loops or is a symlink, and never where it leads (that would map the outside).
+OUTSIDE_ROOTS = "outside the media roots (SAM_MEDIA_ROOTS)"
+
+
 def resolve_media_path(raw: str | os.PathLike, roots: tuple[Path, ...] | None = None) -> Path:
     """The real path of ``raw`` (``~`` expanded, symlinks and ``..`` resolved), checked against ``roots``.
 
-    The root check comes before any existence check, so nothing is said about files outside the roots.
-    The refusal names the resolved target when it differs from what was given (a symlink), never the roots.
+    The root check comes before any existence check, and resolving never fails on what lies outside the
+    roots (``os.path.realpath`` without ``strict`` stops at a loop or an unreadable folder), so every path
+    outside them gets the same :class:`VideoForbidden`. A loop or an unreadable entry inside the roots is
+    reported when the file is opened.
     """
     text = os.fspath(raw)
     if "\x00" in text:
         raise VideoReadError("contains a NUL byte")
     try:
-        path = Path(text).expanduser()
-    except RuntimeError:  # ~nosuchuser
-        raise VideoReadError(f"{text[:200]!r}: no such user for '~'") from None
-    try:
-        real = path.resolve()
-    except RuntimeError:  # Python 3.11 reports a symlink loop this way
-        raise VideoReadError(f"{text[:200]!r}: symlink loop") from None
-    except OSError as exc:
-        raise VideoReadError(f"{text[:200]!r}: cannot resolve ({exc.strerror or exc})") from None
+        # os.path.expanduser leaves ~nosuchuser as it is (pathlib raises): no answer tells which users exist
+        real = Path(os.path.realpath(os.path.expanduser(text)))
+    except (OSError, ValueError) as exc:  # the working directory vanished, an undecodable name
+        raise VideoReadError(f"{text[:200]!r}: cannot resolve ({type(exc).__name__})") from None
     if not _inside(real, roots):
-        shown = f" (it leads to {str(real)[:300]!r})" if str(real) != text else ""
-        raise VideoForbidden(f"{text[:300]!r}{shown} is outside the allowed media roots (SAM_MEDIA_ROOTS)")
+        raise VideoForbidden(OUTSIDE_ROOTS)
     return real
 
 
@@ -74,11 +77,21 @@ def stat_path(path: Path, name: str) -> os.stat_result:
         raise VideoReadError(f"cannot open {name[:300]}: {exc.strerror or exc}") from None
 
 
-def open_regular(path: Path, roots: tuple[Path, ...] | None, name: str):
+def check_file(st: os.stat_result, name: str, refuse_hardlinks: bool = False) -> None:
+    """Refuse what is not a regular file (a named pipe would block a reader), and with ``refuse_hardlinks``
+    a file with more than one name: a hard link inside the roots may be the other name of a file outside
+    them, and which names a file has elsewhere cannot be known cheaply, so every hard-linked file is refused."""
+    if not stat.S_ISREG(st.st_mode):
+        raise VideoUnsupported(f"{name[:300]} is not a regular file")
+    if refuse_hardlinks and st.st_nlink > 1:
+        raise VideoForbidden(f"{name[:300]} has {st.st_nlink} hard links (refused: SAM_MEDIA_REFUSE_HARDLINKS)")
+
+
+def open_regular(path: Path, roots: tuple[Path, ...] | None, name: str, refuse_hardlinks: bool = False):
     """Open a regular file for reading after resolving it and checking it lies inside ``roots``.
 
     O_NONBLOCK makes a named pipe that appears in its place fail instead of blocking the thread; fstat on
-    the open descriptor checks what was really opened.
+    the open descriptor checks what was really opened (:func:`check_file`).
     """
     real = resolve_media_path(path, roots)
     try:
@@ -87,9 +100,11 @@ def open_regular(path: Path, roots: tuple[Path, ...] | None, name: str):
         raise VideoReadError(f"no such file: {name}") from None
     except OSError as exc:
         raise VideoReadError(f"cannot open {name[:300]}: {exc.strerror or exc}") from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+    try:
+        check_file(os.fstat(fd), name, refuse_hardlinks)
+    except VideoReadError:
         os.close(fd)
-        raise VideoUnsupported(f"{name[:300]} is not a regular file")
+        raise
     return os.fdopen(fd, "rb")
 
 

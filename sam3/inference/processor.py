@@ -27,9 +27,13 @@ Differences from the official processor, all on purpose:
 * ``set_image`` runs the ViT trunk only; each neck (the detector's for prompts, the tracker's for clicks)
   runs on the image's first prompt or click that needs it, so a click-only image never pays for the
   detector neck (``lazy_necks=False`` makes both at once, as the official processor does; same results);
-* states are typed dataclasses (``ImageState``) that also answer ``state["key"]``.
+* states are typed dataclasses (``ImageState``) that also answer ``state["key"]``;
+* state belongs to the precision it was made under: the caches keep one entry per autocast dtype, and a
+  state encoded under bf16 autocast used by a call without it (or the other way round) raises
+  :class:`PrecisionMismatch` instead of failing with a dtype error inside the model.
 
-Everything runs under ``torch.inference_mode``; no autocast is entered (fp32, like the oracle on CPU).
+Everything runs under ``torch.inference_mode``; no autocast is entered here: the caller's context decides
+(none: fp32, like the oracle on CPU; the server enters ``Precision.context()`` around every call).
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from sam3.device import autocast_dtype_in_effect, describe_compute
 from sam3.inference.image_state import ImageBatchState, ImageState, _ByteLRU, _CachedImage, _Detections
 from sam3.inference.interactive import InteractivePredictor, SamImageFeatures
 from sam3.inference.transforms import ImageLike, preprocess, to_uint8_chw
@@ -52,6 +57,10 @@ from sam3.ops.boxes import box_cxcywh_to_xyxy
 VISUAL_ONLY_TEXT = "visual"
 DEFAULT_FEATURE_CACHE_BYTES = 1 << 30
 DEFAULT_TEXT_CACHE_ENTRIES = 256
+
+
+class PrecisionMismatch(ValueError):
+    """An image state used under another precision than the one its features were computed in."""
 
 
 class Sam3Processor:
@@ -79,7 +88,7 @@ class Sam3Processor:
         self.confidence_threshold = float(confidence_threshold)
         self._interactive = InteractivePredictor(model.tracker) if model.tracker is not None else None
         self._images = _ByteLRU(feature_cache_bytes)
-        self._texts: OrderedDict[str, TextFeatures] = OrderedDict()
+        self._texts: OrderedDict[tuple[str, torch.dtype | None], TextFeatures] = OrderedDict()
         self._text_capacity = int(text_cache_entries)
         self.lazy_necks = bool(lazy_necks)
         self._lock = threading.Lock()
@@ -101,6 +110,15 @@ class Sam3Processor:
         if cached is None:
             cached = self._encode_images([pixels], [key])[0]
         return ImageState(int(pixels.shape[1]), int(pixels.shape[2]), key, cached)
+
+    def _compute(self) -> torch.dtype | None:
+        """The autocast dtype this call runs under (None: plain fp32)."""
+        return autocast_dtype_in_effect(self.device)
+
+    def _entry_key(self, image_id: str) -> str:
+        """The cache key of an image's entry under the current precision (the bare id under fp32)."""
+        compute = self._compute()
+        return image_id if compute is None else f"{image_id}@{compute}"
 
     def restore_image(self, image_id: str) -> ImageState | None:
         """A fresh state for an image still in the feature cache (no backbone run), or None once evicted."""
@@ -138,8 +156,9 @@ class Sam3Processor:
         return digest.hexdigest()
 
     def _lookup_image(self, key: str) -> _CachedImage | None:
+        entry = self._entry_key(key)
         with self._lock:
-            hit = self._images.get(key)
+            hit = self._images.get(entry)
             self._stats["image_hits" if hit is not None else "image_misses"] += 1
         return hit
 
@@ -155,13 +174,14 @@ class Sam3Processor:
             hw = (int(pixels[i].shape[1]), int(pixels[i].shape[2]))
             # A copy when batched, so that one entry does not keep the whole batch's trunk map alive.
             one = trunk[i : i + 1] if len(pixels) == 1 else trunk[i : i + 1].clone()
-            item = _CachedImage(hw, one, with_tracker=self._interactive is not None)
+            item = _CachedImage(hw, one, with_tracker=self._interactive is not None, compute=self._compute())
             if not self.lazy_necks:
                 self._detector_features(item)
                 if item.with_tracker:
                     self._sam_features(item)
+            entry = self._entry_key(key)
             with self._lock:
-                self._images.put(key, item)
+                self._images.put(entry, item)
             items.append(item)
         return items
 
@@ -172,7 +192,7 @@ class Sam3Processor:
 
     def sam_features(self, state: ImageState) -> SamImageFeatures:
         """The click predictor's features of the state's image (its tracker neck runs on first use)."""
-        _check_state(state)
+        self._check_state(state)
         if self._interactive is None:
             raise RuntimeError("click features need a model built with enable_inst_interactivity=True")
         return self._sam_features(state.cached)
@@ -181,6 +201,17 @@ class Sam3Processor:
         features = item.sam_features(self.model, self._interactive)
         self._trim()
         return features
+
+    def _check_state(self, state) -> None:
+        if not isinstance(state, ImageState):
+            raise ValueError("call set_image first and pass the ImageState it returned")
+        made, now = state.cached.compute, self._compute()
+        if made != now:
+            raise PrecisionMismatch(
+                f"this image was encoded under {describe_compute(made)} but this call runs under "
+                f"{describe_compute(now)}: make the call inside the same precision context as set_image "
+                "(the server's Precision.context(), or the same torch.autocast), or call set_image again here"
+            )
 
     def _trim(self) -> None:
         """Evict what an entry that may just have grown pushed over the capacity (a sum over a few entries)."""
@@ -195,7 +226,7 @@ class Sam3Processor:
             for s in state:
                 self.set_text_prompt(prompt, s)
             return state
-        _check_state(state)
+        self._check_state(state)
         if not isinstance(prompt, str):
             raise ValueError(f"the text prompt must be a string, got {type(prompt).__name__}")
         state.text_prompt, state.text = prompt, self._text_features(prompt)
@@ -211,7 +242,7 @@ class Sam3Processor:
             for s in state:
                 self.add_geometric_prompt(box, label, s)
             return state
-        _check_state(state)
+        self._check_state(state)
         values = [float(v) for v in np.asarray(box, dtype=np.float64).reshape(-1)]
         if len(values) != 4 or not all(np.isfinite(values)):
             raise ValueError(f"box must be 4 finite numbers (cx, cy, w, h normalised), got {box!r}")
@@ -227,7 +258,7 @@ class Sam3Processor:
         The result equals ``reset_all_prompts`` + ``set_text_prompt`` + one ``add_geometric_prompt`` per box
         (whose last detector run is the only one that counts), without the intermediate runs.
         """
-        _check_state(state)
+        self._check_state(state)
         boxes, box_labels = list(boxes), list(box_labels)
         if len(boxes) != len(box_labels):
             raise ValueError(f"{len(boxes)} boxes but {len(box_labels)} box labels")
@@ -264,10 +295,11 @@ class Sam3Processor:
             s.masks = s.masks_logits = s.boxes = s.scores = s.low_res_masks = None
 
     def _text_features(self, prompt: str) -> TextFeatures:
+        key = (prompt, self._compute())
         with self._lock:
-            hit = self._texts.get(prompt)
+            hit = self._texts.get(key)
             if hit is not None:
-                self._texts.move_to_end(prompt)
+                self._texts.move_to_end(key)
             self._stats["text_hits" if hit is not None else "text_misses"] += 1
         if hit is not None:
             return hit
@@ -275,7 +307,7 @@ class Sam3Processor:
         with self._lock:
             self.text_runs += 1
             if self._text_capacity > 0:
-                self._texts[prompt] = feats
+                self._texts[key] = feats
                 while len(self._texts) > self._text_capacity:
                     self._texts.popitem(last=False)
         return feats
@@ -331,7 +363,7 @@ class Sam3Processor:
         See :meth:`sam3.inference.interactive.InteractivePredictor.predict_inst` for shapes; returns
         (masks (K, H, W), iou (K,), low_res_logits (K, 4g, 4g)) as float32 numpy arrays.
         """
-        _check_state(state)
+        self._check_state(state)
         if self._interactive is None:
             raise RuntimeError("predict_inst needs a model built with enable_inst_interactivity=True")
         return self._interactive.predict_inst(
@@ -397,8 +429,3 @@ def mask_probabilities(low_res: torch.Tensor, hw: tuple[int, int]) -> torch.Tens
     Each mask is resized on its own, so any subset of a detection gives the same pixels as the whole.
     """
     return F.interpolate(low_res.unsqueeze(1), hw, mode="bilinear", align_corners=False).sigmoid()
-
-
-def _check_state(state) -> None:
-    if not isinstance(state, ImageState):
-        raise ValueError("call set_image first and pass the ImageState it returned")

@@ -35,6 +35,7 @@ from PIL import Image
 
 from sam3.inference.media_paths import (
     VideoReadError,
+    check_file,
     VideoTooLarge,
     VideoUnsupported,
     VIDEO_EXTS,
@@ -57,6 +58,7 @@ class VideoLimits:
     max_pixels: int = 16_777_216  # 4096 x 4096 per frame
     max_aspect: float = 20.0
     cache_mb: float = 64.0  # resized uint8 frames kept decoded (at least two: the current one and the next)
+    refuse_hardlinks: bool = False  # refuse files with more than one name (media_paths.check_file)
 
     def check_size(self, width: int, height: int, what: str) -> None:
         if width <= 0 or height <= 0:
@@ -126,6 +128,14 @@ class VideoSource:
             raise IndexError(f"frame {idx} is outside the video (0..{self.num_frames - 1})")
         return normalise_frame(self._pixels(idx), self.mean, self.std)
 
+    def image(self, idx: int) -> Image.Image:
+        """Frame ``idx`` at the video's own size (RGB), read through the same checks and seeking reader as the
+        model's frames, not cached (for previews)."""
+        if not 0 <= idx < self.num_frames:
+            raise IndexError(f"frame {idx} is outside the video (0..{self.num_frames - 1})")
+        with self._lock:
+            return self._image(idx)
+
     def prefetch(self, *indices: int) -> None:
         """Decode these frames into the cache now (frames outside the video are ignored)."""
         for idx in indices:
@@ -162,6 +172,9 @@ class VideoSource:
     def _decode(self, idx: int) -> None:
         raise NotImplementedError
 
+    def _image(self, idx: int) -> Image.Image:
+        raise NotImplementedError
+
     def _close(self) -> None:
         pass
 
@@ -180,9 +193,12 @@ class FolderSource(VideoSource):
         self.decoded += 1
         self._put(idx, img)
 
+    def _image(self, idx: int) -> Image.Image:
+        return read_frame_file(self.files[idx], self.roots, self.limits).convert("RGB")
+
 
 def read_frame_file(path: Path, roots, limits: VideoLimits) -> Image.Image:
-    with open_regular(path, roots, path.name) as fh:
+    with open_regular(path, roots, path.name, limits.refuse_hardlinks) as fh:
         try:
             with Image.open(fh, formats=PIL_FORMATS) as im:
                 limits.check_size(im.width, im.height, f"frame {path.name}")
@@ -218,7 +234,7 @@ class FileSource(VideoSource):
         import av
 
         self._close()
-        self._fh = open_regular(self.path, self.roots, self.path.name)
+        self._fh = open_regular(self.path, self.roots, self.path.name, self.limits.refuse_hardlinks)
         self._container = av.open(self._fh)
         stream = self._container.streams.video[0]
         stream.thread_type = "AUTO"
@@ -232,12 +248,38 @@ class FileSource(VideoSource):
         self._container = self._fh = self._frames = None
 
     def _decode(self, idx: int) -> None:
+        room = self.cache_frames - 1  # the frames just before ``idx`` are the next ones read backwards
+
+        def keep(i: int, frame) -> None:
+            if i >= idx - room:
+                self.limits.check_size(frame.width, frame.height, f"{self.name} frame {i}")
+                self._put(i, frame.to_image())
+
+        self._read_to(idx, keep)
+        if idx not in self._cache:
+            raise VideoReadError(f"{self.name}: frame {idx} is missing from the stream")
+
+    def _image(self, idx: int) -> Image.Image:
+        found: list[Image.Image] = []
+
+        def keep(i: int, frame) -> None:
+            if i == idx:
+                self.limits.check_size(frame.width, frame.height, f"{self.name} frame {i}")
+                found.append(frame.to_image())
+
+        self._read_to(idx, keep)
+        if not found:
+            raise VideoReadError(f"{self.name}: frame {idx} is missing from the stream")
+        return found[0].convert("RGB")
+
+    def _read_to(self, idx: int, keep) -> None:
+        """Decode up to frame ``idx`` (seeking to the nearest keyframe before it when it is behind or far
+        ahead), handing every decoded frame to ``keep(index, frame)``."""
         import av
 
         try:
             if self._frames is None or idx < self._next or idx > self._next + 2 * self.cache_frames:
                 self._seek(idx)
-            room = self.cache_frames - 1  # the frames just before ``idx`` are the next ones read backwards
             while True:
                 frame = next(self._frames, None)
                 if frame is None:
@@ -247,12 +289,8 @@ class FileSource(VideoSource):
                     continue
                 self.decoded += 1
                 self._next = i + 1
-                if i >= idx - room:
-                    self.limits.check_size(frame.width, frame.height, f"{self.name} frame {i}")
-                    self._put(i, frame.to_image())
+                keep(i, frame)
                 if i >= idx:
-                    if idx not in self._cache:
-                        raise VideoReadError(f"{self.name}: frame {idx} is missing from the stream")
                     return
         except VideoReadError:
             self._close()
@@ -299,8 +337,10 @@ def open_video(
         if not files:
             raise VideoUnsupported(f"the folder {real.name} holds no JPEG/PNG frames")
         first = read_frame_file(files[0], roots, limits)
-        for f in files:  # every frame file must lead inside the roots: checked now, and again when read
-            resolve_media_path(f, roots)
+        # Every frame file must lead inside the roots and be a regular file (a named pipe among the frames
+        # would fail every prompt that reads ahead to it): checked now, and again when read.
+        for f in files:
+            check_file(stat_path(resolve_media_path(f, roots), f.name), f.name, limits.refuse_hardlinks)
         src = FolderSource(
             files, roots, name=real.name, num_frames=len(files), width=first.width, height=first.height, fps=None, **kw
         )
@@ -320,7 +360,7 @@ def _open_file(real: Path, roots, limits: VideoLimits, kw: dict) -> FileSource:
     import av
 
     try:
-        with open_regular(real, roots, real.name) as fh, av.open(fh) as container:
+        with open_regular(real, roots, real.name, limits.refuse_hardlinks) as fh, av.open(fh) as container:
             if not container.streams.video:
                 raise VideoUnsupported(f"{real.name} has no video stream")
             stream = container.streams.video[0]

@@ -52,7 +52,7 @@ class Sam3VideoPredictor:
     this implementation does not have raises ``NotImplementedError`` (see :mod:`sam3.model_builder`).
 
     ``model`` (ours) reuses an already built model instead of building one; ``preset`` / ``device`` /
-    ``load_from_HF`` / ``random_weights`` go to :func:`sam3.model_builder.build_sam3_video_model`.
+    ``load_from_HF`` / ``random_weights`` go to :func:`sam3.build.build_video_model`.
     """
 
     def __init__(
@@ -72,21 +72,24 @@ class Sam3VideoPredictor:
         random_weights: bool = False,
         model: Sam3Model | None = None,
     ):
+        from sam3.build import build_video_model
         from sam3.inference.video_predictor import Sam3VideoPredictor as Predictor
-        from sam3.model_builder import build_sam3_video_model
+        from sam3.model.official_args import check_video_model_args
 
         if async_loading_frames:
             raise NotImplementedError("async_loading_frames=True is not supported (frames are decoded up front)")
         # video_loader_type only picks the official decoder (cv2 / torchcodec); ours reads with PyAV.
         if model is None:
-            model = build_sam3_video_model(
+            check_video_model_args(
+                has_presence_token,
+                geo_encoder_use_img_cross_attn,
+                strict_state_dict_loading,
+                apply_temporal_disambiguation,
+            )
+            model = build_video_model(
                 checkpoint_path=checkpoint_path,
                 load_from_HF=load_from_HF,
                 bpe_path=bpe_path,
-                has_presence_token=has_presence_token,
-                geo_encoder_use_img_cross_attn=geo_encoder_use_img_cross_attn,
-                strict_state_dict_loading=strict_state_dict_loading,
-                apply_temporal_disambiguation=apply_temporal_disambiguation,
                 device=device,
                 preset=preset,
                 random_weights=random_weights,

@@ -26,6 +26,8 @@ class Sam3Model(nn.Module):
     Without one passed in, the packaged CLIP vocabulary is read on first use.
     """
 
+    version = "sam3"  # the registry's name of this model (sam3.registry)
+
     def __init__(self, config: Sam3Config, detector: Sam3Detector, tracker: Sam3Tracker | None = None, tokenizer=None):
         super().__init__()
         self.config = config

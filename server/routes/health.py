@@ -27,6 +27,7 @@ def health(settings: SettingsDep, models: ModelsDep, tracking: TrackingDep) -> H
         precision=models.precision.mode if models.precision is not None else None,
         loading=models.loading,
         preset=settings.preset,
+        model_version=settings.model_version,
         random_weights=settings.random_weights,
         backbone_runs=models.backbone_runs,
         image_cache=models.cache_stats(),

@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 
 from fastapi import APIRouter
-from fastapi.responses import StreamingResponse
 
 from server.dependencies import SettingsDep, TrackingDep
 from server.errors import BadValue, ServiceError, Unprocessable
@@ -35,12 +34,16 @@ from server.schemas import (
     TrackStopRequest,
     TrackStopResponse,
 )
+from server.services.removals import removals_since, removed_ids
 from server.services.tracking_service import FramePrompt, TrackingService
+from server.stream_sender import BoundedStreamingResponse
 
 router = APIRouter(prefix="/track", tags=["track"])
 log = logging.getLogger("sam3.server")
 
 NDJSON = "application/x-ndjson"
+# Frames a streamed propagation may compute ahead of its reader (server.stream_sender).
+STREAM_BUFFER_FRAMES = 4
 STREAM_DOC = {
     200: {
         "description": 'JSON, or with `"stream": true` NDJSON lines: `{"event": "start", "session_id", "total"}`, '
@@ -97,13 +100,21 @@ async def prompt(body: TrackPromptRequest, settings: SettingsDep, tracking: Trac
 
 
 @router.post("/propagate", response_model=TrackPropagateResponse, responses=STREAM_DOC)
-async def propagate(body: TrackPropagateRequest, tracking: TrackingDep):
+async def propagate(body: TrackPropagateRequest, settings: SettingsDep, tracking: TrackingDep):
     """Track the prompted objects through the video: every processed frame in frame order, or (``stream``)
-    one NDJSON line per frame as soon as it is computed. The model is taken frame by frame."""
+    one NDJSON line per frame as soon as it is computed. The model is taken frame by frame.
+
+    A stream runs at most a few frames ahead of its reader and ends when the reader takes no line for
+    ``SAM_STREAM_SEND_TIMEOUT_S``; ``/track/cancel`` and ``/track/stop`` act before the next frame whatever
+    the reader does."""
     session, prop = await tracking.begin_propagation(body.session_id, body.direction, body.start_frame, body.max_frames)
+    before = removed_ids(session)
     if body.stream:
-        return StreamingResponse(
-            _ndjson(tracking, session, prop, body),
+        return BoundedStreamingResponse(
+            _ndjson(tracking, session, prop, body, before),
+            send_timeout_s=settings.stream_send_timeout_s,
+            buffer_chunks=STREAM_BUFFER_FRAMES,
+            stop=session.cancelled,
             media_type=NDJSON,
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
@@ -113,7 +124,11 @@ async def propagate(body: TrackPropagateRequest, tracking: TrackingDep):
             by_index[frame["frame_idx"]] = frame
     frames = [by_index[i] for i in sorted(by_index)]
     return TrackPropagateResponse(
-        session_id=body.session_id, direction=body.direction, num_frames_processed=len(frames), frames=frames
+        session_id=body.session_id,
+        direction=body.direction,
+        num_frames_processed=len(frames),
+        frames=frames,
+        removed_objects=removals_since(session, before, tracking.predictor),
     )
 
 
@@ -121,7 +136,9 @@ def _line(obj: dict) -> bytes:
     return (json.dumps(obj, separators=(",", ":")) + "\n").encode()
 
 
-async def _ndjson(tracking: TrackingService, session, prop, body: TrackPropagateRequest) -> AsyncIterator[bytes]:
+async def _ndjson(
+    tracking: TrackingService, session, prop, body: TrackPropagateRequest, before: set[int]
+) -> AsyncIterator[bytes]:
     total, done = prop.total, 0
     yield _line({"event": "start", "session_id": body.session_id, "total": total})
     try:
@@ -138,7 +155,8 @@ async def _ndjson(tracking: TrackingService, session, prop, body: TrackPropagate
             {"event": "error", "status": 500, "detail": "internal error during propagation (see the service log)"}
         )
         return
-    yield _line({"event": "end", "num_frames_processed": done, "cancelled": prop.stopped})
+    removed = removals_since(session, before, tracking.predictor)
+    yield _line({"event": "end", "num_frames_processed": done, "cancelled": prop.stopped, "removed_objects": removed})
 
 
 @router.post("/cancel", response_model=TrackCancelResponse)

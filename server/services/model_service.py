@@ -35,7 +35,7 @@ import numpy as np
 from server.errors import BadValue, NotFound, TooBusy, Unavailable
 from server.imaging import ImageLimits, decode_image
 from server.prompts import Box, validate_labels, validate_points
-from server.services.runtime import call_context, prepare_for_serving
+from server.services.serving import call_context, prepare_for_serving
 from server.settings import Settings
 
 if TYPE_CHECKING:
@@ -207,14 +207,15 @@ class ModelService:
         self.error = None
         started = time.perf_counter()
         try:
-            from sam3.device import device_name, resolve_device, resolve_precision
+            from sam3.device import cpu_info, device_name, resolve_device, resolve_precision
 
             device = resolve_device(self.settings.device)
             self.device = device_name(device)
-            precision = resolve_precision(self.settings.precision, device)
+            cpu = cpu_info(self.settings.cpu_bf16) if device.type == "cpu" else None
+            precision = resolve_precision(self.settings.precision, device, cpu)
             checkpoint = None if self.settings.random_weights else self._find_checkpoint()
-            from sam3.build import build_sam3_image_model
             from sam3.inference.processor import Sam3Processor
+            from sam3.registry import build_model
 
             import torch
 
@@ -222,10 +223,10 @@ class ModelService:
             # so what a person or a test sees does not change from run to run
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(0)
-                model = build_sam3_image_model(
+                model = build_model(  # SAM3_MODEL_VERSION's builder: detector and tracker (clicks, video)
+                    self.settings.model_version,
                     checkpoint_path=checkpoint,
                     device=device,
-                    enable_inst_interactivity=True,
                     load_from_HF=False,
                     preset=self.settings.preset,
                     random_weights=self.settings.random_weights,
@@ -241,7 +242,8 @@ class ModelService:
             with self._thread_lock:
                 self.model, self.processor = model, processor
             log.info(
-                "model loaded: preset=%s device=%s checkpoint=%s in %.1f s",
+                "model loaded: %s preset=%s device=%s checkpoint=%s in %.1f s",
+                self.settings.model_version,
                 self.settings.preset,
                 self.device,
                 checkpoint or "random weights",
@@ -264,11 +266,16 @@ class ModelService:
         )
 
     def _find_checkpoint(self) -> str:
-        """``SAM3_CHECKPOINT``, downloading ``facebook/sam3`` into its folder when ``SAM3_AUTO_DOWNLOAD`` allows
+        """``SAM3_CHECKPOINT``, downloading the version's file (``facebook/sam3`` or ``facebook/sam3.1``) into its
+        folder when ``SAM3_AUTO_DOWNLOAD`` allows
         (the one lookup, ``sam3.checkpoint.resolve_checkpoint``: fast failure offline, both ways out named)."""
         from sam3.checkpoint import resolve_checkpoint
+        from sam3.registry import get_version
 
-        found = resolve_checkpoint(self.settings.checkpoint, self.settings.auto_download, download_missing=True)
+        version = get_version(self.settings.model_version)
+        found = resolve_checkpoint(
+            self.settings.checkpoint, self.settings.auto_download, download_missing=True, version=version
+        )
         return str(found)
 
     def wait_loaded(self, timeout: float | None = None) -> bool:

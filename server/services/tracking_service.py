@@ -9,7 +9,9 @@ Opening a video and decoding the next frames run in worker threads outside the m
 The session table lives on the event loop (only async code touches it). A session in use (a request
 working on it, a propagation running) is never idle; closing it (``/track/stop``, expiry, shutdown) removes
 it from the table and frees it in one synchronous step that cannot be refused; when a request is still
-using it, that request frees it as it ends.
+using it, that request frees it as it ends. Admission to the table (the cap, the id's uniqueness, the
+reserved slot) is one synchronous step too, before any slow work. A cancel or stop also wakes a streamed
+propagation that waits for its reader (``Session.cancelled``, ``server.stream_sender``).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from server.errors import (
 from server.heap import trim_heap
 from server.mask_codec import MaskFormat, encode_mask
 from server.prompts import Box
+from server.services.frame_previews import FramePreviews
 from server.services.model_service import ModelService, describe_error
 from server.settings import Settings
 
@@ -61,7 +64,12 @@ class Session:
     users: int = 0  # requests working on it right now; a session in use is never idle
     propagation: Propagation | None = None
     cancel: bool = False  # set by /track/cancel, /track/stop or expiry: the propagation stops before its next frame
+    # Set with ``cancel``: wakes a streamed propagation waiting for its reader (server.stream_sender); a new
+    # one for each propagation.
+    cancelled: anyio.Event = field(default_factory=anyio.Event)
     closing: bool = False  # removed from the table while in use: the last user frees it
+    created: float = field(default_factory=time.time)  # wall clock, for GET /track/sessions
+    heartbeat_at: float | None = None  # monotonic time of the last /track/heartbeat (None: never sent one)
 
     @property
     def ready(self) -> bool:
@@ -69,6 +77,18 @@ class Session:
 
     def touch(self) -> None:
         self.last_used = time.monotonic()
+
+    def expires_in(self, ttl_s: float, heartbeat_s: float, now: float) -> float:
+        """Seconds until the idle sweep closes it: the idle TTL, or the heartbeat timeout once it sent one."""
+        left = ttl_s - (now - self.last_used)
+        if self.heartbeat_at is not None:
+            left = min(left, heartbeat_s - (now - self.heartbeat_at))
+        return left
+
+    def request_cancel(self) -> None:
+        """Stop the running propagation before its next frame, whatever its reader is doing."""
+        self.cancel = True
+        self.cancelled.set()
 
 
 @dataclass(frozen=True)
@@ -116,6 +136,20 @@ def video_error(exc: Exception) -> ServiceError:
     return kind(f"video_path: {exc}")
 
 
+def video_limits(settings: Settings):
+    """The loader's limits (``sam3.inference.video_io.VideoLimits``) from the settings: sessions and
+    ``/media/frame`` read videos under the same ones."""
+    from sam3.inference.video_io import VideoLimits
+
+    return VideoLimits(
+        max_frames=settings.max_video_frames,
+        max_side=settings.max_video_side,
+        max_pixels=settings.max_video_pixels,
+        cache_mb=settings.video_cache_mb,
+        refuse_hardlinks=settings.media_refuse_hardlinks,
+    )
+
+
 class TrackingService:
     """Sessions of the video predictor, with a cap, idle expiry and a lazily built predictor."""
 
@@ -126,6 +160,9 @@ class TrackingService:
         self.predictor_error: str | None = None
         self.sessions: dict[str, Session] = {}
         self.frames_propagated = 0  # frames processed by propagations since start (for /metrics)
+        # called with (session_id, resource_path) when a session is freed (the upload store's retention clock)
+        self.on_free: list[Callable[[str, str], None]] = []
+        self.previews = FramePreviews(settings, models)  # GET /media/frame
 
     # ------------------------------------------------------------------ predictor
     @property
@@ -146,16 +183,16 @@ class TrackingService:
         if self.predictor is not None:
             return
         try:
-            from sam3.inference.video_io import VideoLimits
             from sam3.inference.video_predictor import Sam3VideoPredictor
 
             s = self.settings
-            limits = VideoLimits(
-                max_frames=s.max_video_frames,
-                max_side=s.max_video_side,
-                max_pixels=s.max_video_pixels,
-                cache_mb=s.video_cache_mb,
-            )
+            limits = video_limits(s)
+            version = getattr(self.models.model, "version", "sam3")
+            if version != "sam3":  # the multiplexed video tracking of SAM 3.1 is not built yet (images are)
+                raise NotImplementedError(
+                    f"video tracking with SAM3_MODEL_VERSION={version} is not implemented yet; images work, "
+                    "start the service with SAM3_MODEL_VERSION=sam3 for video"
+                )
             # the same Sam3Model object as the image processor: one copy of the weights
             self.predictor = Sam3VideoPredictor(self.models.model, memory_frames=s.video_memory_frames, limits=limits)
             self.predictor_error = None
@@ -166,8 +203,10 @@ class TrackingService:
 
     # ------------------------------------------------------------------ session table
     def _retry_after_s(self) -> float:
-        now = time.monotonic()
-        remaining = [self.settings.session_ttl_s - (now - s.last_used) for s in self.sessions.values() if not s.users]
+        now, s_ = time.monotonic(), self.settings
+        remaining = [
+            s.expires_in(s_.session_ttl_s, s_.session_heartbeat_s, now) for s in self.sessions.values() if not s.users
+        ]
         return max(1.0, min(remaining, default=1.0))
 
     def get(self, session_id: str) -> Session:
@@ -206,10 +245,16 @@ class TrackingService:
 
     def _evict_now(self) -> list[str]:
         now = time.monotonic()
-        ttl = self.settings.session_ttl_s
-        expired = [sid for sid, s in self.sessions.items() if s.ready and not s.users and now - s.last_used > ttl]
+        ttl, heartbeat = self.settings.session_ttl_s, self.settings.session_heartbeat_s
+        expired = [
+            sid for sid, s in self.sessions.items() if s.ready and not s.users and s.expires_in(ttl, heartbeat, now) < 0
+        ]
         for sid in expired:
-            log.info("session %s expired after %.0f s idle", sid, now - self.sessions[sid].last_used)
+            s = self.sessions[sid]
+            if s.heartbeat_at is not None and now - s.heartbeat_at > heartbeat:
+                log.info("session %s closed: no heartbeat from its page for %.0f s", sid, now - s.heartbeat_at)
+            else:
+                log.info("session %s expired after %.0f s idle", sid, now - s.last_used)
             self._close(sid)
         return expired
 
@@ -218,7 +263,7 @@ class TrackingService:
         session = self.sessions.pop(session_id, None)
         if session is None:
             return False
-        session.cancel = True
+        session.request_cancel()
         if session.users:
             session.closing = True  # the request using it frees it when it ends
         else:
@@ -226,17 +271,23 @@ class TrackingService:
         return True
 
     def _free(self, session: Session) -> None:
+        if session.video is not None:
+            for hook in self.on_free:
+                hook(session.session_id, session.video.resource_path)
         if session.video is not None and self.predictor is not None:
             try:
                 self.predictor.close_session(session.video)
             except Exception as exc:  # noqa: BLE001 -- freeing must not fail the caller
                 log.warning("close_session(%s) failed: %s", session.session_id, describe_error(exc))
+        if session.video is not None:
+            log.info("session %s closed: its memory is freed", session.session_id)
         session.video = None
         trim_heap()
 
     async def close_all(self) -> None:
         for sid in list(self.sessions):
             self._close(sid)
+        self.previews.close()
 
     async def _model_step(self, fn: Callable[[], T]) -> T:
         """One unit of model work under the model lock; a full queue is waited out (a propagation in progress
@@ -262,8 +313,10 @@ class TrackingService:
             raise refusal(f"{field}: {exc}") from None
 
     # ------------------------------------------------------------------ requests
-    async def start(self, video_path: str, session_id: str | None) -> Session:
-        self._evict_now()
+    def _admit(self, session_id: str | None) -> Session:
+        """Admission, in one synchronous step (no await, so no other request runs in between): the id's
+        uniqueness and the session cap are checked and the slot is reserved together, before any slow work.
+        Concurrent starts can therefore never pass the cap, and a duplicate id is a 409 however they interleave."""
         if session_id is not None and session_id in self.sessions:
             raise Conflict(f"session_id: a session named {session_id!r} already exists")
         if len(self.sessions) >= self.settings.max_sessions:
@@ -272,18 +325,23 @@ class TrackingService:
                 f"{self.settings.max_sessions} (SAM_MAX_SESSIONS); stop one with /track/stop or retry later",
                 retry_after_s=self._retry_after_s(),
             )
+        session = Session(session_id or uuid.uuid4().hex)
+        self.sessions[session.session_id] = session  # reserved: video None until it is open
+        return session
+
+    async def start(self, video_path: str, session_id: str | None) -> Session:
+        self._evict_now()
+        session = self._admit(session_id)
+        sid = session.session_id
         from sam3.inference.media_paths import VideoReadError, resolve_media_path
 
         roots = self.settings.media_root_paths
-        try:  # the roots first: a path outside them is 403 whatever the model's state (the loader checks again)
-            await anyio.to_thread.run_sync(resolve_media_path, video_path, roots)
-        except VideoReadError as exc:
-            raise video_error(exc) from None
-        self.models.require_loaded()
-        sid = session_id or uuid.uuid4().hex
-        session = Session(sid)
-        self.sessions[sid] = session  # reserve the slot before any await
         try:
+            try:  # the roots first: a path outside them is 403 whatever the model's state (the loader checks again)
+                await anyio.to_thread.run_sync(resolve_media_path, video_path, roots)
+            except VideoReadError as exc:
+                raise video_error(exc) from None
+            self.models.require_loaded()
             predictor = await self.ensure_predictor()
             try:
                 # checks and the first frame, in a worker thread: not under the model lock
@@ -291,7 +349,8 @@ class TrackingService:
             except VideoReadError as exc:
                 raise video_error(exc) from None
         except BaseException:
-            self.sessions.pop(sid, None)
+            if self.sessions.get(sid) is session:  # a failed start frees its slot (and only its own)
+                del self.sessions[sid]
             raise
         if self.sessions.get(sid) is not session:  # closed while opening (shutdown)
             predictor.close_session(video)
@@ -397,6 +456,7 @@ class TrackingService:
     def _end_propagation(self, session: Session) -> None:
         session.propagation = None
         session.cancel = False
+        session.cancelled = anyio.Event()
         session.users -= 1
         session.touch()
         if session.closing and session.users == 0:
@@ -406,7 +466,7 @@ class TrackingService:
         session = self.get(session_id)
         if session.propagation is None:
             return False
-        session.cancel = True
+        session.request_cancel()
         return True
 
     async def frames(self, session_id: str, start: int, end: int | None, mask_format: MaskFormat) -> list[dict]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import io
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import numpy as np
@@ -17,8 +16,7 @@ from PIL import Image
 
 from tests.clients.conftest import LiveServer, start_server, stop_server
 from tests.server.media import moving_crops, write_video
-
-CHROMIUM = Path("/usr/bin/chromium")
+from tests.ui.conftest import chromium_path
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +75,6 @@ def test_a_tracked_video_yields_objects(dev_server, astronaut, prompt):
         post("/track/stop", {"session_id": sid})
 
 
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed (apt-get install chromium)")
 def test_docs_render_with_the_network_cut(dev_server):
     from playwright.sync_api import sync_playwright
 
@@ -91,7 +88,7 @@ def test_docs_render_with_the_network_cut(dev_server):
             route.abort()
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        browser = p.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox"])
         try:
             page = browser.new_page()
             page.route("**/*", only_the_service)

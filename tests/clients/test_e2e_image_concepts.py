@@ -25,10 +25,10 @@ from tests.clients.conftest import LiveServer, start_server, stop_server
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    from sam3.build import build_sam3_image_model
+    from sam3.build import build_image_model
 
     torch.manual_seed(1)
-    model = build_sam3_image_model(preset="tiny", random_weights=True, device="cpu")
+    model = build_image_model(preset="tiny", random_weights=True, device="cpu")
     path = tmp_path_factory.mktemp("e2e_concepts") / "sam3.pt"
     torch.save({"model": model.state_dict()}, path)
     return path
@@ -38,20 +38,22 @@ def checkpoint(tmp_path_factory):
 def server(tmp_path_factory, checkpoint) -> Iterator[LiveServer]:
     live = start_server(
         tmp_path_factory.mktemp("e2e_concepts_srv"),
-        {"SAM3_RANDOM_WEIGHTS": "false", "SAM3_CHECKPOINT": str(checkpoint)},
+        # fp32 stated: the answers are compared with this process's fp32 processor to round-off
+        {"SAM3_RANDOM_WEIGHTS": "false", "SAM3_CHECKPOINT": str(checkpoint), "SAM3_PRECISION": "fp32"},
     )
     health = httpx.get(f"{live.url}/health").json()
     assert health["model_loaded"], f"{health['error']}\n{live.log()}"
+    assert health["precision"] == "fp32"
     yield live
     stop_server(live)
 
 
 @pytest.fixture(scope="module")
 def processor(checkpoint):
-    from sam3.build import build_sam3_image_model
+    from sam3.build import build_image_model
     from sam3.inference.processor import Sam3Processor
 
-    return Sam3Processor(build_sam3_image_model(checkpoint_path=checkpoint, preset="tiny", device="cpu"))
+    return Sam3Processor(build_image_model(checkpoint_path=checkpoint, preset="tiny", device="cpu"))
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from milimo_clients import InpaintingManager, SamServiceError, TrackingManager
-from tests.server.media import decode_mask, encode, moving_crops, write_video
+from tests.server.media import decode_mask, encode, moving_crops, never_seen, write_video
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +76,7 @@ def test_raw_multipart_multimask(live_server, coffee):
 
 
 def test_16_concurrent_requests_share_one_backbone_run(live_server, astronaut):
-    image = encode(np.ascontiguousarray(astronaut[::-1, ::-1]), "PNG")  # sent by no other test
+    image = encode(never_seen(astronaut), "PNG")
 
     async def burst():
         async with httpx.AsyncClient(base_url=live_server.url, timeout=300) as client:

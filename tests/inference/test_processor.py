@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from sam3.build import build_sam3_image_model
+from sam3.build import build_image_model
 from sam3.inference.processor import ImageBatchState, ImageState, Sam3Processor
 from sam3.inference.transforms import preprocess, to_uint8_chw
 
@@ -15,7 +15,7 @@ from sam3.inference.transforms import preprocess, to_uint8_chw
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    return build_sam3_image_model(preset="tiny", random_weights=True, device="cpu")
+    return build_image_model(preset="tiny", random_weights=True, device="cpu")
 
 
 def _assert_same_results(a: ImageState, b: ImageState, atol: float = 0.0):
@@ -199,7 +199,7 @@ def test_predict_inst_uses_cached_features(model, coffee):
 
 
 def test_predict_inst_needs_a_tracker(coffee):
-    model = build_sam3_image_model(preset="tiny", random_weights=True, device="cpu", enable_inst_interactivity=False)
+    model = build_image_model(preset="tiny", random_weights=True, device="cpu", enable_inst_interactivity=False)
     proc = Sam3Processor(model, confidence_threshold=0.0)
     state = proc.set_text_prompt("a cup", proc.set_image(coffee))  # the detector still works
     assert state.scores.numel() == model.config.decoder.num_queries
@@ -229,3 +229,31 @@ def test_state_must_come_from_set_image(model):
     proc = Sam3Processor(model)
     with pytest.raises(ValueError, match="set_image"):
         proc.set_text_prompt("a cup", {})
+
+
+def test_state_made_under_bf16_autocast_is_refused_outside_it_and_the_image_encodes_again(model, coffee):
+    """The processor's state belongs to the precision it was made under (issue: a call outside the server's
+    precision context on features the server made under bf16 autocast failed with a dtype mismatch)."""
+    from sam3.inference.processor import PrecisionMismatch
+
+    proc = Sam3Processor(model, confidence_threshold=0.0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        bf16 = proc.set_text_prompt("a cup", proc.set_image(coffee))
+    assert proc.backbone_runs == 1 and bf16.scores.numel() > 0
+    with pytest.raises(PrecisionMismatch, match="encoded under bf16 autocast but this call runs under fp32"):
+        proc.set_text_prompt("a cup", bf16)
+    with pytest.raises(PrecisionMismatch):
+        proc.predict_inst(bf16, point_coords=[[300, 200]], point_labels=[1])
+    with pytest.raises(PrecisionMismatch):
+        proc.add_geometric_prompt([0.5, 0.5, 0.2, 0.2], True, bf16)
+    # Outside autocast the same image is a new cache entry (fp32 features), equal to a fresh fp32 processor's.
+    again = proc.set_text_prompt("a cup", proc.set_image(coffee))
+    assert proc.backbone_runs == 2 and again.image_id == bf16.image_id
+    reference = Sam3Processor(model, confidence_threshold=0.0)
+    _assert_same_results(again, reference.set_text_prompt("a cup", reference.set_image(coffee)))
+    # ... and an fp32 state is refused under autocast, while the bf16 entry is still served from the cache.
+    with torch.autocast("cpu", dtype=torch.bfloat16), pytest.raises(PrecisionMismatch, match="under bf16 autocast"):
+        proc.set_text_prompt("a cup", again)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert proc.restore_image(bf16.image_id).cached is bf16.cached
+    assert proc.backbone_runs == 2

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from sam3.build import build_sam3_image_model
+from sam3.build import build_image_model
 from sam3.device import resolve_precision
 from sam3.inference.processor import Sam3Processor
 from sam3.inference.runtime import inference_context, prepare_model, warm_up
@@ -25,7 +25,7 @@ CPU = torch.device("cpu")
 @pytest.fixture(scope="module")
 def tiny_model():
     torch.manual_seed(0)
-    return build_sam3_image_model(preset="tiny", random_weights=True, device="cpu", load_from_HF=False).eval()
+    return build_image_model(preset="tiny", random_weights=True, device="cpu", load_from_HF=False).eval()
 
 
 def test_fp32_prepares_nothing(tiny_model):

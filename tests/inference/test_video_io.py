@@ -84,7 +84,9 @@ def test_paths_are_checked_after_resolving(tmp_path):
     (root / "link").symlink_to(outside)
     with pytest.raises(VideoForbidden) as err:
         open_video(root / "link", 32, roots=roots)
-    assert str(outside) in str(err.value) and str(root) + ":" not in str(err.value)
+    # one message for every path outside the roots: never where a symlink leads, nor the roots
+    assert str(err.value) == "outside the media roots (SAM_MEDIA_ROOTS)"
+    assert str(outside) not in str(err.value) and str(root) not in str(err.value)
     # a folder inside the roots whose frame files are symlinks to files outside them
     inner = root / "frames"
     inner.mkdir()
@@ -95,7 +97,7 @@ def test_paths_are_checked_after_resolving(tmp_path):
     (root / "loop").symlink_to(root / "loop")
     with pytest.raises(VideoReadError, match="symlink loop|cannot"):
         open_video(root / "loop", 32, roots=roots)
-    with pytest.raises(VideoReadError, match="no such user"):
+    with pytest.raises(VideoForbidden):  # ~user is outside the roots whether the user exists or not
         open_video("~nosuchuser_xyz/clip.mp4", 32, roots=roots)
     with pytest.raises(VideoReadError, match="too long|cannot"):
         open_video(root / ("a" * 300 + ".mp4"), 32, roots=roots)
@@ -115,6 +117,35 @@ def test_a_named_pipe_is_refused_without_blocking(tmp_path):
     os.mkfifo(frames / "0.png")
     with pytest.raises(VideoUnsupported, match="not a regular file"):
         open_video(frames, 32)
+
+
+def test_every_frame_file_is_checked_at_open(tmp_path):
+    import os
+
+    frames = _folder(tmp_path / "frames", 4)
+    (frames / "1.png").unlink()
+    os.mkfifo(frames / "1.png")  # not the first file: the open reads only frame 0
+    with pytest.raises(VideoUnsupported, match="1.png is not a regular file"):
+        open_video(frames, 32)
+
+
+def test_hard_links_are_refused_only_when_asked(tmp_path, coffee):
+    import os
+
+    root = tmp_path / "media"
+    frames = _folder(root / "frames", 2)
+    outside = tmp_path / "outside.mp4"
+    write_mp4(outside, [coffee[:64, :96]] * 3)
+    os.link(outside, root / "linked.mp4")
+    os.link(frames / "1.png", tmp_path / "other_name.png")
+    roots = (root.resolve(),)
+    refuse = VideoLimits(refuse_hardlinks=True)
+    assert open_video(root / "linked.mp4", 32, roots=roots).num_frames == 3  # the platform cannot tell by default
+    assert open_video(frames, 32, roots=roots).num_frames == 2
+    with pytest.raises(VideoForbidden, match="2 hard links"):
+        open_video(root / "linked.mp4", 32, roots=roots, limits=refuse)
+    with pytest.raises(VideoForbidden, match="1.png has 2 hard links"):
+        open_video(frames, 32, roots=roots, limits=refuse)
 
 
 def test_non_ascii_digit_names_sort_by_name(tmp_path):

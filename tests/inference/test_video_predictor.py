@@ -30,10 +30,10 @@ def _frames(coffee) -> list[np.ndarray]:
 
 @pytest.fixture(scope="module")
 def model():
-    from sam3.build import build_sam3_image_model
+    from sam3.build import build_image_model
 
     torch.manual_seed(0)
-    return build_sam3_image_model(preset="tiny", device="cpu", random_weights=True)
+    return build_image_model(preset="tiny", device="cpu", random_weights=True)
 
 
 @pytest.fixture
@@ -206,11 +206,9 @@ def test_bad_inputs_raise_clear_errors(predictor, folder, tmp_path, model):
 
 
 def test_a_model_without_tracker_is_refused():
-    from sam3.build import build_sam3_image_model
+    from sam3.build import build_image_model
 
-    image_only = build_sam3_image_model(
-        preset="tiny", device="cpu", random_weights=True, enable_inst_interactivity=False
-    )
+    image_only = build_image_model(preset="tiny", device="cpu", random_weights=True, enable_inst_interactivity=False)
     with pytest.raises(ValueError, match="tracker"):
         Sam3VideoPredictor(image_only)
 

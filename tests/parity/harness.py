@@ -4,7 +4,7 @@
    official ``Sam3Image`` (+ tracker) at the sizes of one of our presets with deterministic random weights,
    saves them as a ``sam3.pt`` and runs the official ``Sam3Processor`` / ``predict_inst`` on a photo and a
    plan of prompts (``tests/parity/plan.py``), saving every intermediate (see ``run_official.py``).
-2. In this process our model loads that ``sam3.pt`` with ``sam3.build.build_sam3_image_model`` and computes
+2. In this process our model loads that ``sam3.pt`` with ``sam3.build.build_image_model`` and computes
    the same quantities two ways:
 
    * **components** (``backbone/``, ``text/``, ``<case>/``, ``inst/``): each stage fed the OFFICIAL inputs of
@@ -205,8 +205,9 @@ def compare_components(model, off: dict, trunk=None) -> list[Row]:
                 )
             rows.append(compare(f"{name}/all_pred_logits", out.all_pred_logits, r["all_pred_logits"]))
             rows.append(compare(f"{name}/all_pred_boxes", out.all_pred_boxes, r["all_pred_boxes"]))
-            if "pixel" in cap.data:
-                rows.append(compare(f"{name}/pixel_embed", _first_tensor(cap.data["pixel"]), r["pixel_embed"]))
+            # the row is required: a hook that never fired is a failure ("missing on our side"), not a silence
+            pixel = _first_tensor(cap.data["pixel"]) if "pixel" in cap.data else None
+            rows.append(compare(f"{name}/pixel_embed", pixel, r["pixel_embed"]))
             rows.append(compare(f"{name}/pred_logits", out.pred_logits, r["pred_logits"]))
             rows.append(compare(f"{name}/presence_logit", out.presence_logit, r["presence_logit"]))
             rows.append(compare(f"{name}/pred_boxes", out.pred_boxes, r["pred_boxes"]))

@@ -131,13 +131,13 @@ def spread_click_scores(model) -> None:
 
 def build_processor(preset: str, seed: int = 0):
     """A processor over the development mode's random model (fp32, CPU) with :func:`spread_click_scores`."""
-    from sam3.build import build_sam3_image_model
+    from sam3.build import build_image_model
     from sam3.dev_weights import make_visible
     from sam3.inference.processor import Sam3Processor
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = build_sam3_image_model(
+        model = build_image_model(
             checkpoint_path=None, device="cpu", enable_inst_interactivity=True, load_from_HF=False,
             preset=preset, random_weights=True,
         )  # fmt: skip

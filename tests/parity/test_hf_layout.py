@@ -12,7 +12,7 @@ import torch
 
 from sam3 import checkpoint as ck
 from sam3 import hf_layout as hl
-from sam3.build import build_sam3_image_model
+from sam3.build import build_image_model
 from sam3.config import get_config
 from sam3.build import compose_sam3_model
 
@@ -59,14 +59,14 @@ def test_roundtrip_through_safetensors(tmp_path):
     from safetensors.torch import save_file
 
     torch.manual_seed(0)
-    model = build_sam3_image_model(preset="tiny", random_weights=True, device="cpu")
+    model = build_image_model(preset="tiny", random_weights=True, device="cpu")
     ours = {k: v.clone() for k, v in model.state_dict().items()}
     hf = hl.ours_to_hf(ours)
     assert not any(k.endswith("freqs_cis") for k in hf)
     path = tmp_path / "model.safetensors"
     save_file(hf, str(path))
 
-    loaded = build_sam3_image_model(checkpoint_path=path, preset="tiny", device="cpu").state_dict()
+    loaded = build_image_model(checkpoint_path=path, preset="tiny", device="cpu").state_dict()
     assert set(loaded) == set(ours)
     pos = "detector.backbone.vision_backbone.trunk.pos_embed"
     for k, v in ours.items():

@@ -20,7 +20,6 @@ from sam3.modeling.outputs import BackboneFeatures
 from sam3.ops.masks import fill_holes_in_mask_scores
 
 REPO = Path(__file__).resolve().parents[2]
-ORACLE = REPO / ".oracle"
 CFG = get_config("tiny")
 
 ORACLE_SCRIPT = r"""
@@ -88,13 +87,11 @@ torch.save(dict(state_dict=heads.state_dict(), fpn=fpn, hw=(H, W), cases=cases, 
 
 
 @pytest.fixture(scope="module")
-def oracle(tmp_path_factory):
-    if not (ORACLE / "sam3").is_dir():
-        pytest.skip(".oracle (the official sam3 package) is not installed; run ./run_tests.sh")
+def official(oracle, tmp_path_factory):
     out = tmp_path_factory.mktemp("oracle") / "interactive.pt"
     script = out.with_suffix(".py")
     script.write_text(ORACLE_SCRIPT)
-    env = {"PYTHONPATH": str(ORACLE), "PATH": "/usr/bin:/bin"}
+    env = {"PYTHONPATH": str(oracle), "PATH": "/usr/bin:/bin"}
     args = [sys.executable, "-P", str(script), str(out), str(CFG.image_size), str(CFG.feature_size)]
     subprocess.run(args, cwd=REPO, env=env, check=True, capture_output=True)
     return torch.load(out, weights_only=False)
@@ -115,14 +112,14 @@ def _close(ours, ref):
     assert float(np.abs(ours - ref).max()) <= tol
 
 
-def test_click_predictor_matches_official(oracle):
+def test_click_predictor_matches_official(official):
     heads = Heads().eval()
-    heads.load_state_dict(oracle["state_dict"], strict=True)
-    fpn = oracle["fpn"]
+    heads.load_state_dict(official["state_dict"], strict=True)
+    fpn = official["fpn"]
     feats = BackboneFeatures(fpn=fpn, pos=fpn, sam2_fpn=fpn, sam2_pos=fpn)
     predictor = InteractivePredictor(heads)
-    for name, case in oracle["cases"].items():
-        masks, iou, low = predictor.predict_inst(feats, oracle["hw"], **case["kw"])
+    for name, case in official["cases"].items():
+        masks, iou, low = predictor.predict_inst(feats, official["hw"], **case["kw"])
         ref_masks, ref_iou, ref_low = case["out"]
         _close(iou, ref_iou)
         _close(low, ref_low)
@@ -133,8 +130,8 @@ def test_click_predictor_matches_official(oracle):
             assert (masks != ref_masks).mean() < 1e-4, name
 
 
-def test_fill_holes_in_mask_scores_matches_official(oracle):
-    for case in oracle["fills"]:
+def test_fill_holes_in_mask_scores_matches_official(official):
+    for case in official["fills"]:
         torch.testing.assert_close(
             fill_holes_in_mask_scores(case["x"].clone(), case["max_area"]), case["out"], rtol=0, atol=0
         )

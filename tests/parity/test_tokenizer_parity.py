@@ -15,7 +15,6 @@ import pytest
 from sam3.modeling.text.tokenizer import Tokenizer
 
 ROOT = Path(__file__).resolve().parents[2]
-ORACLE = ROOT / ".oracle"
 BPE = ROOT / "sam3" / "assets" / "bpe_simple_vocab_16e6.txt.gz"
 
 STRINGS = [
@@ -146,8 +145,8 @@ print(json.dumps({"encode": [tok.encode(t) for t in texts], "ids": tok(texts, co
 """
 
 
-def _official(texts: list[str]) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(ORACLE))
+def _official(texts: list[str], oracle_dir) -> dict:
+    env = dict(os.environ, PYTHONPATH=str(oracle_dir))
     proc = subprocess.run(
         [sys.executable, "-P", "-c", _ORACLE_SCRIPT, str(BPE)],
         input=json.dumps(texts),
@@ -170,10 +169,8 @@ def test_enough_varied_strings():
     assert len(STRINGS) >= 60 and len(set(STRINGS)) == len(STRINGS)
 
 
-def test_ids_match_official_tokenizer(tokenizer):
-    if not ORACLE.is_dir():
-        pytest.skip(f"{ORACLE} (the official sam3 package, the oracle) is not installed")
-    ref = _official(STRINGS)
+def test_ids_match_official_tokenizer(tokenizer, oracle):
+    ref = _official(STRINGS, oracle)
     ours = tokenizer(STRINGS)
     assert ours.tolist() == ref["ids"]
     for text, ids in zip(STRINGS, ref["encode"]):

@@ -264,11 +264,13 @@ class FrameRow:
     band_pixels: int
     logit_diff: float = 0.0  # max |ours - official| of the low-res logits behind the masks (|logit| <= 32)
     note: str = ""
+    complete: bool = True  # every object's logits were there on both sides (a missing one fails the row)
 
     @property
     def passed(self) -> bool:
         return (
-            self.ids_equal
+            self.complete
+            and self.ids_equal
             and self.prob_diff <= RTOL
             and self.box_diff <= RTOL
             and self.bad_pixels == 0
@@ -319,6 +321,7 @@ def compare_frame(where: str, ours: OurFrame, res: dict, hw: tuple[int, int]) ->
             logit_diff = max(logit_diff, float(d.max()) if d.numel() else 0.0)
         else:
             note += f" no logits of ours for {i}"
+    complete = not missing and all(i in ours.lowres for i in res["lowres_ids"].tolist())
     return FrameRow(
         where,
         True,
@@ -328,6 +331,7 @@ def compare_frame(where: str, ours: OurFrame, res: dict, hw: tuple[int, int]) ->
         int((differ & near).sum()),
         logit_diff,
         note.strip(),
+        complete,
     )
 
 
@@ -405,12 +409,12 @@ def video_parity(tmp_path_factory):
     reason = _skip_reason()
     if reason:
         pytest.skip(reason)
-    from sam3.build import build_sam3_image_model
+    from sam3.build import build_image_model
 
     workdir = tmp_path_factory.mktemp("video_parity")
     plan = json.loads(json.dumps(PLAN))  # tuples -> lists, as the oracle reads it
     official, ckpt = run_official_video(workdir, plan)
-    model = build_sam3_image_model(checkpoint_path=ckpt, preset="tiny", device="cpu", load_from_HF=False)
+    model = build_image_model(checkpoint_path=ckpt, preset="tiny", device="cpu", load_from_HF=False)
     ours = run_ours(model, official, workdir / "frames", plan)
     return official, ours, plan, model
 

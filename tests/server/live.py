@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.clients.conftest import LiveServer, start_server, stop_server
+from tests.live_server import LiveServer, rss_mb, start_server, stop_server
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -29,11 +29,3 @@ def start_app(
     health = httpx.get(f"{server.url}/health", timeout=5).json()
     assert health["model_loaded"], health
     return server
-
-
-def rss_mb(pid: int) -> float:
-    """Resident memory of a process, from /proc (Linux)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for pid {pid}")

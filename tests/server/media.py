@@ -6,6 +6,7 @@ Photos come from scikit-image; broken files are built byte by byte so each test 
 from __future__ import annotations
 
 import io
+import os
 import struct
 import zlib
 from pathlib import Path
@@ -18,6 +19,14 @@ def encode(array: np.ndarray, fmt: str = "PNG", **kwargs) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format=fmt, **kwargs)
     return buffer.getvalue()
+
+
+def never_seen(photo: np.ndarray) -> np.ndarray:
+    """A copy of ``photo`` whose first row is fresh random bytes: an image no cache of a shared server holds,
+    whatever other tests sent before (for tests that count backbone runs)."""
+    copy = np.array(photo, dtype=np.uint8, copy=True)
+    copy[0] = np.frombuffer(os.urandom(copy[0].size), dtype=np.uint8).reshape(copy[0].shape)
+    return copy
 
 
 def decode_mask(png: bytes) -> np.ndarray:

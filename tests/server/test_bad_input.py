@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from tests.server.media import encode, png_declaring, truncated_png
+from tests.assertions import assert_error
 
 
 @pytest.fixture(scope="module")
@@ -26,14 +27,6 @@ def post_mask(client, image: bytes | None, **fields):
 def post_text(client, path: str, image: bytes | None, **fields):
     files = {"image": ("photo.png", image, "image/png")} if image is not None else None
     return client.post(path, files=files, data=fields)
-
-
-def assert_error(response, status: int, field: str) -> str:
-    assert response.status_code == status, (response.status_code, response.text)
-    assert response.headers["content-type"].startswith("application/json")
-    detail = response.json()["detail"]
-    assert isinstance(detail, str) and field in detail, detail
-    return detail
 
 
 # ---------------------------------------------------------------- the image itself

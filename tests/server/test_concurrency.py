@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
-
-from tests.server.media import decode_mask, encode
+from tests.server.media import decode_mask, encode, never_seen
 
 
 def test_16_concurrent_clicks_on_one_image_run_the_backbone_once(client, coffee):
-    image = encode(np.ascontiguousarray(coffee[::-1]), "PNG")  # a flipped photo no other test sends
+    image = encode(never_seen(coffee), "PNG")
     before = client.get("/health").json()["backbone_runs"]
 
     def click(i: int):

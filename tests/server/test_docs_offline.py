@@ -28,3 +28,11 @@ def test_swagger_ui_renders_openapi_3_1(client):
     js = client.get("/docs-assets/swagger-ui-bundle.js").text
     assert client.get("/openapi.json").json()["openapi"].startswith("3.1")
     assert "isOAS31" in js  # the OpenAPI 3.1 support of Swagger UI 5
+
+
+def test_redoc_bundle_names_no_cdn_logo(client):
+    """ReDoc's "API docs by Redocly" logo came from cdn.redoc.ly; /redoc's copy of the bundle shows an inline one."""
+    html = client.get("/redoc").text
+    (bundle,) = re.findall(r'src="(/[^"]+redoc[^"]*\.js)"', html)
+    js = client.get(bundle).text
+    assert "cdn.redoc.ly" not in js and "data:image/svg+xml" in js

@@ -22,6 +22,7 @@ import pytest
 from tests.server.faulty_app import SECRET
 from tests.server.live import rss_mb, start_app, stop_server
 from tests.server.media import encode
+from tests.assertions import assert_error
 
 UPLOAD_MB = 2
 JSON_KB = 64
@@ -44,14 +45,6 @@ def api(server):
 @pytest.fixture(scope="module")
 def photo_png(astronaut) -> bytes:
     return encode(astronaut[:128, :128], "PNG")
-
-
-def assert_error(response, status: int, field: str) -> str:
-    assert response.status_code == status, (response.status_code, response.text[:300])
-    assert response.headers["content-type"].startswith("application/json")
-    detail = response.json()["detail"]
-    assert isinstance(detail, str) and detail.startswith(f"{field}"), detail
-    return detail
 
 
 # ---------------------------------------------------------------- raw HTTP: chunked bodies, keep-alive
@@ -166,7 +159,7 @@ def test_small_json_body_under_the_limit_still_works(api):
 def test_deeply_nested_form_json_is_400_naming_the_field(api, photo_png, field):
     data = {"points": "[[5, 5]]", field: "[" * 30_000 + "]" * 30_000}
     response = api.post("/predict/mask", files={"image": ("p.png", photo_png, "image/png")}, data=data)
-    detail = assert_error(response, 400, field)
+    detail = assert_error(response, 400, field, at_start=True)
     assert "nested deeper" in detail
 
 
@@ -174,7 +167,7 @@ def test_hundred_thousand_brackets_are_refused_by_size(api, photo_png):
     response = api.post(
         "/predict/mask", files={"image": ("p.png", photo_png, "image/png")}, data={"points": "[" * 100_000}
     )
-    assert_error(response, 413, "points")
+    assert_error(response, 413, "points", at_start=True)
 
 
 def test_brackets_inside_strings_do_not_count_as_nesting(api, photo_png):
@@ -182,14 +175,14 @@ def test_brackets_inside_strings_do_not_count_as_nesting(api, photo_png):
     response = api.post(
         "/predict/mask", files={"image": ("p.png", photo_png, "image/png")}, data={"points": json.dumps(["[" * 50])}
     )
-    detail = assert_error(response, 400, "points[0]")
+    detail = assert_error(response, 400, "points[0]", at_start=True)
     assert "nested" not in detail and len(detail) < 200, detail
 
 
 def test_deeply_nested_json_body_is_400(api):
     body = b'{"session_id": "s", "frame_idx": 0, "points": ' + b"[" * 25_000 + b"]" * 25_000 + b"}"
     response = api.post("/track/prompt", content=body, headers={"content-type": "application/json"})
-    assert_error(response, 400, "body")
+    assert_error(response, 400, "body", at_start=True)
 
 
 @pytest.mark.parametrize(
@@ -206,7 +199,7 @@ def test_deeply_nested_json_body_is_400(api):
 )
 def test_integers_beyond_64_bits_are_400(api, photo_png, fields, field):
     response = api.post("/predict/mask", files={"image": ("p.png", photo_png, "image/png")}, data=fields)
-    detail = assert_error(response, 400, field)
+    detail = assert_error(response, 400, field, at_start=True)
     assert len(detail) < 200, detail  # a short excerpt, not the 400-digit number
 
 
@@ -217,7 +210,7 @@ def test_huge_integers_in_json_bodies_are_4xx(api):
         ("/track/propagate", {"session_id": "s", "direction": "forward", "start_frame": 2**64}, "start_frame"),
         ("/track/propagate", {"session_id": "s", "max_frames": -(2**70)}, "max_frames"),
     ):
-        assert_error(api.post(path, json=body), 422, field)
+        assert_error(api.post(path, json=body), 422, field, at_start=True)
 
 
 def test_empty_text_is_422_must_not_be_empty(api, photo_png):

@@ -11,10 +11,39 @@ import numpy as np
 import pytest
 import torch
 
+from fastapi.testclient import TestClient
+
+from server.main import create_app
 from server.mask_codec import rle_to_mask
 from server.services.model_service import ModelService
+from tests.conftest import AUTO_POLICIES
+from tests.dev_model import dev_processor, same_weights
 from tests.server.conftest import tiny_settings
 from tests.server.media import decode_mask, encode
+
+
+@pytest.fixture(scope="module", params=list(AUTO_POLICIES))
+def policy(request):
+    """Both resolutions of SAM3_PRECISION=auto (fp32 as on AVX2, bf16 as on AVX-512 BF16), on any CPU."""
+    return AUTO_POLICIES[request.param]
+
+
+@pytest.fixture(scope="module")
+def policy_client(policy, media_root):
+    """The real app with ``auto`` resolving as ``policy`` says."""
+    with TestClient(create_app(tiny_settings(cpu_bf16=policy.cpu_bf16, media_roots=str(media_root)))) as client:
+        assert client.get("/health").json()["precision"] == policy.mode
+        yield client
+
+
+@pytest.fixture(scope="module")
+def reference():
+    """The official-API processor on the dev-mode weights, built apart from the app under test."""
+    return dev_processor()
+
+
+def test_the_reference_holds_the_apps_weights(client, reference):
+    assert same_weights(reference.model, client.app.state.models.model)
 
 
 @pytest.fixture(scope="module")
@@ -78,28 +107,29 @@ def test_exemplar_boxes_without_text(client, photo):
     assert [o["score"] for o in pos_neg["objects"]] != [o["score"] for o in pos["objects"]]  # the negative counts
 
 
-def test_exemplars_equal_the_processor_on_the_same_image(client, photo):
-    """The route's answer is the official-API processor's (text + positive and negative boxes)."""
+def test_exemplars_equal_the_processor_on_the_same_image(policy_client, policy, reference, photo):
+    """The route's answer is the official-API processor's (text + positive and negative boxes), computed in the
+    precision the service resolved ``auto`` to (bf16 autocast or fp32)."""
     from PIL import Image
     import io
 
     body = detect(
-        client,
+        policy_client,
         photo,
         text="a cup",
         boxes="[[0.5, 0.5, 0.4, 0.5], [0.2, 0.3, 0.2, 0.2]]",
         box_labels="[1, 0]",
         confidence="0.2",
     )
-    processor = client.app.state.models.processor
-    with client.app.state.models._thread_lock:
-        processor.set_confidence_threshold(0.2)
-        state = processor.set_image(Image.open(io.BytesIO(photo)).convert("RGB"))
-        processor.set_text_prompt("a cup", state)
-        processor.add_geometric_prompt([0.5, 0.5, 0.4, 0.5], True, state)
-        processor.add_geometric_prompt([0.2, 0.3, 0.2, 0.2], False, state)
+    with policy.context():
+        reference.set_confidence_threshold(0.2)
+        state = reference.set_image(Image.open(io.BytesIO(photo)).convert("RGB"))
+        reference.set_text_prompt("a cup", state)
+        reference.add_geometric_prompt([0.5, 0.5, 0.4, 0.5], True, state)
+        reference.add_geometric_prompt([0.2, 0.3, 0.2, 0.2], False, state)
+    assert body["count"] == state.scores.numel() > 0
     order = torch.argsort(-state.scores, stable=True)
-    assert [o["score"] for o in body["objects"]] == pytest.approx(state.scores[order].tolist(), abs=0)
+    assert [o["score"] for o in body["objects"]] == pytest.approx(state.scores[order].float().tolist(), abs=0)
     for obj, i in zip(body["objects"], order.tolist()):
         np.testing.assert_array_equal(decode_mask(base64.b64decode(obj["mask"])) > 0, state.masks[i, 0].numpy())
 
@@ -145,10 +175,11 @@ def test_an_evicted_image_id_is_404(client, photo):
 # ---------------------------------------------------------------- refinement
 
 
-def test_refine_feeds_the_previous_logits_back_as_the_predictor_does(client, photo):
+def test_refine_feeds_the_previous_logits_back_as_the_predictor_does(policy_client, policy, reference, photo):
     from PIL import Image
     import io
 
+    client = policy_client
     first = client.post(
         "/predict/mask",
         files=files(photo),
@@ -160,13 +191,12 @@ def test_refine_feeds_the_previous_logits_back_as_the_predictor_does(client, pho
     refined = client.post("/predict/mask", data={**two, "object_id": "cup-1", "refine": "true"})
     assert refined.status_code == 200 and refined.json()["refined"] is True
     plain = client.post("/predict/mask", data=two).json()
-    # The official predictor's call with the best previous low-res logits as mask_input.
+    # The official predictor's call with the best previous low-res logits as mask_input, in the same precision.
     g = first["logits_shape"]
     logits = lambda body: np.frombuffer(base64.b64decode(body["low_res_logits"][0]), dtype="<f4").reshape(g).copy()  # noqa: E731
-    processor = client.app.state.models.processor
-    with client.app.state.models._thread_lock:
-        state = processor.set_image(Image.open(io.BytesIO(photo)).convert("RGB"))
-        masks, iou, low = processor.predict_inst(
+    with policy.context():
+        state = reference.set_image(Image.open(io.BytesIO(photo)).convert("RGB"))
+        masks, iou, low = reference.predict_inst(
             state,
             point_coords=[[240, 160], [300, 200]],
             point_labels=[1, 0],

@@ -21,10 +21,25 @@ def test_health_reports_the_contract_fields(client):
     assert body["status"] == "running"
     assert body["model_loaded"] is True and body["processor_ready"] is True
     assert body["device"] in ("cuda", "mps", "cpu")
-    assert body["video_predictor_loaded"] in (True, False)
     assert body["error"] is None
     assert body["random_weights"] is True and body["preset"] == "tiny"
     assert isinstance(body["backbone_runs"], int)
+
+
+def test_the_video_predictor_is_built_on_the_first_session(media_root, astronaut):
+    """/health says whether the video predictor exists: not at start, built by the first /track/start."""
+    from fastapi.testclient import TestClient
+
+    from server.main import create_app
+    from tests.server.conftest import tiny_settings
+    from tests.server.media import moving_crops, write_video
+
+    video = write_video(media_root / "first_session.mp4", moving_crops(astronaut, 3))
+    with TestClient(create_app(tiny_settings(media_roots=str(media_root)))) as fresh:
+        assert fresh.get("/health").json()["video_predictor_loaded"] is False
+        started = fresh.post("/track/start", json={"video_path": str(video)})
+        assert started.status_code == 200, started.text
+        assert fresh.get("/health").json()["video_predictor_loaded"] is True
 
 
 def test_click_returns_one_png_mask_at_image_size(client, coffee_jpeg):

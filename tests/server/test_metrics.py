@@ -68,7 +68,7 @@ def test_http_counters_move_by_exactly_the_requests_made(api, astronaut):
     assert delta("GET", "/health", 200) == 3
     assert delta("POST", "/predict/mask", 200) == 2
     assert delta("POST", "/predict/mask", 400) == 1
-    assert delta("GET", "<unmatched>", 404) == 1  # unknown paths share one label
+    assert delta("GET", "other", 404) == 1  # unknown paths share one label
     assert delta("GET", "/metrics", 200) == 1  # the first scrape (the second is counted after it answers)
     # The latency histogram counts the same requests, per route and status.
     histogram = "sam3_http_request_duration_seconds_count"
@@ -93,12 +93,21 @@ def test_http_counters_move_by_exactly_the_requests_made(api, astronaut):
     assert value(after, "sam3_http_requests_in_flight") == 1  # the scrape itself
 
 
-def test_model_info_and_load_time(api):
-    samples = scrape(api)
+def test_model_info_and_load_time(auto_policy):
+    """The info labels name the precision ``auto`` resolved to, both ways whatever this CPU (tests/conftest.py)."""
+    settings = tiny_settings(cpu_bf16=auto_policy.cpu_bf16)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        response = client.get("/metrics")
+    assert response.status_code == 200
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
     info = [labels for (name, labels), v in samples.items() if name == "sam3_model_info" and v == 1]
     assert len(info) == 1
     labels = dict(info[0])
-    assert labels["device"] == "cpu" and labels["precision"] == "fp32" and labels["preset"] == "tiny"
+    assert labels["device"] == "cpu" and labels["precision"] == auto_policy.mode and labels["preset"] == "tiny"
     assert labels["random_weights"] == "true"
     assert value(samples, "sam3_model_loaded") == 1
     assert value(samples, "sam3_model_load_seconds") > 0

@@ -9,17 +9,37 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from sam3.device import resolve_precision
 from server.main import create_app
 from server.settings import Settings
 from tests.server.conftest import tiny_settings
 from tests.server.media import decode_mask, encode
 
 
-def test_health_reports_the_resolved_precision(client):
-    body = client.get("/health").json()
-    # "auto" on this CPU: bf16 where the CPU computes bf16 natively, else fp32.
-    assert body["precision"] == resolve_precision("auto", "cpu").mode
+def test_auto_resolves_by_the_cpu_and_the_warm_up_runs_in_it(auto_policy, coffee):
+    """``auto`` is bf16 on a CPU with native bf16, fp32 elsewhere (both ways on any machine: SAM3_CPU_BF16 states
+    the CPU); the warm-up runs in that precision before the model is reported loaded, and both image paths
+    answer afterwards."""
+    settings = tiny_settings(cpu_bf16=auto_policy.cpu_bf16, warmup=True, num_threads=1)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        health = client.get("/health").json()
+        assert health["model_loaded"], health["error"]
+        assert health["precision"] == auto_policy.mode
+        assert health["backbone_runs"] == 0  # the warm-up encoded with its own processor
+        image = {"image": ("c.jpg", encode(coffee, "JPEG"), "image/jpeg")}
+        click = client.post("/predict/mask", files=image, data={"points": json.dumps([[300, 200]])})
+        assert click.status_code == 200, click.text
+        assert decode_mask(click.content).shape == coffee.shape[:2]
+        detect = client.post("/detect", files=image, data={"text": "a cup", "confidence": "0.0"})
+        assert detect.status_code == 200 and detect.json()["count"] > 0, detect.text
+
+
+def test_a_stated_cpu_is_a_setting(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SAM3_CPU_BF16", "Native")
+    assert Settings().cpu_bf16 == "native"
+    monkeypatch.setenv("SAM3_CPU_BF16", "avx")
+    with pytest.raises(ValueError, match="SAM3_CPU_BF16"):
+        Settings()
 
 
 def test_int8_app_serves_clicks_and_text(coffee):

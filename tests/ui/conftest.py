@@ -49,8 +49,10 @@ def ui_server(tmp_path_factory, astronaut) -> Iterator[LiveServer]:
     stop_server(server)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
+    """Chromium for one test module. Not for the session: Playwright's sync API holds an event loop in the main
+    thread while it is open, and tests of other modules that run later (in a shuffled order) call asyncio.run."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:

@@ -18,6 +18,28 @@ from sam3.modeling.interactive.two_way_transformer import ImageTokens, TwoWayTra
 from sam3.modeling.layers.mlp import MLP
 
 
+def output_upscaling(c: int) -> nn.Sequential:
+    """The 4x upscaling of the g x g decoder map, C -> C/4 -> C/8 channels (checkpoint names ``0``..``4``).
+
+    Indices 2 and 4 are parameter-free GELUs; :func:`upscale` applies the stages one by one so that the skips
+    can be added between them."""
+    return nn.Sequential(
+        nn.ConvTranspose2d(c, c // 4, kernel_size=2, stride=2),
+        LayerNorm2d(c // 4),
+        nn.GELU(),
+        nn.ConvTranspose2d(c // 4, c // 8, kernel_size=2, stride=2),
+        nn.GELU(),
+    )
+
+
+def upscale(stages: nn.Sequential, src: torch.Tensor, high_res_features: list[torch.Tensor]) -> torch.Tensor:
+    """src (B, C, g, g) -> (B, C/8, 4g, 4g), adding the skips [(B, C/8, 4g, 4g), (B, C/4, 2g, 2g)] (after
+    ``conv_s0`` / ``conv_s1``) after each transposed convolution."""
+    feat_s0, feat_s1 = high_res_features
+    up1, norm1, act1, up2, act2 = stages
+    return act2(up2(act1(norm1(up1(src) + feat_s1))) + feat_s0)
+
+
 class MaskDecoder(nn.Module):
     """Predict mask logits on the 4g x 4g grid from image and prompt embeddings.
 
@@ -46,15 +68,7 @@ class MaskDecoder(nn.Module):
         self.iou_token = nn.Embedding(1, c)
         self.mask_tokens = nn.Embedding(self.num_mask_tokens, c)
         self.obj_score_token = nn.Embedding(1, c)
-        # Indices 2 and 4 are parameter-free GELUs; forward applies the stages one by one so the
-        # skips can be added between them.
-        self.output_upscaling = nn.Sequential(
-            nn.ConvTranspose2d(c, c // 4, kernel_size=2, stride=2),
-            LayerNorm2d(c // 4),
-            nn.GELU(),
-            nn.ConvTranspose2d(c // 4, c // 8, kernel_size=2, stride=2),
-            nn.GELU(),
-        )
+        self.output_upscaling = output_upscaling(c)
         # Projections of the stride-4 / stride-8 backbone levels. Callers apply them once per image
         # (not on every click) and pass the results as ``high_res_features``.
         self.conv_s0 = nn.Conv2d(c, c // 8, kernel_size=1)
@@ -160,11 +174,7 @@ class MaskDecoder(nn.Module):
         if fast_upscale:
             masks = self._upscale_blocked(src.reshape(b, h, w, c), high_res_features, hyper)
         else:
-            feat_s0, feat_s1 = high_res_features
-            up1, norm1, act1, up2, act2 = self.output_upscaling
-            src = src.transpose(1, 2).reshape(b, c, h, w)
-            upscaled = act1(norm1(up1(src) + feat_s1))
-            upscaled = act2(up2(upscaled) + feat_s0)
+            upscaled = upscale(self.output_upscaling, src.transpose(1, 2).reshape(b, c, h, w), high_res_features)
             _, cu, hu, wu = upscaled.shape
             masks = (hyper @ upscaled.view(b, cu, hu * wu)).view(b, -1, hu, wu)
         return masks, self.iou_prediction_head(iou_token), mask_tokens, self.pred_obj_score_head(object_token)

@@ -3,7 +3,8 @@
 
 import { report, request } from "./api.js";
 import { setupEverything } from "./everything.js";
-import { b64ToBlob, colour, drawBox, mergedMaskPng, tint, tintedMask } from "./overlay.js";
+import { b64ToBlob, colour, drawBox, tint, tintedMask } from "./overlay.js";
+import { unionMaskPng } from "./png_gray.js";
 import { Stage } from "./stage.js";
 
 const $ = (id) => document.getElementById(id);
@@ -17,8 +18,10 @@ const state = {
   clickCount: 0, // numbers the click objects: object_id "click-N"
   requests: 0, // numbers the click requests, so that a late answer to an older click is dropped
   pending: null, // {clicks, box} of the click request on its way
-  nextColour: 1, // colour(0) is the object being clicked; kept and detected objects take the next ones
+  kept: 0, // kept click objects so far: the k-th takes colour(-1 - k), from the palette's end
   objects: [], // {label, score, bbox, mask, colour, selected}, kept clicks first, then detections
+  undo: [], // {clicks, box} before each click or box of the object being clicked
+  fetchedAt: null, // the confidence the shown detections were fetched at (the slider filters above it)
 };
 
 const stage = new Stage($("image-stage"), {
@@ -54,7 +57,7 @@ async function openImage(file) {
     report(new Error(`${file.name}: the browser cannot decode this image`));
     return;
   }
-  Object.assign(state, { file, imageId: null, objects: [] });
+  Object.assign(state, { file, imageId: null, objects: [], fetchedAt: null });
   resetClicks();
   stage.showPicture(bitmap);
   bitmap.close();
@@ -81,6 +84,7 @@ async function segmentClicks(clicks, box) {
     const score = Number(response.headers.get("X-Mask-Score"));
     const mask = await tintedMask(await response.blob(), colour(0));
     if (ticket !== state.requests) return; // a newer click is on its way
+    if (!state.undoing) state.undo.push({ clicks: state.clicks, box: state.box });
     Object.assign(state, { clicks, box, clickCount: objectId });
     state.current = { mask, score, refined: response.headers.get("X-Refined") === "true" };
   } catch (error) {
@@ -95,7 +99,7 @@ async function segmentClicks(clicks, box) {
 function commitClicks() {
   if (state.current) {
     const { mask, score } = state.current;
-    const hue = colour(state.nextColour++);
+    const hue = colour(-1 - state.kept++);
     const kept = { ...mask, canvas: tint(mask, hue) };
     state.objects.unshift({ label: `click ${state.clickCount}`, score, bbox: state.box, mask: kept, colour: hue, selected: true, clicked: true });
   }
@@ -105,8 +109,43 @@ function commitClicks() {
 
 /** Start a new click object; an answer still on its way for the old one is dropped. */
 function resetClicks() {
-  Object.assign(state, { clicks: [], box: null, current: null, pending: null });
+  Object.assign(state, { clicks: [], box: null, current: null, pending: null, undo: [] });
   state.requests += 1;
+}
+
+/** Take back the last click or box of the object being clicked (segmented again from the ones before). */
+async function undoClick() {
+  const before = state.undo.pop();
+  if (!before) {
+    report(new Error("Nothing to undo"));
+    return;
+  }
+  const rest = state.undo;
+  if (!before.clicks.length && !before.box) {
+    resetClicks(); // it was the object's first click
+    redraw();
+    return;
+  }
+  state.current = null; // segment afresh from the earlier clicks (no refinement from the undone mask)
+  state.clickCount -= 1;
+  state.undoing = true;
+  try {
+    await segmentClicks(before.clicks, before.box);
+  } finally {
+    state.undoing = false;
+    state.undo = rest;
+  }
+}
+
+function clearAll() {
+  Object.assign(state, { objects: [], kept: 0, fetchedAt: null });
+  resetClicks();
+  redraw();
+}
+
+/** Detections at or above the slider's confidence (kept clicks always show). */
+function passes(o) {
+  return o.clicked || o.score >= Number($("confidence").value);
 }
 
 async function detect(event) {
@@ -118,6 +157,7 @@ async function detect(event) {
   const prompts = $("text-input").value.split(",").map((s) => s.trim());
   const texts = prompts.filter(Boolean);
   const fields = { confidence: $("confidence").value };
+  state.fetchedAt = Number(fields.confidence);
   // one prompt goes as `text` (also whitespace, so the service names the problem); several as `texts`
   if (texts.length > 1) fields.texts = JSON.stringify(texts);
   else fields.text = texts[0] ?? prompts[0];
@@ -126,12 +166,11 @@ async function detect(event) {
     if (result.image_id) state.imageId = result.image_id;
     const detections = await Promise.all(
       result.objects.map(async (o, i) => {
-        const hue = colour(state.nextColour + i);
+        const hue = colour(1 + i); // by rank: the same prompt gives the same colours again
         const label = o.label ?? texts[o.prompt_index ?? 0];
         return { label, score: o.score, bbox: o.bbox, mask: await tintedMask(b64ToBlob(o.mask), hue), colour: hue, selected: true };
       }),
     );
-    state.nextColour += detections.length;
     state.objects = state.objects.filter((o) => o.clicked).concat(detections);
   } catch (error) {
     report(error);
@@ -140,11 +179,14 @@ async function detect(event) {
 }
 
 function redraw() {
-  const shown = state.objects.filter((o) => o.selected);
+  const shown = state.objects.filter((o) => o.selected && passes(o));
   stage.drawMasks([...shown.map((o) => o.mask.canvas), ...(state.current ? [state.current.mask.canvas] : [])]);
   const ctx = stage.drawMarks(state.clicks, state.box);
-  for (const o of state.objects) {
-    if (o.bbox) drawBox(ctx, o.bbox, o.colour, o.selected ? `${o.label} ${o.score.toFixed(2)}` : "", !o.selected);
+  const labels = $("image-labels").checked;
+  const taken = [];
+  for (const o of state.objects.filter(passes)) {
+    const caption = o.selected && labels ? `${o.label} ${o.score.toFixed(2)}` : "";
+    if (o.bbox) drawBox(ctx, o.bbox, o.colour, caption, !o.selected, taken);
   }
   $("click-info").textContent = state.current
     ? `Clicked object: score ${state.current.score.toFixed(3)}, ${state.current.mask.area} px` +
@@ -156,7 +198,7 @@ function redraw() {
 function renderList() {
   const list = $("object-list");
   list.replaceChildren(
-    ...state.objects.map((o) => {
+    ...state.objects.filter(passes).map((o) => {
       const item = document.createElement("li");
       item.className = o.selected ? "selected" : "off";
       item.innerHTML = `<span class="swatch"></span><span class="label"></span><span class="score"></span>`;
@@ -171,18 +213,21 @@ function renderList() {
       return item;
     }),
   );
-  const selected = state.objects.filter((o) => o.selected).length;
-  $("object-count").textContent = state.objects.length ? `${selected} of ${state.objects.length} selected` : "";
+  const listed = state.objects.filter(passes);
+  const selected = listed.filter((o) => o.selected).length;
+  const below = state.objects.length - listed.length;
+  $("object-count").textContent =
+    (listed.length ? `${selected} of ${listed.length} selected` : "") + (below ? ` (${below} below the confidence)` : "");
 }
 
 async function downloadMask() {
-  const masks = state.objects.filter((o) => o.selected).map((o) => o.mask.bits);
+  const masks = state.objects.filter((o) => o.selected && passes(o)).map((o) => o.mask.bits);
   if (state.current) masks.push(state.current.mask.bits);
   if (!masks.length) {
     report(new Error("Nothing selected: click the image or detect objects first"));
     return;
   }
-  const png = await mergedMaskPng(masks, stage.width, stage.height);
+  const png = await unionMaskPng(masks, stage.width, stage.height); // single-channel 0/255, as the API's
   const link = document.createElement("a");
   link.href = URL.createObjectURL(png);
   link.download = `${(state.file.name || "image").replace(/\.[^.]*$/, "")}_mask.png`;
@@ -214,6 +259,26 @@ export function setupImageMode() {
   $("text-form").addEventListener("submit", detect);
   $("confidence").addEventListener("input", (event) => {
     $("confidence-value").textContent = Number(event.target.value).toFixed(2);
+    redraw(); // live, on the detections already returned
+  });
+  $("confidence").addEventListener("change", (event) => {
+    // below the confidence the detections were fetched at: fetch the ones that were left out
+    if (state.fetchedAt !== null && Number(event.target.value) < state.fetchedAt && $("text-input").value.trim()) {
+      detect(new Event("submit"));
+    }
+  });
+  $("undo-click").addEventListener("click", undoClick);
+  $("clear-all").addEventListener("click", clearAll);
+  $("image-labels").addEventListener("change", redraw);
+  $("image-opacity").addEventListener("input", (event) => {
+    $("image-stage").querySelector(".layer-mask").style.opacity = event.target.value;
+  });
+  document.addEventListener("keydown", (event) => {
+    const typing = event.target.closest?.("input:not([type=range]), textarea, select");
+    if (!$("image-mode").hidden && !typing && (event.ctrlKey || event.metaKey) && event.key.toLowerCase() === "z") {
+      event.preventDefault();
+      undoClick();
+    }
   });
   $("download-mask").addEventListener("click", downloadMask);
   setupEverything({
@@ -221,11 +286,11 @@ export function setupImageMode() {
     stage,
     segment: (fields) => postImage("/segment/everything", fields),
     onPick: (region) => {
-      const hue = colour(state.nextColour++);
+      const hue = colour(-1 - state.kept++); // kept like a clicked object
       const [x0, y0, x1, y1] = region.bbox;
       const mask = { ...region.mask, canvas: tint(region.mask, hue) };
       const label = `region ${region.index + 1}`;
-      state.objects.unshift({ label, score: region.predicted_iou, bbox: [x0, y0, x1 + 1, y1 + 1], mask, colour: hue, selected: true });
+      state.objects.unshift({ label, score: region.predicted_iou, bbox: [x0, y0, x1 + 1, y1 + 1], mask, colour: hue, selected: true, clicked: true });
       redraw();
     },
   });

@@ -54,10 +54,10 @@ export function tint({ bits, width, height }, hex, alpha = 0.55) {
   return canvas;
 }
 
-/** A mask PNG (Blob) -> maskBits(...) plus ``canvas``, its tinted overlay. */
-export async function tintedMask(blob, hex) {
+/** A mask PNG (Blob) -> maskBits(...) plus ``canvas``, its tinted overlay (``alpha``: its opacity). */
+export async function tintedMask(blob, hex, alpha = 0.55) {
   const mask = await maskBits(blob);
-  return { ...mask, canvas: tint(mask, hex) };
+  return { ...mask, canvas: tint(mask, hex, alpha) };
 }
 
 /** Image pixels per CSS pixel of a displayed canvas (1 while it is not laid out). */
@@ -65,8 +65,15 @@ export function pixelsPerScreenPixel(canvas) {
   return canvas.clientWidth ? canvas.width / canvas.clientWidth : 1;
 }
 
-/** A box [x0, y0, x1, y1] in image pixels with a caption above it. */
-export function drawBox(ctx, box, hex, caption = "", dashed = false) {
+function overlaps(a, b) {
+  return a[0] < b[2] && b[0] < a[2] && a[1] < b[3] && b[1] < a[3];
+}
+
+/**
+ * A box [x0, y0, x1, y1] in image pixels with a caption above it. ``taken`` (optional, shared by the boxes of
+ * one drawing) holds the caption rectangles already drawn: a caption that would cover one moves down.
+ */
+export function drawBox(ctx, box, hex, caption = "", dashed = false, taken = null) {
   const [x0, y0, x1, y1] = box;
   const scale = pixelsPerScreenPixel(ctx.canvas); // same size on screen whatever the image's size
   ctx.save();
@@ -78,27 +85,15 @@ export function drawBox(ctx, box, hex, caption = "", dashed = false) {
     ctx.font = `${Math.round(12 * scale)}px system-ui, sans-serif`;
     const width = ctx.measureText(caption).width + 8 * scale;
     const height = 16 * scale;
-    const top = y0 >= height ? y0 - height : y0;
+    let top = y0 >= height ? y0 - height : y0;
+    for (let tries = 0; taken && tries < 20 && taken.some((r) => overlaps(r, [x0, top, x0 + width, top + height])); tries++) {
+      top += height;
+    }
+    taken?.push([x0, top, x0 + width, top + height]);
     ctx.fillStyle = hex;
     ctx.fillRect(x0, top, width, height);
     ctx.fillStyle = "#fff";
     ctx.fillText(caption, x0 + 4 * scale, top + 12 * scale);
   }
   ctx.restore();
-}
-
-/** Merge 0/1 masks (all of the image's size) into a black-and-white PNG Blob. */
-export async function mergedMaskPng(masks, width, height) {
-  const canvas = document.createElement("canvas");
-  canvas.width = width;
-  canvas.height = height;
-  const ctx = canvas.getContext("2d");
-  const pixels = ctx.createImageData(width, height);
-  for (let p = 0, i = 0; p < width * height; p++, i += 4) {
-    const on = masks.some((bits) => bits[p]);
-    pixels.data[i] = pixels.data[i + 1] = pixels.data[i + 2] = on ? 255 : 0;
-    pixels.data[i + 3] = 255;
-  }
-  ctx.putImageData(pixels, 0, 0);
-  return new Promise((resolve) => canvas.toBlob(resolve, "image/png"));
 }

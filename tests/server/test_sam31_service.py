@@ -1,0 +1,105 @@
+"""The service with ``SAM3_MODEL_VERSION=sam3.1``: settings, checkpoint lookup, ``/health``, the image endpoints
+(text, boxes, clicks) through the real app at the tiny preset, a real uvicorn process, and video refused with
+a clear 503 (the multiplexed video tracking is not built yet)."""
+
+from __future__ import annotations
+
+import base64
+
+import httpx
+import pytest
+import torch
+from fastapi.testclient import TestClient
+
+from server.main import create_app
+from server.settings import Settings
+from tests.server.conftest import tiny_settings
+from tests.server.live import start_app, stop_server
+from tests.server.media import decode_mask, encode, moving_crops, write_video
+
+
+def test_version_setting_and_default_checkpoint(monkeypatch):
+    for name in ("SAM3_MODEL_VERSION", "SAM3_CHECKPOINT"):
+        monkeypatch.delenv(name, raising=False)
+    assert Settings(_env_file=None).model_version == "sam3"
+    assert Settings(_env_file=None).checkpoint == "models/sam3/sam3.pt"
+    monkeypatch.setenv("SAM3_MODEL_VERSION", "sam3.1")
+    assert Settings(_env_file=None).checkpoint == "models/sam3.1/sam3.1_multiplex.pt"
+    monkeypatch.setenv("SAM3_CHECKPOINT", "/x/own.pt")
+    assert Settings(_env_file=None).checkpoint == "/x/own.pt"
+    monkeypatch.setenv("SAM3_MODEL_VERSION", "sam4")
+    with pytest.raises(ValueError, match="SAM3_MODEL_VERSION"):
+        Settings(_env_file=None)
+
+
+@pytest.fixture(scope="module")
+def client31(tmp_path_factory):
+    media = tmp_path_factory.mktemp("media31")
+    app = create_app(tiny_settings(model_version="sam3.1", media_roots=str(media)))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        client.media = media
+        yield client
+
+
+@pytest.fixture(scope="module")
+def photo(astronaut) -> bytes:
+    return encode(astronaut[:300, :400], "PNG")
+
+
+def test_health_reports_the_version(client31):
+    body = client31.get("/health").json()
+    assert body["model_loaded"], body["error"]
+    assert body["model_version"] == "sam3.1" and body["preset"] == "tiny"
+
+
+def test_image_endpoints_work(client31, photo):
+    files = {"image": ("a.png", photo, "image/png")}
+    detect = client31.post("/detect", files=files, data={"text": "a face", "confidence": "0"})
+    assert detect.status_code == 200, detect.text
+    assert detect.json()["count"] > 0
+    assert decode_mask(base64.b64decode(detect.json()["objects"][0]["mask"])).shape == (300, 400)
+    box = client31.post("/detect", files=files, data={"boxes": "[[0.5, 0.5, 0.4, 0.6]]", "confidence": "0"})
+    assert box.status_code == 200, box.text
+    click = client31.post("/predict/mask", files=files, data={"points": "[[200, 150]]", "labels": "[1]"})
+    assert click.status_code == 200, click.text
+    assert decode_mask(click.content).shape == (300, 400)
+    multi = client31.post("/predict/mask", files=files, data={"points": "[[200, 150]]", "multimask": "true"})
+    assert multi.status_code == 200 and len(multi.json()["masks"]) == 3
+    boxed = client31.post("/predict/mask", files=files, data={"boxes": "[0.5, 0.5, 0.4, 0.6]"})
+    assert boxed.status_code == 200, boxed.text
+
+
+def test_clicks_use_the_sam31_interactive_heads(client31):
+    """The click path runs SAM 3.1's own heads (interactive_convs + interactive decoder), not SAM 3's."""
+    model = client31.app.state.models.model
+    assert model.version == "sam3.1"
+    heads = model.tracker
+    assert heads.sam_mask_decoder is model.tracker.model.interactive_sam_mask_decoder
+    assert heads.sam_mask_decoder.iou_prediction_head.sigmoid_output is False
+    assert torch.equal(heads.no_mem_embed, model.tracker.model.interactivity_no_mem_embed)
+
+
+def test_video_is_refused_with_a_clear_503(client31, astronaut):
+    video = write_video(client31.media / "pan.mp4", moving_crops(astronaut, 3))
+    response = client31.post("/track/start", json={"video_path": str(video)})
+    assert response.status_code == 503, response.text
+    assert "SAM3_MODEL_VERSION=sam3.1" in response.json()["detail"]
+
+
+def test_a_real_uvicorn_serves_sam31(tmp_path, photo):
+    server = start_app(tmp_path, {"SAM3_MODEL_VERSION": "sam3.1"})
+    try:
+        assert httpx.get(f"{server.url}/health", timeout=10).json()["model_version"] == "sam3.1"
+        r = httpx.post(f"{server.url}/predict/mask", files={"image": ("a.png", photo, "image/png")},
+                       data={"points": "[[200, 150]]"}, timeout=120)  # fmt: skip
+        assert r.status_code == 200, r.text
+        assert decode_mask(r.content).shape == (300, 400)
+    finally:
+        stop_server(server)
+
+
+def test_a_missing_sam31_checkpoint_names_the_file_and_the_hub_repo(tmp_path):
+    settings = tiny_settings(model_version="sam3.1", random_weights=False, checkpoint=str(tmp_path / "m" / "x.pt"))
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        error = client.get("/health").json()["error"]
+    assert "SAM 3.1 checkpoint not found" in error and "facebook/sam3.1" in error and "sam3.1_multiplex.pt" in error
