@@ -41,6 +41,8 @@ SAM2_PKGS="sam2==1.1.0 hydra-core==1.3.2 omegaconf==2.3.0 antlr4-python3-runtime
 if [ ! -f .sam2/.stamp ] || [ "$(cat .sam2/.stamp)" != "$SAM2_PKGS" ]; then
   echo "== installing SAM 2's generator into .sam2 (isolated; used by tests/parity and bench/everything.py only)"
   rm -rf .sam2
+  # its setup.py imports torch, so it builds against the venv's (no isolation; setuptools is not in every venv)
+  "$VENV/bin/python" -c "import setuptools" 2>/dev/null || "$VENV/bin/pip" install -q --disable-pip-version-check setuptools
   SAM2_BUILD_CUDA=0 "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps --no-build-isolation \
     --target .sam2 $SAM2_PKGS
   echo "$SAM2_PKGS" > .sam2/.stamp
