@@ -99,16 +99,21 @@ def test_same_masks_as_sam2(processor, astronaut, name):
     assert_same_masks(mine, theirs)
 
 
+# The released sizes' random click head keeps fewer masks (17 with crops and no NMS on 2026-12-04).
+FULL_MIN_COUNT = {"defaults": 1, "no NMS, crop_n_layers=1": 10}
+
+
 @pytest.fixture(scope="module")
 def full_processor():
     return build_processor("sam3", SEED)
 
 
 @pytest.mark.full
-@pytest.mark.parametrize("name", ["defaults", "no NMS, crop_n_layers=1"])
+@pytest.mark.parametrize("name", list(FULL_MIN_COUNT))
 def test_same_masks_as_sam2_full_size(full_processor, astronaut, name):
     processor = full_processor
-    knobs, min_count = SETTINGS[name]
+    knobs, _ = SETTINGS[name]
+    min_count = FULL_MIN_COUNT[name]
     mine = ours(processor, astronaut, knobs)
     theirs = sam2_generator(processor, **knobs).generate(astronaut)
     assert len(mine) >= min_count, f"{name}: {len(mine)} masks, too few for a comparison"
