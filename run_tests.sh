@@ -34,6 +34,20 @@ if [ ! -f "$ORACLE/.stamp" ] || [ "$(cat "$ORACLE/.stamp")" != "$ORACLE_PKGS" ];
   echo "$ORACLE_PKGS" > "$ORACLE/.stamp"
 fi
 
+# SAM 2's automatic mask generator is the yardstick of /segment/everything (tests/parity/sam2_adapter.py): a
+# source distribution whose CUDA extension is skipped, with the hydra/omegaconf it imports, kept beside the
+# project like the oracle (the service needs none of it).
+SAM2_PKGS="sam2==1.1.0 hydra-core==1.3.2 omegaconf==2.3.0 antlr4-python3-runtime==4.9.3"
+if [ ! -f .sam2/.stamp ] || [ "$(cat .sam2/.stamp)" != "$SAM2_PKGS" ]; then
+  echo "== installing SAM 2's generator into .sam2 (isolated; used by tests/parity and bench/everything.py only)"
+  rm -rf .sam2
+  # its setup.py imports torch, so it builds against the venv's (no isolation; setuptools is not in every venv)
+  "$VENV/bin/python" -c "import setuptools" 2>/dev/null || "$VENV/bin/pip" install -q --disable-pip-version-check setuptools
+  SAM2_BUILD_CUDA=0 "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps --no-build-isolation \
+    --target .sam2 $SAM2_PKGS
+  echo "$SAM2_PKGS" > .sam2/.stamp
+fi
+
 # The web page's browser tests (tests/ui) drive Debian's Chromium: install it on a fresh machine when we can.
 if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   echo "== installing Debian's chromium for the browser tests (tests/ui)"

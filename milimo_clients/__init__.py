@@ -18,6 +18,7 @@ from milimo_clients.errors import (
     SamServiceUnavailable,
     parse_retry_after,
 )
+from milimo_clients.everything import EverythingObject, EverythingResult
 from milimo_clients.inpainting_manager import (
     AsyncInpaintingManager,
     DetectedObject,
@@ -49,6 +50,8 @@ __all__ = [
     "AsyncTrackingManager",
     "DetectedObject",
     "DetectionResult",
+    "EverythingObject",
+    "EverythingResult",
     "FrameResult",
     "InpaintingManager",
     "MaskResult",

@@ -22,13 +22,14 @@ import httpx
 from milimo_clients.base import AsyncServiceClient, ServiceClient
 from milimo_clients.call import Call, ImageInput, form_json, image_part, input_stem
 from milimo_clients.errors import SamServiceError, json_body, missing_field, png_body
-from milimo_clients.masks import mask_array
+from milimo_clients.everything import EVERYTHING_KNOBS, EverythingResult
+from milimo_clients.masks import HasMask, mask_array
 
 Mask = bytes | dict  # PNG bytes, or a COCO RLE dict with mask_format="rle"
 
 
 @dataclass(frozen=True)
-class DetectedObject:
+class DetectedObject(HasMask):
     """One detected object. ``mask`` is PNG bytes (0/255, image size) or a COCO RLE dict."""
 
     mask: Mask = field(repr=False)
@@ -36,19 +37,6 @@ class DetectedObject:
     score: float
     label: str
     prompt_index: int = 0  # index into ``texts`` (0 for a single ``text``)
-
-    @property
-    def mask_png(self) -> bytes:
-        from milimo_clients.masks import mask_png
-
-        return mask_png(self.mask)
-
-    def mask_array(self):
-        """The mask as a (H, W) bool numpy array."""
-        return mask_array(self.mask)
-
-    def save_mask(self, path: str | os.PathLike) -> str:
-        return _write(self.mask_png, Path(path))
 
 
 @dataclass(frozen=True)
@@ -336,9 +324,33 @@ class _InpaintingCalls:
         call = Call("POST", "/detect", parse=lambda r: r, idempotent=True, data=data, files=files or None)
         return self._execute(_parse(call, lambda r: DetectionResult.from_json(json_body(r, call.method, call.path))))
 
+    def segment_everything(
+        self,
+        image: ImageInput | None = None,
+        *,
+        image_id: str | None = None,
+        mask_format: str = "png",
+        **knobs: int | float | bool,
+    ):
+        """Every object of the image without a prompt (``/segment/everything``), largest first.
+
+        ``knobs``: SAM 2's ``SAM2AutomaticMaskGenerator`` arguments (``points_per_side=32``,
+        ``pred_iou_thresh=0.8``, ``crop_n_layers=0``, ...; ``EVERYTHING_KNOBS``); unset ones take its defaults.
+        ``crop_n_layers`` > 0 needs the ``image`` (the service caches features, not pixels)."""
+        unknown = sorted(set(knobs) - set(EVERYTHING_KNOBS))
+        if unknown:
+            raise SamServiceError(f"{unknown[0]}: not a knob of /segment/everything (one of {EVERYTHING_KNOBS})")
+        files, data = self._image_form(image, image_id)
+        for name, value in knobs.items():
+            data[name] = ("true" if value else "false") if isinstance(value, bool) else str(value)
+        if mask_format != "png":
+            data["mask_format"] = mask_format
+        call = Call("POST", "/segment/everything", parse=lambda r: r, idempotent=True, data=data, files=files or None)
+        return self._execute(_parse(call, lambda r: EverythingResult.from_json(json_body(r, call.method, call.path))))
+
 
 class InpaintingManager(_InpaintingCalls, ServiceClient):
-    """Client of the image endpoints (``/predict/mask``, ``/segment/text``, ``/detect``).
+    """Client of the image endpoints (``/predict/mask``, ``/segment/text``, ``/detect``, ``/segment/everything``).
 
     >>> sam = InpaintingManager()                       # SAM_SERVICE_URL or http://localhost:8001
     >>> sam.get_mask_from_sam("frame.png", [[320, 240]])  # -> path of the saved mask PNG

@@ -93,3 +93,26 @@ def mask_png(mask: bytes | dict[str, Any]) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(decode_rle(mask).astype(np.uint8) * 255).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+class HasMask:
+    """``mask_png`` / ``mask_array()`` / ``save_mask(path)`` for a result with a ``mask`` field (PNG bytes or a
+    COCO RLE dict): the objects of ``/detect`` and ``/segment/everything``."""
+
+    mask: bytes | dict[str, Any]
+
+    @property
+    def mask_png(self) -> bytes:
+        return mask_png(self.mask)
+
+    def mask_array(self):
+        """The mask as a (H, W) bool numpy array."""
+        return mask_array(self.mask)
+
+    def save_mask(self, path) -> str:
+        from pathlib import Path
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(self.mask_png)
+        return str(path)

@@ -25,7 +25,7 @@ from server.metrics import MetricsMiddleware, ServiceMetrics
 from server.request_id import HEADER as REQUEST_ID_HEADER
 from server.request_id import RequestIdFilter, RequestIdMiddleware
 from server.routes import health, image, track
-from server.routes import export, media, sessions, ui, upload
+from server.routes import everything, export, media, sessions, ui, upload
 from server.routes import metrics as metrics_route
 from server.routes.docs import install_docs
 from server.services.model_service import ModelService
@@ -133,6 +133,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(
         image.router,
+        max_body_size=upload_limit,
+        dependencies=[Depends(refuse_empty_fields)],
+        responses=error_responses(400, 404, 415, 429, 503),
+    )
+    app.include_router(
+        everything.router,
         max_body_size=upload_limit,
         dependencies=[Depends(refuse_empty_fields)],
         responses=error_responses(400, 404, 415, 429, 503),

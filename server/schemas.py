@@ -205,3 +205,24 @@ class TrackResetRequest(_Strict):
 class TrackResetResponse(BaseModel):
     session_id: str
     reset: bool
+
+
+# --- /segment/everything (service-contract.md, "Extensions (third round)")
+
+
+class EverythingObject(BaseModel):
+    mask: str | dict = Field(description="base64 PNG, 0/255, image size; or COCO RLE with mask_format=rle")
+    bbox: list[int] = Field(description="pixel [x0, y0, x1, y1]: the mask's first and last column and row")
+    area: int = Field(description="pixels in the mask")
+    predicted_iou: float
+    stability_score: float
+    point_coords: list[list[float]] = Field(description="[[x, y]]: the grid click that made the mask")
+    crop_box: list[int] = Field(description="pixel [x0, y0, x1, y1] (x1, y1 exclusive) of the crop it came from")
+
+
+class EverythingResponse(BaseModel):
+    objects: list[EverythingObject] = Field(description="largest first")
+    count: int
+    width: int
+    height: int
+    image_id: str

@@ -173,6 +173,47 @@ class InteractivePredictor:
         if masks_in is not None and masks_in.shape[0] not in (1, n_prompts):
             raise ValueError(f"{masks_in.shape[0]} mask inputs for {n_prompts} prompts")
 
+        low_res, iou = self._decode(feats, coords, labels, masks_in, multimask_output)
+        masks = fill_small_components(low_res, self.max_hole_area, self.max_sprinkle_area, self.mask_threshold)
+        masks = _resize(masks, (h, w))
+        if not return_logits:
+            masks = masks > self.mask_threshold
+            if not bool_masks:
+                masks = masks.float()
+        low_res = low_res.clamp(-32.0, 32.0)
+        to_np = lambda t: t.squeeze(0).cpu().numpy()  # noqa: E731
+        return to_np(masks), to_np(iou.float()), to_np(low_res)
+
+    @torch.no_grad()
+    def decode_points(
+        self,
+        features: SamImageFeatures,
+        orig_hw: tuple[int, int],
+        points: ArrayLike,
+        mask_input: torch.Tensor | None = None,
+        multimask_output: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One positive click per prompt, decoded where the features are; nothing goes to the host.
+
+        points:     (B, 2) (x, y) in original-image pixels, one click per prompt.
+        mask_input: (B, 1, 4g, 4g) low-res logits of a previous pass, or None.
+        Returns (low_res (B, K, 4g, 4g) float32 logits, iou (B, K) float32): what :meth:`predict_inst` computes
+        for the same prompts before its clean-up, resize and clamp (the automatic mask generator's batches).
+        """
+        device = features.image_embed.device
+        xy = torch.as_tensor(np.asarray(points) if isinstance(points, (list, tuple)) else points)
+        if xy.dim() != 2 or xy.shape[-1] != 2:
+            raise ValueError(f"points must be (B, 2), got {tuple(xy.shape)}")
+        ones = torch.ones(xy.shape[0], 1, dtype=torch.int32)
+        coords, labels = self._prep_points(xy[:, None, :], ones, _check_hw(orig_hw), True, device)
+        masks_in = self._prep_mask(mask_input, device)
+        return self._decode(features, coords, labels, masks_in, multimask_output)
+
+    def _decode(
+        self, feats: SamImageFeatures, coords: torch.Tensor | None, labels: torch.Tensor | None,
+        masks_in: torch.Tensor | None, multimask_output: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+        """Prompt encoder + mask decoder -> (low_res (B, K, 4g, 4g) float32, iou (B, K))."""
         encoder, decoder = self.heads.sam_prompt_encoder, self.heads.sam_mask_decoder
         points = None if coords is None else (coords, labels)
         sparse, dense = encoder(points=points, boxes=None, masks=masks_in)
@@ -189,16 +230,7 @@ class InteractivePredictor:
             image_tokens=tokens,
             fast_upscale=feats.skips is not None,
         )
-        low_res = low_res.float()
-        masks = fill_small_components(low_res, self.max_hole_area, self.max_sprinkle_area, self.mask_threshold)
-        masks = _resize(masks, (h, w))
-        if not return_logits:
-            masks = masks > self.mask_threshold
-            if not bool_masks:
-                masks = masks.float()
-        low_res = low_res.clamp(-32.0, 32.0)
-        to_np = lambda t: t.squeeze(0).cpu().numpy()  # noqa: E731
-        return to_np(masks), to_np(iou.float()), to_np(low_res)
+        return low_res.float(), iou.float()
 
     # ---- prompt preparation -------------------------------------------------------------------
 

@@ -40,6 +40,7 @@ from server.settings import Settings
 
 if TYPE_CHECKING:
     import torch
+    from PIL.Image import Image as PILImage
 
     from sam3.device import Precision
     from sam3.inference.processor import ImageState, Sam3Processor
@@ -351,7 +352,22 @@ class ModelService:
             data = await read() if read is not None else None
             return await anyio.to_thread.run_sync(self._locked, self._on_image, data, image_id, work)
 
-    def _on_image(self, data: bytes | None, image_id: str | None, work: Callable[[ImageState], T]) -> T:
+    async def run_on_pixels(
+        self,
+        read: Callable[[], Awaitable[bytes]] | None,
+        image_id: str | None,
+        work: Callable[[ImageState, PILImage | None], T],
+    ) -> T:
+        """:meth:`run_on_image` for work that also reads the decoded RGB image (None for an ``image_id``: the
+        cache keeps features, not pixels)."""
+        self.require_loaded()
+        async with self._slot():
+            data = await read() if read is not None else None
+            return await anyio.to_thread.run_sync(self._locked, self._on_image, data, image_id, work, True)
+
+    def _on_image(
+        self, data: bytes | None, image_id: str | None, work: Callable[..., T], with_pixels: bool = False
+    ) -> T:
         processor = self._processor()
         if data is None:
             state = processor.restore_image(image_id or "")
@@ -359,10 +375,12 @@ class ModelService:
                 raise NotFound(
                     f"image_id: {image_id} is not in the image cache (unknown, or evicted); send the image again"
                 )
-            return work(state)
+            return work(state, None) if with_pixels else work(state)
         image = decode_image(data, limits=ImageLimits.from_settings(self.settings))
         del data
         state = processor.set_image(image)
+        if with_pixels:
+            return work(state, image)
         del image  # only the features are kept (in the processor's cache)
         return work(state)
 

@@ -2,6 +2,7 @@
 // objects -> a merged mask PNG. The image is uploaded once; later requests send its image_id.
 
 import { report, request } from "./api.js";
+import { setupEverything } from "./everything.js";
 import { b64ToBlob, colour, drawBox, tint, tintedMask } from "./overlay.js";
 import { unionMaskPng } from "./png_gray.js";
 import { Stage } from "./stage.js";
@@ -280,4 +281,17 @@ export function setupImageMode() {
     }
   });
   $("download-mask").addEventListener("click", downloadMask);
+  setupEverything({
+    button: $("everything"),
+    stage,
+    segment: (fields) => postImage("/segment/everything", fields),
+    onPick: (region) => {
+      const hue = colour(-1 - state.kept++); // kept like a clicked object
+      const [x0, y0, x1, y1] = region.bbox;
+      const mask = { ...region.mask, canvas: tint(region.mask, hue) };
+      const label = `region ${region.index + 1}`;
+      state.objects.unshift({ label, score: region.predicted_iou, bbox: [x0, y0, x1 + 1, y1 + 1], mask, colour: hue, selected: true, clicked: true });
+      redraw();
+    },
+  });
 }

@@ -6,6 +6,7 @@
 // (video_files.js) and stop the session (/track/stop). sessions.js keeps the session alive and lists others.
 
 import { postJSON, report, request, ndjson, toast } from "./api.js";
+import { setupEverything, stagePicture } from "./everything.js";
 import { b64ToBlob, colour, drawBox, tintedMask } from "./overlay.js";
 import { refreshSessions, setOwnSession, setupSessions } from "./sessions.js";
 import { Stage } from "./stage.js";
@@ -487,6 +488,22 @@ export function setupVideoMode() {
   setupSessions({
     onLost: () => stopSession(false),
     onAdopt: adoptSession,
+  });
+  setupEverything({
+    button: $("video-everything"),
+    stage,
+    segment: async (fields) => {
+      if (!v.session) throw new Error("Open a video first");
+      const form = new FormData();
+      form.append("image", await stagePicture(stage), `frame-${v.frame}.png`);
+      for (const [key, value] of Object.entries(fields)) form.append(key, value);
+      return request("/segment/everything", { form, quiet: true });
+    },
+    // the picked region becomes a new tracked object, prompted with the click that made its mask
+    onPick: (region) => {
+      v.target = null;
+      clickPoint(Math.round(region.point[0]), Math.round(region.point[1]), 1);
+    },
   });
   listVideos();
 }
