@@ -57,6 +57,7 @@ ELSEWHERE = {
     "scale_out.py": "tests/scale/test_ray_serve.py",
     "device_check.py": "tests/bench/test_device_check.py",
     "video_overhead.py": "tests/bench/test_video_overhead.py",
+    "everything.py": "tests/bench/test_smoke_everything.py",
 }
 WITH_OFFICIAL_SIDE = {
     "image_latency.py",
