@@ -114,20 +114,14 @@ class Settings(BaseSettings):
     def _known_precision(cls, value: object) -> object:
         from sam3.device import PRECISION_MODES
 
-        text = "auto" if value is None else str(value).strip().lower() or "auto"
-        if text not in PRECISION_MODES:
-            raise ValueError(f"SAM3_PRECISION must be one of {', '.join(PRECISION_MODES)}, got {value!r}")
-        return text
+        return _one_of(value, PRECISION_MODES, "SAM3_PRECISION")
 
     @field_validator("cpu_bf16", mode="before")
     @classmethod
     def _known_cpu_bf16(cls, value: object) -> object:
         from sam3.device import CPU_BF16_MODES
 
-        text = "auto" if value is None else str(value).strip().lower() or "auto"
-        if text not in CPU_BF16_MODES:
-            raise ValueError(f"SAM3_CPU_BF16 must be one of {', '.join(CPU_BF16_MODES)}, got {value!r}")
-        return text
+        return _one_of(value, CPU_BF16_MODES, "SAM3_CPU_BF16")
 
     @field_validator("num_threads", mode="before")
     @classmethod
@@ -173,3 +167,11 @@ class Settings(BaseSettings):
     @property
     def cors_origin_list(self) -> list[str]:
         return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
+
+
+def _one_of(value: object, modes: tuple[str, ...], name: str) -> str:
+    """A mode setting, case-insensitive; empty means "auto"."""
+    text = "auto" if value is None else str(value).strip().lower() or "auto"
+    if text not in modes:
+        raise ValueError(f"{name} must be one of {', '.join(modes)}, got {value!r}")
+    return text
