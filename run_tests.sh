@@ -60,8 +60,16 @@ export PYTHONDONTWRITEBYTECODE=1
 # Lint and format check first (seconds): ruff's rules are in pyproject.toml.
 echo "== ruff check + format check"
 "$VENV/bin/ruff" check --quiet . && "$VENV/bin/ruff" format --check --quiet .
+# Every run in a shuffled order (pytest-randomly), its seed said here so that a failure can be repeated with
+# RANDOMLY_SEED=N ./run_tests.sh (-p no:randomly keeps file order).
+ORDER=()
+if [[ " $* " != *" no:randomly "* && " $* " != *"-p no:randomly"* ]]; then
+  SEED=${RANDOMLY_SEED:-$((RANDOM * 32768 + RANDOM))}
+  echo "== shuffled order: RANDOMLY_SEED=$SEED"
+  ORDER=(-p randomly "--randomly-seed=$SEED")
+fi
 if [ "${1:-}" = "--full" ]; then
   shift
-  exec "$VENV/bin/python" -m pytest -m full -p no:cacheprovider "$@"
+  exec "$VENV/bin/python" -m pytest -m full -p no:cacheprovider "${ORDER[@]}" "$@"
 fi
-exec "$VENV/bin/python" -m pytest -p no:cacheprovider "$@"
+exec "$VENV/bin/python" -m pytest -p no:cacheprovider "${ORDER[@]}" "$@"
