@@ -5,6 +5,8 @@ that is independent of the app under test: the same seed, builder and score spre
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from sam3.build import build_image_model
@@ -28,3 +30,15 @@ def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
     """Every tensor of the two state dicts equal (names, shapes and values)."""
     sa, sb = a.state_dict(), b.state_dict()
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """Torch's CPU threads for the calling thread set to ``n`` for the block (a reference that must sum in the
+    same order as the app it is compared with, whose calls run with ``SAM3_NUM_THREADS``), restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

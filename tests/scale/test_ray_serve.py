@@ -288,7 +288,8 @@ def test_a_dead_replica_loses_only_its_own_sessions(cluster, video):
         # the victim's stream ends with an error line; the other session's has every frame
         assert victim_lines[-1]["event"] == "error", victim_lines[-1]
         assert victim_lines[-1]["status"] == 410 and victim_lines[-1]["detail"].startswith("session_id: ")
-        assert kept_lines[-1] == {"event": "end", "num_frames_processed": FRAMES, "cancelled": False}
+        end = {"event": "end", "num_frames_processed": FRAMES, "cancelled": False, "removed_objects": []}
+        assert kept_lines[-1] == end
         assert sorted(line["frame_idx"] for line in kept_lines if line["event"] == "frame") == list(range(FRAMES))
 
         lost = client.post(f"{url}/track/frames", json={"session_id": victim})

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 from fastapi.testclient import TestClient
 
 from server.main import create_app
@@ -19,8 +20,15 @@ from server.settings import Settings
 TEST_LIMITS = dict(max_upload_mb=2.0, max_image_pixels=4_000_000, max_text_length=200, max_points=16)
 
 
+# Torch keeps its CPU thread count per calling thread, and the worker threads that run model calls are shared by
+# every app of this process: an app started with num_threads=1 would leave its workers at 1 thread for the next
+# app, whose fp32 sums would then differ in the last bit from a reference's. Every test app therefore states it.
+DEFAULT_THREADS = torch.get_num_threads()
+
+
 def tiny_settings(**overrides) -> Settings:
     values = dict(
+        num_threads=DEFAULT_THREADS,
         preset="tiny",
         random_weights=True,
         device="cpu",

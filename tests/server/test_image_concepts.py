@@ -17,8 +17,8 @@ from server.main import create_app
 from server.mask_codec import rle_to_mask
 from server.services.model_service import ModelService
 from tests.conftest import AUTO_POLICIES
-from tests.dev_model import dev_processor, same_weights
-from tests.server.conftest import tiny_settings
+from tests.dev_model import dev_processor, same_weights, torch_threads
+from tests.server.conftest import DEFAULT_THREADS, tiny_settings
 from tests.server.media import decode_mask, encode
 
 
@@ -121,7 +121,7 @@ def test_exemplars_equal_the_processor_on_the_same_image(policy_client, policy, 
         box_labels="[1, 0]",
         confidence="0.2",
     )
-    with policy.context():
+    with policy.context(), torch_threads(DEFAULT_THREADS):
         reference.set_confidence_threshold(0.2)
         state = reference.set_image(Image.open(io.BytesIO(photo)).convert("RGB"))
         reference.set_text_prompt("a cup", state)
@@ -194,7 +194,7 @@ def test_refine_feeds_the_previous_logits_back_as_the_predictor_does(policy_clie
     # The official predictor's call with the best previous low-res logits as mask_input, in the same precision.
     g = first["logits_shape"]
     logits = lambda body: np.frombuffer(base64.b64decode(body["low_res_logits"][0]), dtype="<f4").reshape(g).copy()  # noqa: E731
-    with policy.context():
+    with policy.context(), torch_threads(DEFAULT_THREADS):
         state = reference.set_image(Image.open(io.BytesIO(photo)).convert("RGB"))
         masks, iou, low = reference.predict_inst(
             state,
