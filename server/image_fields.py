@@ -14,7 +14,7 @@ import re
 from server.errors import BadValue, Unprocessable
 from server.mask_codec import MASK_FORMATS, MaskFormat
 from server.prompts import Box, parse_json_field, validate_boxes
-from server.services.model_service import Concept
+from server.services.image_requests import Concept
 from server.settings import Settings
 
 MAX_TEXTS = 16  # concept prompts per request: each one runs the detector once

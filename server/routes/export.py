@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from server.dependencies import TrackingDep
 from server.errors import BadValue, Conflict
 from server.services.exporter import ExportFormat, ExportPlan, file_name, media_type, write_export
-from server.services.tracking_service import frame_to_wire
+from server.services.video_sessions import frame_to_wire
 
 router = APIRouter(prefix="/track", tags=["track"])
 CHUNK = 256 * 1024

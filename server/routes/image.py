@@ -30,7 +30,8 @@ from server.image_fields import (
 from server.mask_codec import encode_mask, mask_to_b64png, mask_to_png
 from server.prompts import parse_json_field, validate_boxes
 from server.schemas import DetectedObject, DetectResponse, MultiMaskResponse, PromptSummary
-from server.services.model_service import ClickPrompt, Concept, DetectResult, ModelService
+from server.services.image_requests import ClickPrompt, Concept, DetectResult
+from server.services.model_service import ModelService
 from server.settings import Settings
 
 router = APIRouter(tags=["image"])

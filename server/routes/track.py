@@ -35,7 +35,8 @@ from server.schemas import (
     TrackStopResponse,
 )
 from server.services.removals import removals_since, removed_ids
-from server.services.tracking_service import FramePrompt, TrackingService
+from server.services.tracking_service import TrackingService
+from server.services.video_sessions import FramePrompt
 from server.stream_sender import BoundedStreamingResponse
 
 router = APIRouter(prefix="/track", tags=["track"])

@@ -45,7 +45,7 @@ class FramePreviews:
     def _jpeg(self, video_path: str, frame_idx: int) -> bytes:
         from sam3.inference.media_paths import VideoReadError
 
-        from server.services.tracking_service import video_error
+        from server.services.video_sessions import video_error
 
         try:
             source = self._source(video_path)
@@ -62,7 +62,7 @@ class FramePreviews:
         from sam3.inference.media_paths import resolve_media_path, stat_path
         from sam3.inference.video_io import open_video
 
-        from server.services.tracking_service import video_limits
+        from server.services.video_sessions import video_limits
 
         roots = self.settings.media_root_paths
         real = resolve_media_path(video_path, roots)  # the roots first: nothing said about other paths

@@ -34,7 +34,8 @@ import numpy as np
 
 from server.errors import BadValue, NotFound, TooBusy, Unavailable
 from server.imaging import ImageLimits, decode_image
-from server.prompts import Box, validate_labels, validate_points
+from server.prompts import validate_labels, validate_points
+from server.services.image_requests import ClickPrompt, ClickResult, Concept, Detection, DetectResult, MaskCandidate
 from server.services.serving import call_context, prepare_for_serving
 from server.settings import Settings
 
@@ -55,72 +56,6 @@ V = TypeVar("V")
 MAX_OBJECT_LOGITS = 256
 # Kept detections of recent concept requests (low-res logits, boxes, scores of the kept objects only).
 DETECTION_CACHE_BYTES = 256 * 1024 * 1024
-
-
-@dataclass(frozen=True)
-class MaskCandidate:
-    """One interactive mask: (H, W) bool at the image size, its predicted IoU, its (4g, 4g) low-res logits."""
-
-    mask: np.ndarray
-    score: float
-    low_res: np.ndarray
-
-
-@dataclass(frozen=True)
-class ClickPrompt:
-    """A /predict/mask request, parsed but not yet checked against the image size (unknown before decoding).
-
-    ``points`` / ``labels`` are the parsed JSON values (None when absent); ``box`` a normalised box.
-    ``object_id`` names the object for refinement; ``refine`` feeds its previous logits back as mask input.
-    """
-
-    points: object | None
-    labels: object | None
-    box: Box | None
-    multimask: bool
-    object_id: str | None = None
-    refine: bool = False
-
-
-@dataclass(frozen=True)
-class ClickResult:
-    """Candidates best first; ``refined`` says whether a previous mask of the object was the mask input."""
-
-    image_id: str
-    width: int
-    height: int
-    candidates: list[MaskCandidate]
-    refined: bool
-
-
-@dataclass(frozen=True)
-class Concept:
-    """One concept prompt: a text (None: exemplar boxes only) and exemplar boxes with 1 / 0 labels."""
-
-    text: str | None
-    boxes: tuple[Box, ...] = ()
-    box_labels: tuple[int, ...] = ()
-
-
-@dataclass(frozen=True)
-class Detection:
-    """One detected object: (H, W) bool mask, pixel xyxy box (clipped), score, and the prompt that found it."""
-
-    mask: np.ndarray
-    box: list[float]
-    score: float
-    prompt_index: int = 0
-
-
-@dataclass(frozen=True)
-class DetectResult:
-    """Every kept object of every prompt, highest score first (ties keep prompt then query order)."""
-
-    image_id: str
-    width: int
-    height: int
-    detections: list[Detection]
-    counts: list[int]  # objects per prompt
 
 
 @dataclass(frozen=True)
@@ -508,13 +443,3 @@ class ModelService:
             prompt_index=np.concatenate(prompt_index)[order],
             counts=counts,
         )
-
-
-def to_numpy(value: Any) -> np.ndarray:
-    """A tensor (any device / dtype) or array -> numpy; bf16 goes through fp32 since numpy has no bf16."""
-    if hasattr(value, "detach"):
-        value = value.detach()
-        if value.dtype.is_floating_point:
-            value = value.float()
-        value = value.cpu().numpy()
-    return np.asarray(value)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from sam3.inference.video_predictor import Sam3VideoPredictor
-    from server.services.tracking_service import Session
+    from server.services.video_sessions import Session
 
 
 def removed_ids(session: Session) -> set[int]:

@@ -238,7 +238,7 @@ def test_frame_results_are_encoded_as_the_contract_says():
     import numpy as np
 
     from sam3.inference.video_state import FrameResult
-    from server.services.tracking_service import frame_to_wire
+    from server.services.video_sessions import frame_to_wire
 
     masks = np.zeros((2, 6, 8), bool)
     masks[0, 1:3, 2:5] = True
