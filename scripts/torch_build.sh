@@ -2,17 +2,33 @@
 # torch and torchvision belong together.
 #
 #   torch_index_url          the wheel index: $TORCH_INDEX_URL when set; the CPU build on a Linux machine
-#                            without an NVIDIA GPU (about 200 MB instead of about 6 GB of CUDA wheels); else
-#                            empty (PyPI: CUDA builds on Linux, CPU/MPS builds on macOS)
+#                            without an NVIDIA GPU (about 200 MB instead of about 6 GB of CUDA wheels) when
+#                            that index answers; else empty (pip's own configuration: PyPI's CUDA builds on
+#                            Linux, CPU/MPS builds on macOS, or the wheels a machine without internet keeps on
+#                            disk). An index that cannot be reached is not passed to pip: pip would then
+#                            resolve from its find-links alone and could pair a local torch with a torchvision
+#                            built for another one.
 #   install_torch PYTHON     pip-install torch and torchvision from that index, unless torch is installed
 #   check_torch_pair PYTHON  fail, saying how to fix it, when torchvision's compiled ops do not fit torch
 #                            (a mismatched pair fails the model load with "operator torchvision::nms does not exist")
 
+CPU_TORCH_INDEX="https://download.pytorch.org/whl/cpu"
+
+# index_answers URL: true when URL answers within a few seconds (a machine without internet fails at once)
+index_answers() {
+    python3 - "$1" >/dev/null 2>&1 <<'PY'
+import sys
+import urllib.request
+
+urllib.request.urlopen(sys.argv[1] + "/", timeout=5).close()
+PY
+}
+
 torch_index_url() {
     if [[ -n "${TORCH_INDEX_URL:-}" ]]; then
         echo "$TORCH_INDEX_URL"
-    elif [[ "$(uname -s)" == "Linux" ]] && ! nvidia-smi >/dev/null 2>&1; then
-        echo "https://download.pytorch.org/whl/cpu"
+    elif [[ "$(uname -s)" == "Linux" ]] && ! nvidia-smi >/dev/null 2>&1 && index_answers "$CPU_TORCH_INDEX"; then
+        echo "$CPU_TORCH_INDEX"
     fi
 }
 
