@@ -12,11 +12,12 @@
 #   check_torch_pair PYTHON  fail, saying how to fix it, when torchvision's compiled ops do not fit torch
 #                            (a mismatched pair fails the model load with "operator torchvision::nms does not exist")
 
-CPU_TORCH_INDEX="https://download.pytorch.org/whl/cpu"
+# the CPU wheel index ($CPU_TORCH_INDEX stands in for it in tests/test_torch_build.py)
+CPU_TORCH_INDEX="${CPU_TORCH_INDEX:-https://download.pytorch.org/whl/cpu}"
 
 # index_answers URL: true when URL answers within a few seconds (a machine without internet fails at once)
 index_answers() {
-    python3 - "$1" >/dev/null 2>&1 <<'PY'
+    "${PYTHON:-python3}" - "$1" >/dev/null 2>&1 <<'PY'
 import sys
 import urllib.request
 

@@ -4,16 +4,19 @@ not exist"; the scripts stop before that and say how to fix it)."""
 
 from __future__ import annotations
 
+import functools
+import http.server
 import os
+import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SNIPPET = REPO / "scripts" / "torch_build.sh"
-CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 
 
 def bash(command: str, path_dirs: list[Path] = (), **env) -> subprocess.CompletedProcess:
@@ -32,14 +35,43 @@ def test_both_scripts_choose_the_build_with_the_same_snippet():
         assert "whl/cpu" not in text and "nvidia-smi" not in text  # the rule lives in the snippet only
 
 
+@pytest.fixture
+def local_index(tmp_path):
+    """An answering wheel index on 127.0.0.1 standing in for the CPU index (this machine has no internet)."""
+    (tmp_path / "www" / "whl" / "cpu").mkdir(parents=True)
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    handler = functools.partial(Quiet, directory=str(tmp_path / "www"))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/whl/cpu"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="the CPU-build rule is for Linux")
-def test_cpu_build_without_a_gpu_pypi_with_one_and_the_override(tmp_path):
-    assert bash("torch_index_url").stdout.strip() == CPU_INDEX  # no nvidia-smi on PATH
+def test_cpu_build_without_a_gpu_when_its_index_answers_else_pips_own_config(tmp_path, local_index):
+    python = {"PYTHON": sys.executable}
+    # no nvidia-smi on PATH and the index answers: the CPU build
+    assert bash("torch_index_url", CPU_TORCH_INDEX=local_index, **python).stdout.strip() == local_index
+    # the index does not answer (a machine without internet): nothing, so pip resolves from its own configuration
+    # (with the unreachable index pip took a torch from its find-links beside a torchvision built for another)
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    dead = f"http://127.0.0.1:{closed.getsockname()[1]}/whl/cpu"
+    closed.close()
+    assert bash("torch_index_url", CPU_TORCH_INDEX=dead, **python).stdout.strip() == ""
     gpu = tmp_path / "gpu"
     gpu.mkdir()
     (gpu / "nvidia-smi").write_text("#!/bin/sh\nexit 0\n")
     (gpu / "nvidia-smi").chmod(0o755)
-    assert bash("torch_index_url", [gpu]).stdout.strip() == ""  # PyPI's CUDA build
+    assert bash("torch_index_url", [gpu], CPU_TORCH_INDEX=local_index, **python).stdout.strip() == ""  # PyPI's CUDA
     chosen = "https://download.pytorch.org/whl/cu128"
     assert bash("torch_index_url", [gpu], TORCH_INDEX_URL=chosen).stdout.strip() == chosen
 
@@ -48,7 +80,7 @@ def test_a_matching_pair_passes():
     assert bash(f"check_torch_pair {sys.executable}").returncode == 0
 
 
-def test_a_mismatched_pair_is_refused_with_the_fix(tmp_path):
+def test_a_mismatched_pair_is_refused_with_the_fix(tmp_path, local_index):
     # torchvision built for another torch: its compiled operators are missing (what torch reports then)
     fake = tmp_path / "torchvision"
     (fake / "ops").mkdir(parents=True)
@@ -56,7 +88,12 @@ def test_a_mismatched_pair_is_refused_with_the_fix(tmp_path):
     (fake / "ops" / "__init__.py").write_text(
         "def nms(*args):\n    raise RuntimeError('operator torchvision::nms does not exist')\n"
     )
-    result = bash(f"check_torch_pair {sys.executable}", PYTHONPATH=str(tmp_path))
+    result = bash(
+        f"check_torch_pair {sys.executable}",
+        PYTHONPATH=str(tmp_path),
+        CPU_TORCH_INDEX=local_index,
+        PYTHON=sys.executable,
+    )
     assert result.returncode == 1
     assert "torchvision 0.0.1+other" in result.stderr and "torchvision::nms does not exist" in result.stderr
-    assert f"pip install --force-reinstall torch torchvision --index-url {CPU_INDEX}" in result.stderr
+    assert f"pip install --force-reinstall torch torchvision --index-url {local_index}" in result.stderr
