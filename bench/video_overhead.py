@@ -18,7 +18,10 @@ folder or a video file). ``N`` objects are clicked on frame 0 (one positive clic
 then propagated forward; frame 0 and the first ``--warmup`` propagated frames are not counted. Per object
 count the bench prints operators, host reads, wall and CPU milliseconds per frame (medians; the process's CPU
 time, all threads, is the steadier figure on a machine shared with other work), and the ratios to the
-1-object row. Precision fp32 by default (``--precision auto`` resolves to bf16 on a CPU with native bf16).
+1-object row. Precision fp32 by default (``--precision auto`` resolves to bf16 on a CPU with native bf16). Under
+bf16 / fp16 the bench also counts weight casts per frame: dtype casts of a model parameter, which autocast makes
+on every call unless the weights are held in its dtype (``prepare_model``'s default; ``--no-hold`` for the
+autocast-only path).
 """
 
 from __future__ import annotations
@@ -50,14 +53,18 @@ DATA_DEPENDENT = {
     "aten.argwhere.default",
 }
 # Python-level reads of tensor values (each a device-to-host copy + sync on a GPU).
+# dtype casts (what autocast calls on a weight it casts)
+CASTS = (torch.ops.aten.to, torch.ops.aten._to_copy)
 HOST_READS = ("item", "tolist", "numpy", "cpu", "__array__", "__bool__", "__float__", "__int__", "__index__")
 
 
 class OverheadCounter(TorchDispatchMode):
     """Counts dispatched operators and host reads while active (``with OverheadCounter() as c:``)."""
 
-    def __init__(self):
+    def __init__(self, parameters: tuple[torch.Tensor, ...] = ()):
         super().__init__()
+        self.parameters = {p.data_ptr() for p in parameters}
+        self.weight_casts = 0  # dtype casts of a model parameter (autocast's per-call weight casts)
         self.ops = 0
         self.reads = 0
         self.read_kinds: Counter[str] = Counter()
@@ -83,6 +90,8 @@ class OverheadCounter(TorchDispatchMode):
         if name != "aten._local_scalar_dense.default":  # the op behind item(): counted at the Python level
             self.ops += 1
             self.op_kinds[name] += 1
+        if func.overloadpacket in CASTS and args and args[0].data_ptr() in self.parameters:
+            self.weight_casts += 1
         if name in DATA_DEPENDENT or (name == "aten.index.Tensor" and _has_bool_index(args)):
             self._read(name)
         return out
@@ -133,8 +142,8 @@ class OverheadCounter(TorchDispatchMode):
 
         return wrapped
 
-    def snapshot(self) -> tuple[int, int]:
-        return self.ops, self.reads
+    def snapshot(self) -> tuple[int, int, int]:
+        return self.ops, self.reads, self.weight_casts
 
 
 def _has_bool_index(args) -> bool:
@@ -162,8 +171,8 @@ def measure(predictor, video: str, objects: int, warmup: int, frames: int | None
         for k, (x, y) in enumerate(click_grid(objects, session.video_hw)):
             predictor.add_prompt(session, 0, points=[[x, y]], labels=[1], obj_id=k + 1)
         prop = predictor.propagate(session, "forward", start_frame=0, max_frames=frames)
-        ops, reads, secs, cpu = [], [], [], []
-        counter = OverheadCounter()
+        ops, reads, casts, secs, cpu = [], [], [], [], []
+        counter = OverheadCounter(tuple(predictor.model.parameters()))
         tracked = []
         while not prop.finished:
             with counter:
@@ -174,6 +183,7 @@ def measure(predictor, video: str, objects: int, warmup: int, frames: int | None
                 after = counter.snapshot()
             ops.append(after[0] - before[0])
             reads.append(after[1] - before[1])
+            casts.append(after[2] - before[2])
             secs.append(dt)
             cpu.append(dc)
             tracked += [len(r.obj_ids) for r in results]
@@ -182,12 +192,13 @@ def measure(predictor, video: str, objects: int, warmup: int, frames: int | None
     skip = 1 + warmup  # the prompted frame, then the warm-up frames
     if len(ops) <= skip:
         raise ValueError(f"the video has {len(ops)} frames: too few to measure after {skip} skipped")
-    ops, reads, secs, cpu = ops[skip:], reads[skip:], secs[skip:], cpu[skip:]
+    ops, reads, casts, secs, cpu = ops[skip:], reads[skip:], casts[skip:], secs[skip:], cpu[skip:]
     return {
         "objects": objects,
         "frames": len(ops),
         "ops_per_frame": statistics.mean(ops),
         "host_reads_per_frame": statistics.mean(reads),
+        "weight_casts_per_frame": statistics.mean(casts),
         "ms_per_frame": 1e3 * statistics.median(secs),
         "cpu_ms_per_frame": 1e3 * statistics.median(cpu),
         "objects_tracked_min": min(tracked) if tracked else 0,
@@ -204,6 +215,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--frames", type=int, default=None, help="frames to propagate (default: the whole video)")
     ap.add_argument("--warmup", type=int, default=1, help="propagated frames not counted (after frame 0)")
     ap.add_argument("--precision", default="fp32", help="auto | fp32 | bf16 (sam3.device policy)")
+    ap.add_argument("--no-hold", action="store_true", help="bf16/fp16: let autocast cast the weights every call")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--where", action="store_true", help="print where in sam3/ the host reads happen")
     ap.add_argument("--json", default=None, help="also write the rows to this file")
@@ -219,11 +231,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     torch.manual_seed(0)
     model = build_image_model(preset=args.preset, device="cpu", random_weights=True)
     precision = resolve_precision(args.precision, torch.device("cpu"))
-    prepare_model(model, precision)
+    report = prepare_model(model, precision, hold_weights=not args.no_hold)
     predictor = Sam3VideoPredictor(model)
     print(
         f"video overhead: preset {args.preset}, precision {precision.mode}, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads, CPU {cpu_info().describe()}; video {args.video}",
+        f"{torch.get_num_threads()} threads, CPU {cpu_info().describe()}; video {args.video}; "
+        f"{len(report.held)} modules hold their weights in the autocast dtype",
         flush=True,
     )
     with precision.context():  # one untimed run: first-call allocations and lazy inits
@@ -238,7 +251,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         base = rows[0]
         print(
             f"{n:>3} objects: {row['ops_per_frame']:8.0f} ops/frame ({row['ops_per_frame'] / base['ops_per_frame']:.2f}x)"
-            f"  {row['host_reads_per_frame']:6.1f} host reads/frame  {row['ms_per_frame']:8.1f} ms/frame"
+            f"  {row['host_reads_per_frame']:6.1f} host reads/frame  {row['weight_casts_per_frame']:6.1f} weight casts/frame"
+            f"  {row['ms_per_frame']:8.1f} ms/frame"
             f" ({row['ms_per_frame'] / base['ms_per_frame']:.2f}x)  {row['cpu_ms_per_frame']:8.1f} CPU ms/frame"
             f" ({row['cpu_ms_per_frame'] / base['cpu_ms_per_frame']:.2f}x)  over {row['frames']} frames,"
             f" >= {row['objects_tracked_min']} objects returned;  reads: {row['read_kinds']}",

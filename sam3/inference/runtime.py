@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from sam3.device import Precision
+from sam3.inference.held_weights import HeldWeights
 from sam3.quantize import quantize_linear_int8
 
 log = logging.getLogger("sam3.runtime")
@@ -26,10 +27,12 @@ TRUNK = "detector.backbone.vision_backbone.trunk"
 
 @dataclass(frozen=True)
 class RuntimeReport:
-    """What :func:`prepare_model` did: the quantised linears and the compiled modules (qualified names)."""
+    """What :func:`prepare_model` did: the quantised linears, the compiled modules and the modules whose weights
+    are held in the autocast dtype (qualified names)."""
 
     quantized: tuple[str, ...] = ()
     compiled: tuple[str, ...] = ()
+    held: tuple[str, ...] = ()
 
 
 def set_num_threads(num_threads: int | None) -> None:
@@ -50,11 +53,15 @@ def inference_context(precision: Precision, num_threads: int | None = None) -> I
         yield
 
 
-def prepare_model(model, precision: Precision, compile: bool = False) -> RuntimeReport:
-    """Apply ``precision`` and ``compile`` to a built, eval-mode ``Sam3Model`` in place.
+def prepare_model(model, precision: Precision, compile: bool = False, hold_weights: bool = True) -> RuntimeReport:
+    """Apply ``precision`` and ``compile`` to a built, eval-mode ``Sam3Model`` on its device, in place.
 
     * int8: the ``nn.Linear`` layers of the vision trunk (the ViT) become dynamically quantised int8
       linears; everything else stays fp32;
+    * bf16 / fp16 autocast (``hold_weights``): the linear, convolution and attention-projection weights get a
+      copy in that dtype, made once here, which their forward uses under that autocast instead of casting on
+      every call (:class:`~sam3.inference.held_weights.HeldWeights`: bit for bit the same results); the
+      compiled trunk keeps its own casts;
     * compile: the vision trunk (the ViT: most of an image's cost) is compiled with ``torch.compile``
       for the fixed input size. The first call after this compiles (seconds to minutes): run
       :func:`warm_up` before serving.
@@ -73,7 +80,11 @@ def prepare_model(model, precision: Precision, compile: bool = False) -> Runtime
         # dynamic=False: the trunk always sees (B, 3, S, S) at the model's one input size.
         trunk.compile(dynamic=False)
         compiled.append(TRUNK)
-    return RuntimeReport(tuple(quantized), tuple(compiled))
+    held: list[str] = []
+    if hold_weights and precision.autocast_dtype is not None:
+        held = HeldWeights(model, precision.autocast_dtype, skip=tuple(compiled)).names
+        log.info("%d modules hold their weights in %s", len(held), precision.mode)
+    return RuntimeReport(tuple(quantized), tuple(compiled), tuple(held))
 
 
 def warm_up(model, precision: Precision, num_threads: int | None = None, text: str = "an object") -> float:

@@ -24,10 +24,11 @@ def prepare_for_serving(model, precision: Precision, settings: Settings) -> None
 
     report = prepare_model(model, precision, compile=settings.compile)
     log.info(
-        "precision %s (%s); %d int8 linears; compiled: %s",
+        "precision %s (%s); %d int8 linears; %d modules hold their weights in the autocast dtype; compiled: %s",
         precision.mode,
         precision.reason,
         len(report.quantized),
+        len(report.held),
         ", ".join(report.compiled) or "nothing",
     )
     if settings.warmup:

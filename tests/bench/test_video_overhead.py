@@ -19,7 +19,7 @@ def test_counter_counts_operators_and_host_reads(overhead):
     x = torch.arange(6.0)
     with overhead.OverheadCounter() as counter:
         y = (x * 2 + 1).sum()  # 3 operators, no read
-        ops_before, reads_before = counter.snapshot()
+        ops_before, reads_before, _ = counter.snapshot()
         assert reads_before == 0 and ops_before == 3
         float(y)  # one read (float -> item counts once)
         y.item()
@@ -30,6 +30,12 @@ def test_counter_counts_operators_and_host_reads(overhead):
         bool(y > 0)
     assert counter.reads == 7, counter.read_kinds
     assert counter.read_kinds["__float__"] == 1 and counter.read_kinds["aten.nonzero.default"] == 1
+    # casts of the parameters it was given are weight casts; other casts are not
+    weight = torch.nn.Parameter(torch.ones(3))
+    with overhead.OverheadCounter((weight,)) as counter:
+        weight.to(torch.bfloat16)
+        x.to(torch.bfloat16)
+    assert counter.weight_casts == 1
     # outside the mode nothing is patched any more
     assert torch.Tensor.item.__name__ != "wrapped"
 
@@ -42,3 +48,12 @@ def test_smoke_run_tiny(overhead, capsys):
         assert r["ops_per_frame"] > 100  # the tracker ran (hundreds of operators per frame)
         assert r["host_reads_per_frame"] >= 0 and r["ms_per_frame"] > 0
     assert "ops/frame" in capsys.readouterr().out
+
+
+def test_held_weights_leave_no_weight_cast_per_frame(overhead, capsys):
+    """bf16 autocast on any CPU (emulated where bf16 is not native: slower, the same counts)."""
+    plain = overhead.main(["--objects", "1", "--frames", "2", "--warmup", "0", "--precision", "bf16", "--no-hold"])
+    held = overhead.main(["--objects", "1", "--frames", "2", "--warmup", "0", "--precision", "bf16"])
+    assert plain[0]["weight_casts_per_frame"] > 100 and held[0]["weight_casts_per_frame"] == 0
+    assert held[0]["ops_per_frame"] < plain[0]["ops_per_frame"]
+    assert "weight casts/frame" in capsys.readouterr().out
