@@ -251,9 +251,11 @@ class InteractivePredictor:
             return None, None
         if coords is None or labels is None:
             raise ValueError("point_coords and point_labels must be given together")
+        # checked where the values are (the caller's host arrays, as a rule) before they go to the device: a
+        # check on device values would cost a device-to-host synchronisation per click
         coords = torch.as_tensor(np.asarray(coords) if isinstance(coords, (list, tuple)) else coords)
         labels = torch.as_tensor(np.asarray(labels) if isinstance(labels, (list, tuple)) else labels)
-        coords = coords.to(device=device, dtype=torch.float32)
+        coords = coords.to(dtype=torch.float32)
         if coords.dim() not in (2, 3) or coords.shape[-1] != 2:
             raise ValueError(f"point_coords must be (N, 2) or (B, N, 2), got {tuple(coords.shape)}")
         if labels.dim() != coords.dim() - 1 or tuple(labels.shape) != tuple(coords.shape[:-1]):
@@ -262,13 +264,14 @@ class InteractivePredictor:
             )
         if labels.is_floating_point() and not torch.equal(labels, labels.round()):
             raise ValueError("point_labels must be integers")
-        labels = labels.to(device=device, dtype=torch.int32)
-        bad = ~torch.isin(labels, torch.tensor(VALID_LABELS, dtype=torch.int32, device=device))
+        labels = labels.to(dtype=torch.int32)
+        bad = ~torch.isin(labels, torch.tensor(VALID_LABELS, dtype=torch.int32, device=labels.device))
         if bad.any():
             raise ValueError(f"point_labels must be in {VALID_LABELS}, got {labels[bad].unique().tolist()}")
         if not torch.isfinite(coords).all():
             raise ValueError("point_coords must be finite")
-        coords = self._to_model_pixels(coords, hw, normalize)
+        coords = self._to_model_pixels(coords.to(device, non_blocking=True), hw, normalize)
+        labels = labels.to(device, non_blocking=True)
         if coords.dim() == 2:
             coords, labels = coords[None], labels[None]
         return coords, labels
@@ -276,12 +279,12 @@ class InteractivePredictor:
     def _prep_box(self, box: ArrayLike, hw: tuple[int, int], normalize: bool, device: torch.device) -> torch.Tensor:
         """(4,) or (B, 4) xyxy -> corners (B, 2, 2) in model-input pixels."""
         box = torch.as_tensor(np.asarray(box) if isinstance(box, (list, tuple)) else box)
-        box = box.to(device=device, dtype=torch.float32)
+        box = box.to(dtype=torch.float32)
         if box.dim() not in (1, 2) or box.shape[-1] != 4:
             raise ValueError(f"box must be (4,) or (B, 4) xyxy, got {tuple(box.shape)}")
-        if not torch.isfinite(box).all():
+        if not torch.isfinite(box).all():  # on the caller's values, before the upload (see _prep_points)
             raise ValueError("box must be finite")
-        return self._to_model_pixels(box.reshape(-1, 2, 2), hw, normalize)
+        return self._to_model_pixels(box.to(device, non_blocking=True).reshape(-1, 2, 2), hw, normalize)
 
     def _prep_mask(self, mask_input: ArrayLike | None, device: torch.device) -> torch.Tensor | None:
         """(1, S, S) or (B, 1, S, S) logits -> (B, 1, S, S) float32, S = 4g."""
