@@ -274,8 +274,9 @@ class AutomaticMaskGenerator:
         """(M, s, s) low-res logits -> stability filter, boxes, crop-edge filter, RLE at the image size."""
         cfg, thr = self.config, self.threshold
         logits = F.interpolate(low_res[:, None], crop_hw, mode="bilinear", align_corners=False)[:, 0]
-        inter = (logits > thr + cfg.stability_score_offset).sum((-1, -2), dtype=torch.int32)
-        union = (logits > thr - cfg.stability_score_offset).sum((-1, -2), dtype=torch.int32)
+        # counted over the flattened pixels: a sum over the two last axes at once is several times slower on CPU
+        inter = (logits > thr + cfg.stability_score_offset).flatten(1).sum(1, dtype=torch.int32)
+        union = (logits > thr - cfg.stability_score_offset).flatten(1).sum(1, dtype=torch.int32)
         stability = inter / union
         masks = logits > thr
         del logits

@@ -40,7 +40,7 @@ def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
     n, h, w = masks.shape
     if n == 0:
         return torch.zeros(0, 4, dtype=torch.float32, device=masks.device)
-    inside = masks != 0
+    inside = masks if masks.dtype == torch.bool else masks != 0  # (a copy of a bool mask costs a pass)
     rows = inside.any(dim=2)  # (N, H): which rows hold a pixel
     cols = inside.any(dim=1)  # (N, W): which columns hold a pixel
     ys = torch.arange(h, device=masks.device)
