@@ -123,7 +123,7 @@ def video_run(model, context, sync, video: Path, objects: int, text: bool, warmu
             prop.step()  # the prompted frame (stored outputs)
             for _ in range(warmup):
                 prop.step()
-            left = prop.total - prop.done
+            left = prop.total - prop.frames_done
             if left < 2:
                 raise ValueError(f"the video is too short: {left} frames left after the warm-up")
             timed_frames = left // 2  # the first half is timed, the second half counted / profiled

@@ -220,6 +220,24 @@ class Sam3VideoPredictor:
             hidden = set(session.objects.suppressed.get(frame_idx, ()))
             return self.engine.build_result(session, frame_idx, session.masks_on(frame_idx), hidden)
 
+    def computed_frames(self, session: VideoSession, start: int = 0, end: int | None = None) -> list[int]:
+        """The frames in ``start..end`` (inclusive; None: the last) whose output is stored, in frame order (read
+        under the predictor's lock: a propagation may be adding frames meanwhile)."""
+        last = session.num_frames - 1 if end is None else end
+        with self.lock:
+            return sorted(t for t in session.stored_masks if start <= t <= last)
+
+    def objects_in(self, session: VideoSession, frames: list[int]) -> list[int]:
+        """The object ids with a stored mask on any of ``frames``, and the session's current objects, sorted."""
+        with self.lock:
+            ids = {i for t in frames for i in session.stored_masks.get(t, {})}
+            return sorted(ids | set(session.objects.obj_ids))
+
+    def prefetch(self, session: VideoSession, frames: list[int]) -> None:
+        """Decode ``frames`` into the session's frame cache now (a caller's decode-ahead thread; frames outside
+        the video are ignored). Takes no predictor lock: the frame cache has its own."""
+        session.video.prefetch(*frames)
+
     # ---------------------------------------------------------------- propagation
     def propagate(
         self,
@@ -289,7 +307,8 @@ class Sam3VideoPredictor:
 class Propagation:
     """One propagation, one frame of work per :meth:`step` (an iterator of :class:`FrameResult` too).
 
-    ``order`` lists the frames in processing order (``total`` of them); ``done`` counts those processed.
+    ``total`` frames are visited in processing order; ``frames_done`` counts those stepped, ``next_frame`` and
+    :meth:`upcoming` name what comes next (a caller decodes them ahead).
     A full detect-then-track pass holds results back for ``hotstart_delay`` frames (the hot-start rules may
     still remove a young object); :meth:`finish` releases what is held when a caller stops early, so every
     frame computed so far keeps its stored output.
@@ -306,9 +325,8 @@ class Propagation:
         self.session = session
         self.passes = passes
         self.requested_start = requested_start
-        self.order = [t for _, frames in passes for t in frames]
-        self.total = len(self.order)
-        self.done = 0
+        self._order = [t for _, frames in passes for t in frames]
+        self._done = 0
         self._pass = -1
         self._pos = 0
         self._kind: ActionKind | None = None
@@ -321,8 +339,18 @@ class Propagation:
         self._action: Action | None = None
 
     @property
+    def total(self) -> int:
+        """Frames this propagation visits (both passes of "both")."""
+        return len(self._order)
+
+    @property
+    def frames_done(self) -> int:
+        """Frames stepped so far (``total`` once finished or stopped)."""
+        return self._done
+
+    @property
     def finished(self) -> bool:
-        return self.done >= self.total
+        return self._done >= self.total
 
     @property
     def stopped(self) -> bool:
@@ -331,7 +359,12 @@ class Propagation:
 
     @property
     def next_frame(self) -> int | None:
-        return None if self.finished else self.order[self.done]
+        return None if self.finished else self._order[self._done]
+
+    def upcoming(self, count: int = 2) -> list[int]:
+        """The next ``count`` frames to be stepped, in order (fewer near the end; none once finished): what a
+        caller decodes ahead while the current frame computes."""
+        return self._order[self._done : self._done + count]
 
     def __iter__(self) -> Iterator[FrameResult]:
         return self
@@ -366,7 +399,7 @@ class Propagation:
                 out = [p.engine.build_result(s, t, s.masks_on(t), set(s.objects.suppressed[t]))]
             p.engine.prune_memory(self.session, t)
             self._pos += 1
-            self.done += 1
+            self._done += 1
             if self.finished:
                 self._drain()
             return out
@@ -380,7 +413,7 @@ class Propagation:
                 # an interrupted pass does not count: the next propagation plans as if it had not been asked
                 # for (otherwise the released planning would only fetch frames that were never computed)
                 self.session.actions.pop()
-            self.done = self.total
+            self._done = self.total
             self._stopped = True
             return out
 

@@ -171,6 +171,11 @@ class VideoSession:
     def video_hw(self) -> tuple[int, int]:
         return (self.video.height, self.video.width)
 
+    @property
+    def frames_computed(self) -> int:
+        """How many frames have a stored output."""
+        return len(self.stored_masks)
+
     def masks_on(self, frame_idx: int) -> dict[int, torch.Tensor]:
         """The stored output masks of a frame: id -> (1, H, W) bool (empty when not computed)."""
         return {i: m.decode() for i, m in self.stored_masks.get(frame_idx, {}).items()}

@@ -60,9 +60,8 @@ async def export(body: TrackExportRequest, tracking: TrackingDep) -> StreamingRe
         if end < body.start:
             raise BadValue(f"end: {body.end} is before start {body.start}")
         predictor = await tracking.ensure_predictor()
-        with predictor.lock:  # a propagation may be adding frames meanwhile
-            computed = sorted(t for t in video.stored_masks if body.start <= t <= end)
-            present = sorted({i for t in computed for i in video.stored_masks[t]} | set(video.objects.obj_ids))
+        computed = predictor.computed_frames(video, body.start, end)
+        present = predictor.objects_in(video, computed)
         if not computed:
             raise Conflict(
                 f"session_id: no computed frames in {body.start}..{end} to export; prompt and propagate first"

@@ -70,7 +70,7 @@ async def sessions(settings: SettingsDep, tracking: TrackingDep) -> SessionList:
                 created=s.created,
                 last_used=wall - (now - s.last_used),
                 busy=busy,
-                frames_computed=len(s.video.stored_masks),
+                frames_computed=s.video.frames_computed,
                 age_s=wall - s.created,
                 idle_s=0.0 if busy else now - s.last_used,
                 expires_in=max(0.0, s.expires_in(settings.session_ttl_s, settings.session_heartbeat_s, now)),

@@ -274,7 +274,7 @@ class TrackingService:
                     f"frame_idx: {prompt.frame_idx} is out of range; the video has {video.num_frames} frames"
                 )
             predictor = await self.ensure_predictor()
-            await self._decode(lambda: video.video.prefetch(prompt.frame_idx, prompt.frame_idx + 1))
+            await self._decode(lambda: predictor.prefetch(video, [prompt.frame_idx, prompt.frame_idx + 1]))
             points = [list(p) for p in prompt.points] if prompt.points else None
             boxes = [b.to_list() for b in prompt.boxes] if prompt.boxes else None
             result = await self._predictor_call(
@@ -326,18 +326,17 @@ class TrackingService:
         session.propagation, session.cancel = prop, False
         session.users += 1
         try:
-            video = session.video
+            video, predictor = session.video, await self.ensure_predictor()
             while not prop.finished:
                 if session.cancel:
                     for frame in await frames_to_wire(await self._finish(prop), mask_format):
                         yield frame
                     break
-                t = prop.next_frame
-                ahead = prop.order[prop.done + 1] if prop.done + 1 < prop.total else t
-                await self._decode(lambda t=t, ahead=ahead: video.video.prefetch(t, ahead))
+                frames = prop.upcoming(2)  # this frame and the next, decoded off the model's thread
+                await self._decode(lambda frames=frames: predictor.prefetch(video, frames))
                 results = await self._predictor_call(prop.step, refusal=Conflict, field="session_id", step=True)
                 self.frames_propagated += 1
-                if prop.done % TRIM_EVERY_FRAMES == 0:
+                if prop.frames_done % TRIM_EVERY_FRAMES == 0:
                     await anyio.to_thread.run_sync(trim_heap)
                 for frame in await frames_to_wire(results, mask_format):
                     yield frame
@@ -389,10 +388,10 @@ class TrackingService:
             predictor = await self.ensure_predictor()
 
             def read() -> list[dict]:
-                with predictor.lock:  # a propagation may be adding frames meanwhile
-                    computed = sorted(t for t in video.stored_masks if start <= t <= last)
                 out = []
-                for t in computed:  # one full-size frame result at a time: encoded, then dropped
+                for t in predictor.computed_frames(
+                    video, start, last
+                ):  # one full-size frame result at a time: encoded, then dropped
                     result = predictor.frame_result(video, t)
                     if result is not None:
                         out.append(frame_to_wire(result, mask_format))

@@ -244,10 +244,16 @@ def test_stored_results_and_early_stop(model, folder):
     s = predictor.start_session(str(folder))
     predictor.add_prompt(s, 0, text="a cup")
     prop = predictor.propagate(s, "forward")
-    assert prop.total == NUM_FRAMES and prop.order == list(range(NUM_FRAMES))
+    assert prop.total == NUM_FRAMES and prop.upcoming(NUM_FRAMES + 1) == list(range(NUM_FRAMES))
     assert prop.step() == [] and prop.step() == []  # held back by the hot-start delay
+    assert prop.frames_done == 2 and prop.next_frame == 2 and prop.upcoming() == [2, 3]
+    assert predictor.computed_frames(s) == [0]  # the prompted frame only: the others are held back
     held = prop.finish()
     assert [r.frame_idx for r in held] == [0, 1] and prop.finished
+    assert prop.frames_done == prop.total and prop.upcoming() == [] and prop.next_frame is None
+    assert predictor.computed_frames(s) == [0, 1] and predictor.computed_frames(s, 1, 3) == [1]
+    assert s.frames_computed == 2
+    assert predictor.objects_in(s, [0, 1]) == sorted({int(i) for r in held for i in r.obj_ids} | set(s.objects.obj_ids))
     for r in held:
         stored = predictor.frame_result(s, r.frame_idx)
         assert np.array_equal(stored.obj_ids, r.obj_ids) and np.array_equal(stored.masks, r.masks)
