@@ -69,8 +69,10 @@ class _ClientConfig:
         self.retry = retry
         self.output_dir = Path(output_dir or os.environ.get("SAM_OUTPUT_DIR") or DEFAULT_OUTPUT_DIR)
 
-    def _http_timeout(self, remaining: float) -> httpx.Timeout:
-        return httpx.Timeout(remaining, connect=min(self.connect_timeout, remaining))
+    def _http_timeout(self, remaining: float) -> tuple[float, float, float, float]:
+        """(connect, read, write, pool) seconds: a tuple, which every httpx-compatible client takes (an
+        ``httpx.Timeout`` is refused by httpx2 2.17's clients, e.g. Starlette's TestClient passed as ``http``)."""
+        return (min(self.connect_timeout, remaining), remaining, remaining, remaining)
 
     def _transport_error(self, exc: httpx.HTTPError, call: Call) -> SamServiceError:
         if isinstance(exc, httpx.ConnectError):
