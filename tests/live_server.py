@@ -50,7 +50,27 @@ def start_server(
 
     ``factory``: ``target`` names a function that builds the app (uvicorn ``--factory``). ``repo``: the
     checkout whose code runs (a benchmark may measure another one). ``http``: uvicorn's ``--http`` (by default
-    the protocol run_sam.sh starts it with). ``extra_env`` overrides the defaults."""
+    the protocol run_sam.sh starts it with). ``extra_env`` overrides the defaults.
+
+    A free port can be taken by another process between ``free_port()`` and uvicorn's bind (another test run on
+    the machine): uvicorn then exits with "address already in use" and the start is retried on a new port."""
+    for attempt in range(3):
+        try:
+            return _start_once(tmp, extra_env, wait_for_model, timeout_s, target, factory, repo, http)
+        except PortTaken:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+class PortTaken(RuntimeError):
+    """uvicorn could not bind its port (someone took it after ``free_port()``)."""
+
+
+def _start_once(
+    tmp: Path, extra_env: dict[str, str], wait_for_model: bool, timeout_s: float, target: str, factory: bool,
+    repo: Path, http: str,
+) -> LiveServer:  # fmt: skip
     port = free_port()
     media = tmp / "media"
     media.mkdir(exist_ok=True)
@@ -84,12 +104,14 @@ def start_server(
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"uvicorn exited with {process.returncode}:\n{server.log()}")
+            log = server.log()
+            kind = PortTaken if "address already in use" in log.lower() else RuntimeError
+            raise kind(f"uvicorn exited with {process.returncode}:\n{log}")
         try:
             health = httpx.get(f"{server.url}/health", timeout=2).json()
             if not wait_for_model or not health.get("loading"):
                 return server
-        except httpx.HTTPError:
+        except (httpx.HTTPError, ValueError):  # not up yet, or another process answers on the port (not JSON)
             pass
         time.sleep(0.3)
     stop_server(server)

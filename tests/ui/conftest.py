@@ -30,6 +30,15 @@ def chromium_path() -> str:
     return path
 
 
+def visible_box(locator) -> dict:
+    """The locator's box once it is visible (Playwright's ``bounding_box`` is None for a canvas not laid out yet,
+    e.g. while a frame still loads on a busy machine)."""
+    locator.wait_for(state="visible")
+    box = locator.bounding_box()
+    assert box is not None and box["width"] > 0 and box["height"] > 0, box
+    return box
+
+
 def fill_media(media: Path, photo: np.ndarray) -> None:
     """A short video, a folder of frames, and things the listing must leave out."""
     write_video(media / "clip.mp4", moving_crops(photo, VIDEO_FRAMES, size=160, step=8))

@@ -17,6 +17,8 @@ from collections.abc import Iterator
 import httpx
 import numpy as np
 import pytest
+
+from tests.ui.conftest import visible_box
 from PIL import Image
 
 from tests.clients.conftest import LiveServer, start_server, stop_server
@@ -97,7 +99,7 @@ def timeline_colours(page) -> dict[str, int]:
 
 def click_stage(page, fx: float, fy: float, **kwargs) -> dict:
     marks = page.locator("#video-stage .layer-marks")
-    box = marks.bounding_box()
+    box = visible_box(marks)
     with page.expect_request("**/track/prompt") as sent, page.expect_response("**/track/prompt") as answer:
         marks.click(position={"x": box["width"] * fx, "y": box["height"] * fy}, **kwargs)
     assert answer.value.ok, answer.value.text()
@@ -270,7 +272,7 @@ def test_a_box_on_a_frame_folder_is_drawn_and_the_session_list_closes_others(con
     page.click("#video-open")
     page.locator("#video-info", has_text="3 frames").wait_for()
     marks = page.locator("#video-stage .layer-marks")
-    box = marks.bounding_box()
+    box = visible_box(marks)
     with page.expect_response("**/track/prompt") as answer:
         page.mouse.move(box["x"] + 0.2 * box["width"], box["y"] + 0.2 * box["height"])
         page.mouse.down()
@@ -336,7 +338,7 @@ def test_image_mode_editing_basics(context, editor_server, coffee, tmp_path):
     page.set_input_files("#image-file", str(photo))
     marks = page.locator("#image-stage .layer-marks")
     marks.wait_for()
-    box = marks.bounding_box()
+    box = visible_box(marks)
 
     # Two clicks, then undo: the object is segmented again from the first click alone.
     marks.click(position={"x": box["width"] * 0.5, "y": box["height"] * 0.45})

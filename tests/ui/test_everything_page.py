@@ -10,7 +10,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from tests.ui.conftest import VIDEO_FRAMES
+from tests.ui.conftest import VIDEO_FRAMES, visible_box
 
 # Highlighted (hover colour #facc15) pixels on the Everything layer of a stage.
 HOVERED_PIXELS = """(stage) => {
@@ -48,7 +48,7 @@ def test_everything_in_image_mode(page, ui_server, coffee, tmp_path):
     assert page.evaluate(HOVERED_PIXELS, "image-stage") == 0
 
     # Hover a pixel of the smallest region: the smallest region there lights up (exactly its pixels).
-    box = layer.bounding_box()
+    box = visible_box(layer)
     at = inside(body, body["count"] - 1, box["width"], box["height"])
     page.mouse.move(box["x"] + at["x"], box["y"] + at["y"])
     page.wait_for_function("document.querySelector('#image-stage .layer-everything').dataset.hovered !== ''")
@@ -82,7 +82,7 @@ def test_everything_on_a_video_frame_makes_a_tracked_object(page, ui_server, tmp
     body = answer.value.json()
     layer = page.locator("#video-stage .layer-everything")
     layer.wait_for()
-    box = layer.bounding_box()
+    box = visible_box(layer)
     at = inside(body, 0, box["width"], box["height"])
     page.mouse.move(box["x"] + at["x"], box["y"] + at["y"])
     page.wait_for_function("document.querySelector('#video-stage .layer-everything').dataset.hovered !== ''")

@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from tests.clients.conftest import start_server, stop_server
-from tests.ui.conftest import LONG_FRAMES, VIDEO_FRAMES
+from tests.ui.conftest import LONG_FRAMES, VIDEO_FRAMES, visible_box
 
 # Tinted pixels on a stage's mask layer (the layer holds nothing but masks).
 MASK_PIXELS = """(stage) => {
@@ -60,7 +60,7 @@ def test_image_clicks_text_and_download(page, ui_server, coffee, tmp_path):
     assert page.evaluate(MASK_PIXELS, "image-stage") == 0
 
     # A positive click: a mask appears on the overlay, with its score.
-    box = marks.bounding_box()
+    box = visible_box(marks)
     marks.click(position={"x": box["width"] * 0.5, "y": box["height"] * 0.45})
     page.locator("#click-info", has_text="score").wait_for()
     first = page.evaluate(MASK_PIXELS, "image-stage")
@@ -136,7 +136,7 @@ def test_service_errors_show_as_toasts_and_the_page_keeps_working(page, ui_serve
     assert toast.inner_text().startswith("422 ")
     page.screenshot(path=tmp_path / "toast.png")
     # The same page still segments afterwards: a dragged box this time.
-    box = page.locator("#image-stage .layer-marks").bounding_box()
+    box = visible_box(page.locator("#image-stage .layer-marks"))
     # (no click was made, so the service's 200 means the box went: it needs points or boxes)
     with page.expect_response("**/predict/mask") as answer:
         page.mouse.move(box["x"] + 0.3 * box["width"], box["y"] + 0.2 * box["height"])
@@ -188,7 +188,7 @@ def test_video_end_to_end(page, ui_server, tmp_path):
     # A click on frame 0 makes object 1; the overlay shows exactly whether the service found a mask there
     # (random weights may track nothing: the page must then draw nothing, not something stale).
     marks = page.locator("#video-stage .layer-marks")
-    box = marks.bounding_box()
+    box = visible_box(marks)
     with page.expect_response("**/track/prompt") as answer:
         marks.click(position={"x": box["width"] / 2, "y": box["height"] / 2})
     assert answer.value.ok
