@@ -119,6 +119,7 @@ class VideoSource:
         self.cache_frames = max(2, int(limits.cache_mb * 1024 * 1024) // frame_bytes)
         self._cache: OrderedDict[int, torch.Tensor] = OrderedDict()  # index -> (3, S, S) uint8
         self._lock = threading.RLock()
+        self._closed = False
         self.decoded = 0  # frames decoded so far (a cache miss costs one or more decodes)
 
     # ---------------------------------------------------------------- public
@@ -137,10 +138,14 @@ class VideoSource:
             return self._image(idx)
 
     def prefetch(self, *indices: int) -> None:
-        """Decode these frames into the cache now (frames outside the video are ignored)."""
+        """Decode these frames into the cache now (frames outside the video are ignored, and so is every frame
+        once the source is closed: a decode-ahead thread may still ask after the session ended)."""
         for idx in indices:
-            if 0 <= idx < self.num_frames:
-                self._pixels(idx)
+            with self._lock:
+                if self._closed:
+                    return
+                if 0 <= idx < self.num_frames:
+                    self._pixels(idx)
 
     def _pixels(self, idx: int) -> torch.Tensor:
         """(3, S, S) uint8 frame ``idx`` from the cache (refreshed as most recent), decoded on a miss."""
@@ -158,6 +163,7 @@ class VideoSource:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             self._cache.clear()
             self._close()
 

@@ -20,6 +20,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -57,6 +58,18 @@ T = TypeVar("T")
 TRIM_EVERY_FRAMES = 25
 
 
+DECODE_AHEAD_THREAD = "sam-decode-ahead"
+
+
+def _decode_ahead(predictor: Sam3VideoPredictor, video, frame_idx: int) -> None:
+    """Decode one frame into the session's frame cache; a failure is left for the frame's own decode to report
+    (it runs again before that frame's step and raises the video error there)."""
+    try:
+        predictor.prefetch(video, [frame_idx])
+    except Exception:  # noqa: BLE001 -- reported by the step's own decode of this frame
+        log.debug("decode-ahead of frame %d failed; its own decode will report it", frame_idx, exc_info=True)
+
+
 class TrackingService:
     """Sessions of the video predictor, with a cap, idle expiry and a lazily built predictor."""
 
@@ -70,6 +83,8 @@ class TrackingService:
         # called with (session_id, resource_path) when a session is freed (the upload store's retention clock)
         self.on_free: list[Callable[[str, str], None]] = []
         self.previews = FramePreviews(settings, models)  # GET /media/frame
+        # frames decoded ahead while the model computes the current one (one thread for every session)
+        self._ahead = ThreadPoolExecutor(max_workers=1, thread_name_prefix=DECODE_AHEAD_THREAD)
 
     # ------------------------------------------------------------------ predictor
     @property
@@ -195,6 +210,7 @@ class TrackingService:
         for sid in list(self.sessions):
             self._close(sid)
         self.previews.close()
+        self._ahead.shutdown(wait=False, cancel_futures=True)
 
     async def _model_step(self, fn: Callable[[], T]) -> T:
         """One unit of model work under the model lock; a full queue is waited out (a propagation in progress
@@ -316,7 +332,8 @@ class TrackingService:
         """Run a planned propagation frame by frame, yielding each encoded frame as soon as it exists.
 
         The model lock is taken per frame; the frame (and the detector's look-ahead frame) is decoded before
-        taking it. On cancel (``/track/cancel``, ``/track/stop``, a disconnect) the frames computed so far
+        taking it, and the frame after those is decoded on the decode-ahead thread while the model computes (so
+        the next step finds its frames decoded). On cancel (``/track/cancel``, ``/track/stop``, a disconnect) the frames computed so far
         stay stored, and ``prop.stopped`` is true.
         """
         if self.sessions.get(session.session_id) is not session or not session.ready:
@@ -332,8 +349,11 @@ class TrackingService:
                     for frame in await frames_to_wire(await self._finish(prop), mask_format):
                         yield frame
                     break
-                frames = prop.upcoming(2)  # this frame and the next, decoded off the model's thread
-                await self._decode(lambda frames=frames: predictor.prefetch(video, frames))
+                frames = prop.upcoming(3)
+                # this frame and the next, off the model's thread (decoded ahead by the last step, as a rule)
+                await self._decode(lambda now=frames[:2]: predictor.prefetch(video, now))
+                if len(frames) == 3:
+                    self._ahead.submit(_decode_ahead, predictor, video, frames[2])
                 results = await self._predictor_call(prop.step, refusal=Conflict, field="session_id", step=True)
                 self.frames_propagated += 1
                 if prop.frames_done % TRIM_EVERY_FRAMES == 0:

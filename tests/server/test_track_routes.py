@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+import threading
 import time
 
 import pytest
@@ -263,3 +264,32 @@ def test_frame_results_are_encoded_as_the_contract_says():
     for coded, expected in zip(rle["masks"], masks):
         assert coded["size"] == [6, 8] and isinstance(coded["counts"], str)
         np.testing.assert_array_equal(rle_to_mask(coded), expected)
+
+
+def test_the_frame_after_next_is_decoded_ahead_while_the_model_computes(client, video, monkeypatch):
+    """Each step finds its frames decoded: frame t + 2 is decoded on the decode-ahead thread during step t, and
+    every frame of the video is decoded once."""
+    from sam3.inference.video_predictor import Sam3VideoPredictor
+    from server.services.tracking_service import DECODE_AHEAD_THREAD
+
+    calls: list[tuple[str, tuple[int, ...]]] = []
+    prefetch = Sam3VideoPredictor.prefetch
+
+    def recorded(self, session, frames):
+        calls.append((threading.current_thread().name, tuple(frames)))
+        return prefetch(self, session, frames)
+
+    monkeypatch.setattr(Sam3VideoPredictor, "prefetch", recorded)
+    r = client.post("/track/start", json={"video_path": str(video), "session_id": "ahead"})
+    assert r.status_code == 200, r.text
+    try:
+        r = client.post("/track/prompt", json={"session_id": "ahead", "frame_idx": 0, "points": [[48, 40]]})
+        assert r.status_code == 200, r.text
+        r = client.post("/track/propagate", json={"session_id": "ahead", "direction": "forward", "start_frame": 0})
+        assert r.status_code == 200 and r.json()["num_frames_processed"] == 6, r.text
+        ahead = [frames for name, frames in calls if name.startswith(DECODE_AHEAD_THREAD)]
+        assert ahead == [(t,) for t in range(2, 6)]
+        session = client.app.state.tracking.get("ahead")
+        assert session.video.video.decoded == 6  # each frame once: the step-time prefetch found them cached
+    finally:
+        client.post("/track/stop", json={"session_id": "ahead"})
