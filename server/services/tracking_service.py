@@ -70,6 +70,10 @@ def _decode_ahead(predictor: Sam3VideoPredictor, video, frame_idx: int) -> None:
         log.debug("decode-ahead of frame %d failed; its own decode will report it", frame_idx, exc_info=True)
 
 
+def _to_wire(results: list[FrameResult], mask_format: MaskFormat) -> list[dict]:
+    return [frame_to_wire(r, mask_format) for r in results]
+
+
 class TrackingService:
     """Sessions of the video predictor, with a cap, idle expiry and a lazily built predictor."""
 
@@ -85,6 +89,8 @@ class TrackingService:
         self.previews = FramePreviews(settings, models)  # GET /media/frame
         # frames decoded ahead while the model computes the current one (one thread for every session)
         self._ahead = ThreadPoolExecutor(max_workers=1, thread_name_prefix=DECODE_AHEAD_THREAD)
+        # frame results encoded for the wire while the model computes the next frame
+        self._encoder = ThreadPoolExecutor(max_workers=2, thread_name_prefix="sam-encode")
 
     # ------------------------------------------------------------------ predictor
     @property
@@ -211,6 +217,7 @@ class TrackingService:
             self._close(sid)
         self.previews.close()
         self._ahead.shutdown(wait=False, cancel_futures=True)
+        self._encoder.shutdown(wait=False, cancel_futures=True)
 
     async def _model_step(self, fn: Callable[[], T]) -> T:
         """One unit of model work under the model lock; a full queue is waited out (a propagation in progress
@@ -333,7 +340,8 @@ class TrackingService:
 
         The model lock is taken per frame; the frame (and the detector's look-ahead frame) is decoded before
         taking it, and the frame after those is decoded on the decode-ahead thread while the model computes (so
-        the next step finds its frames decoded). On cancel (``/track/cancel``, ``/track/stop``, a disconnect) the frames computed so far
+        the next step finds its frames decoded); a step's results are encoded for the wire while the next step
+        computes, so each frame is yielded one step after it was computed. On cancel (``/track/cancel``, ``/track/stop``, a disconnect) the frames computed so far
         stay stored, and ``prop.stopped`` is true.
         """
         if self.sessions.get(session.session_id) is not session or not session.ready:
@@ -342,29 +350,43 @@ class TrackingService:
             raise Conflict(f"session_id: a propagation is already running on session {session.session_id!r}")
         session.propagation, session.cancel = prop, False
         session.users += 1
+        previous: list[FrameResult] = []  # the last step's results, encoded while the next step computes
         try:
             video, predictor = session.video, await self.ensure_predictor()
             while not prop.finished:
                 if session.cancel:
-                    for frame in await frames_to_wire(await self._finish(prop), mask_format):
-                        yield frame
+                    previous += await self._finish(prop)
                     break
                 frames = prop.upcoming(3)
                 # this frame and the next, off the model's thread (decoded ahead by the last step, as a rule)
                 await self._decode(lambda now=frames[:2]: predictor.prefetch(video, now))
                 if len(frames) == 3:
                     self._ahead.submit(_decode_ahead, predictor, video, frames[2])
-                results = await self._predictor_call(prop.step, refusal=Conflict, field="session_id", step=True)
+                results, encoded = await self._step_while_encoding(prop, previous, mask_format)
+                previous = results
                 self.frames_propagated += 1
                 if prop.frames_done % TRIM_EVERY_FRAMES == 0:
                     await anyio.to_thread.run_sync(trim_heap)
-                for frame in await frames_to_wire(results, mask_format):
+                for frame in encoded:
                     yield frame
+            for frame in await frames_to_wire(previous, mask_format):
+                yield frame
         finally:
             with anyio.CancelScope(shield=True):  # a disconnect or an error: keep what was computed
                 if not prop.finished:
                     await self._finish(prop)
                 self._end_propagation(session)
+
+    async def _step_while_encoding(
+        self, prop: Propagation, previous: list[FrameResult], mask_format: MaskFormat
+    ) -> tuple[list[FrameResult], list[dict]]:
+        """One model step of ``prop`` while a worker thread encodes the ``previous`` step's results for the wire
+        (a frame is sent one step later, and its encoding no longer adds to the time per frame).
+        -> (this step's results, the previous results encoded)."""
+        pending = self._encoder.submit(_to_wire, previous, mask_format) if previous else None
+        results = await self._predictor_call(prop.step, refusal=Conflict, field="session_id", step=True)
+        encoded = [] if pending is None else await anyio.to_thread.run_sync(pending.result)
+        return results, encoded
 
     async def _decode(self, fn: Callable[[], Any]) -> None:
         from sam3.inference.media_paths import VideoReadError

@@ -293,3 +293,39 @@ def test_the_frame_after_next_is_decoded_ahead_while_the_model_computes(client, 
         assert session.video.video.decoded == 6  # each frame once: the step-time prefetch found them cached
     finally:
         client.post("/track/stop", json={"session_id": "ahead"})
+
+
+def test_a_frame_is_encoded_while_the_next_frame_computes(client, video, monkeypatch):
+    """Each frame's encoding for the wire waits for the next step to start (it would wait in vain if encoding
+    came before that step), and the stream still carries every frame once, in order."""
+    import server.services.tracking_service as tracking
+    from sam3.inference.video_predictor import Propagation
+
+    started, changed, overlapped = set(), threading.Condition(), []
+    to_wire, step = tracking._to_wire, Propagation.step
+
+    def slow_to_wire(results, mask_format):
+        after = max(r.frame_idx for r in results) + 1  # the step that computes the next frame
+        with changed:
+            overlapped.append(changed.wait_for(lambda: after in started, timeout=30))
+        return to_wire(results, mask_format)
+
+    def signalled_step(self):
+        with changed:
+            started.add(self.next_frame)
+            changed.notify_all()
+        return step(self)
+
+    monkeypatch.setattr(tracking, "_to_wire", slow_to_wire)
+    monkeypatch.setattr(Propagation, "step", signalled_step)
+    r = client.post("/track/start", json={"video_path": str(video), "session_id": "overlap"})
+    assert r.status_code == 200, r.text
+    try:
+        r = client.post("/track/prompt", json={"session_id": "overlap", "frame_idx": 0, "points": [[48, 40]]})
+        assert r.status_code == 200, r.text
+        r = client.post("/track/propagate", json={"session_id": "overlap", "direction": "forward", "start_frame": 0})
+        assert r.status_code == 200, r.text
+        assert [f["frame_idx"] for f in r.json()["frames"]] == list(range(6))
+        assert overlapped == [True] * 5  # frames 0..4 encoded during steps 1..5; the last one after the loop
+    finally:
+        client.post("/track/stop", json={"session_id": "overlap"})
