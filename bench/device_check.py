@@ -108,9 +108,9 @@ def video_run(model, context, sync, video: Path, objects: int, text: bool, warmu
     """
     from video_overhead import OverheadCounter, click_grid
 
-    from sam3.inference.video_predictor import Sam3VideoPredictor
+    from sam3.inference.video_predictor import VideoPredictor
 
-    predictor = Sam3VideoPredictor(model)
+    predictor = VideoPredictor(model)
     session = predictor.start_session(video)
     out: dict = {}
     try:

@@ -225,14 +225,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
     from sam3.build import build_image_model
     from sam3.device import cpu_info, resolve_precision
     from sam3.inference.runtime import prepare_model, set_num_threads
-    from sam3.inference.video_predictor import Sam3VideoPredictor
+    from sam3.inference.video_predictor import VideoPredictor
 
     set_num_threads(args.threads)
     torch.manual_seed(0)
     model = build_image_model(preset=args.preset, device="cpu", random_weights=True)
     precision = resolve_precision(args.precision, torch.device("cpu"))
     report = prepare_model(model, precision, hold_weights=not args.no_hold)
-    predictor = Sam3VideoPredictor(model)
+    predictor = VideoPredictor(model)
     print(
         f"video overhead: preset {args.preset}, precision {precision.mode}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, CPU {cpu_info().describe()}; video {args.video}; "

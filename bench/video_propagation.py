@@ -1,4 +1,4 @@
-"""Video propagation time per frame: our ``Sam3VideoPredictor`` against the official ``sam3==0.1.4`` one.
+"""Video propagation time per frame: our ``VideoPredictor`` against the official ``sam3==0.1.4`` ``Sam3VideoPredictor``.
 
 Usage (from the repository root; the oracle must be installed in ``.oracle``, see ``run_tests.sh``)::
 
@@ -217,9 +217,9 @@ class Ours:
 
     def start(self, heuristics: dict) -> None:
         from sam3.inference.association import TrackingHeuristics
-        from sam3.inference.video_predictor import Sam3VideoPredictor
+        from sam3.inference.video_predictor import VideoPredictor
 
-        self.predictor = Sam3VideoPredictor(self.model, TrackingHeuristics(**heuristics))
+        self.predictor = VideoPredictor(self.model, TrackingHeuristics(**heuristics))
         self.sid = self.predictor.start_session(str(self.frames_dir))  # the typed session
         self.stream = None
 

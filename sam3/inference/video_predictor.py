@@ -1,6 +1,6 @@
 """Video tracking sessions: open a video, prompt it (text, a box, clicks), propagate in either direction.
 
-``Sam3VideoPredictor`` wraps a :class:`Sam3Model` that has a tracker (the same weights the image
+``VideoPredictor`` wraps a :class:`Sam3Model` that has a tracker (the same weights the image
 processor uses: no second copy). Sessions are typed (:class:`VideoSession`) and passed to every call;
 the predictor keeps no table of them (its caller does). Per-frame work is done by :class:`DetectTrackEngine`.
 
@@ -49,7 +49,7 @@ class SessionClosed(ValueError):
     """The session was closed; open a new one."""
 
 
-class Sam3VideoPredictor:
+class VideoPredictor:
     """Detect-then-track video predictor (thread-safe: one frame of work at a time per predictor)."""
 
     def __init__(
@@ -316,7 +316,7 @@ class Propagation:
 
     def __init__(
         self,
-        predictor: Sam3VideoPredictor,
+        predictor: VideoPredictor,
         session: VideoSession,
         passes: list[tuple[bool, range]],
         requested_start: int | None,

@@ -9,7 +9,7 @@ Code written against Meta's release drives video with dictionaries::
 
 This module only translates: the official conventions (points as fractions of the frame, boxes as
 normalised ``[x, y, w, h]``, ``frame_index``, ``propagation_direction``, ...) to our predictor's
-(:class:`sam3.inference.video_predictor.Sam3VideoPredictor`: pixel points, normalised ``[cx, cy, w, h]``
+(:class:`sam3.inference.video_predictor.VideoPredictor`: pixel points, normalised ``[cx, cy, w, h]``
 boxes), and our typed :class:`FrameResult` back to the official ``outputs`` dictionary::
 
     {"out_obj_ids": (N,) int64, "out_probs": (N,) float32, "out_boxes_xywh": (N, 4) float32 normalised,
@@ -73,7 +73,7 @@ class Sam3VideoPredictor:
         model: Sam3Model | None = None,
     ):
         from sam3.build import build_video_model
-        from sam3.inference.video_predictor import Sam3VideoPredictor as Predictor
+        from sam3.inference.video_predictor import VideoPredictor as Predictor
         from sam3.model.official_args import check_video_model_args
 
         if async_loading_frames:

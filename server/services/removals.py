@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from sam3.inference.video_predictor import Sam3VideoPredictor
+    from sam3.inference.video_predictor import VideoPredictor
     from server.services.video_sessions import Session
 
 
@@ -17,7 +17,7 @@ def removed_ids(session: Session) -> set[int]:
     return set(video.objects.hotstart.removed) if video is not None else set()
 
 
-def removals_since(session: Session, before: set[int], predictor: Sam3VideoPredictor | None) -> list[dict]:
+def removals_since(session: Session, before: set[int], predictor: VideoPredictor | None) -> list[dict]:
     """``[{"obj_id", "rule", "frame_idx", "frames", "duplicate_of", "detail"}]`` for the ids removed since ``before``."""
     from sam3.inference.removal_reasons import explain_removals
 

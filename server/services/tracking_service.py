@@ -49,7 +49,7 @@ from server.services.model_service import ModelService, describe_error
 from server.settings import Settings
 
 if TYPE_CHECKING:
-    from sam3.inference.video_predictor import Propagation, Sam3VideoPredictor
+    from sam3.inference.video_predictor import Propagation, VideoPredictor
     from sam3.inference.video_state import FrameResult
 
 log = logging.getLogger("sam3.server")
@@ -61,7 +61,7 @@ TRIM_EVERY_FRAMES = 25
 DECODE_AHEAD_THREAD = "sam-decode-ahead"
 
 
-def _decode_ahead(predictor: Sam3VideoPredictor, video, frame_idx: int) -> None:
+def _decode_ahead(predictor: VideoPredictor, video, frame_idx: int) -> None:
     """Decode one frame into the session's frame cache; a failure is left for the frame's own decode to report
     (it runs again before that frame's step and raises the video error there)."""
     try:
@@ -80,7 +80,7 @@ class TrackingService:
     def __init__(self, settings: Settings, models: ModelService):
         self.settings = settings
         self.models = models
-        self.predictor: Sam3VideoPredictor | None = None
+        self.predictor: VideoPredictor | None = None
         self.predictor_error: str | None = None
         self.sessions: dict[str, Session] = {}
         self.frames_propagated = 0  # frames processed by propagations since start (for /metrics)
@@ -97,7 +97,7 @@ class TrackingService:
     def predictor_loaded(self) -> bool:
         return self.predictor is not None
 
-    async def ensure_predictor(self) -> Sam3VideoPredictor:
+    async def ensure_predictor(self) -> VideoPredictor:
         """The video predictor, built on first use from the loaded image model (503 when impossible)."""
         if self.predictor is not None:
             return self.predictor
@@ -111,7 +111,7 @@ class TrackingService:
         if self.predictor is not None:
             return
         try:
-            from sam3.inference.video_predictor import Sam3VideoPredictor
+            from sam3.inference.video_predictor import VideoPredictor
 
             s = self.settings
             limits = video_limits(s)
@@ -122,7 +122,7 @@ class TrackingService:
                     "start the service with SAM3_MODEL_VERSION=sam3 for video"
                 )
             # the same Sam3Model object as the image processor: one copy of the weights
-            self.predictor = Sam3VideoPredictor(self.models.model, memory_frames=s.video_memory_frames, limits=limits)
+            self.predictor = VideoPredictor(self.models.model, memory_frames=s.video_memory_frames, limits=limits)
             self.predictor_error = None
             log.info("video predictor ready (sharing the image model's weights)")
         except Exception as exc:  # noqa: BLE001 -- missing module, incompatible model, out of memory...

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from sam3.inference.batched_tracking import bucket_size, encode_memories, pad_rows, track_frame
-from sam3.inference.video_predictor import Sam3VideoPredictor
+from sam3.inference.video_predictor import VideoPredictor
 from sam3.modeling.tracker.memory_gather import plan_memory
 
 HW = (120, 160)
@@ -37,7 +37,7 @@ def tracked(tmp_path_factory, coffee):
     base = np.asarray(Image.fromarray(coffee).resize((HW[1] * 2, HW[0])))
     for i in range(5):
         Image.fromarray(np.ascontiguousarray(base[:, 8 * i : 8 * i + HW[1]])).save(folder / f"{i:05d}.jpg")
-    predictor = Sam3VideoPredictor(model)
+    predictor = VideoPredictor(model)
     session = predictor.start_session(folder)
     with torch.inference_mode():
         for k in range(5):

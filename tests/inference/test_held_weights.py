@@ -22,7 +22,7 @@ from sam3.inference.association import TrackingHeuristics
 from sam3.inference.held_weights import HeldWeights
 from sam3.inference.processor import Sam3Processor
 from sam3.inference.runtime import prepare_model
-from sam3.inference.video_predictor import Sam3VideoPredictor
+from sam3.inference.video_predictor import VideoPredictor
 from tests.dev_model import dev_model
 
 CPU = torch.device("cpu")
@@ -71,7 +71,7 @@ def run_every_path(model, image: np.ndarray, frames) -> list[torch.Tensor]:
         state = processor.set_text_prompt("a cup", processor.set_image(image))
         outs = [state.masks_logits, state.boxes, state.scores]
         outs += [torch.from_numpy(a) for a in processor.predict_inst(state, point_coords=[[60, 50]], point_labels=[1])]
-        predictor = Sam3VideoPredictor(model, HEURISTICS)
+        predictor = VideoPredictor(model, HEURISTICS)
         session = predictor.start_session(str(frames))
         predictor.add_prompt(session, 0, text="a cup")
         for obj_id, points in CLICKS.items():

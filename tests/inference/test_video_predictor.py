@@ -15,7 +15,7 @@ from PIL import Image
 
 from sam3.inference.association import TrackingHeuristics
 from sam3.inference.media_paths import VideoReadError
-from sam3.inference.video_predictor import Sam3VideoPredictor, SessionClosed
+from sam3.inference.video_predictor import VideoPredictor, SessionClosed
 from sam3.inference.video_state import ActionKind
 
 NUM_FRAMES = 5
@@ -38,7 +38,7 @@ def model():
 
 @pytest.fixture
 def predictor(model):
-    return Sam3VideoPredictor(model, HEURISTICS)
+    return VideoPredictor(model, HEURISTICS)
 
 
 @pytest.fixture(scope="module")
@@ -210,7 +210,7 @@ def test_a_model_without_tracker_is_refused():
 
     image_only = build_image_model(preset="tiny", device="cpu", random_weights=True, enable_inst_interactivity=False)
     with pytest.raises(ValueError, match="tracker"):
-        Sam3VideoPredictor(image_only)
+        VideoPredictor(image_only)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -221,7 +221,7 @@ def test_cuda_gives_the_cpu_results(model, folder):
     runs = {}
     for device in ("cpu", "cuda"):
         m = model if device == "cpu" else copy.deepcopy(model).to(device)
-        predictor = Sam3VideoPredictor(m, HEURISTICS)
+        predictor = VideoPredictor(m, HEURISTICS)
         sid = predictor.start_session(str(folder))
         first = predictor.add_prompt(sid, 1, text="a cup")
         tracked = list(predictor.propagate(sid, "forward"))
@@ -240,7 +240,7 @@ def test_stored_results_and_early_stop(model, folder):
     heuristics = TrackingHeuristics(
         score_threshold_detection=0.2, new_det_thresh=0.2, det_nms_thresh=0.5, hotstart_delay=3
     )
-    predictor = Sam3VideoPredictor(model, heuristics)
+    predictor = VideoPredictor(model, heuristics)
     s = predictor.start_session(str(folder))
     predictor.add_prompt(s, 0, text="a cup")
     prop = predictor.propagate(s, "forward")
@@ -267,7 +267,7 @@ def test_memory_bank_is_pruned_to_the_window(model, tmp_path, coffee):
     base = np.asarray(Image.fromarray(coffee).resize((HW[1] * 2, HW[0])))
     for i in range(40):
         Image.fromarray(np.ascontiguousarray(base[:, 2 * i : 2 * i + HW[1]])).save(tmp_path / f"{i}.jpg")
-    predictor = Sam3VideoPredictor(model, HEURISTICS, memory_frames=4)
+    predictor = VideoPredictor(model, HEURISTICS, memory_frames=4)
     s = predictor.start_session(str(tmp_path))
     predictor.add_prompt(s, 0, points=[[80, 60]], labels=[1], obj_id=7)
     results = list(predictor.propagate(s, "forward"))

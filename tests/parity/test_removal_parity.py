@@ -64,10 +64,10 @@ def truck(tmp_path_factory, astronaut):
 
 def test_the_official_release_removes_the_prompted_object_too(truck):
     from sam3.inference.removal_reasons import HOTSTART_UNMATCHED, explain_removals
-    from sam3.inference.video_predictor import Sam3VideoPredictor
+    from sam3.inference.video_predictor import VideoPredictor
 
     model, frames, official = truck
-    predictor = Sam3VideoPredictor(model)
+    predictor = VideoPredictor(model)
     session = predictor.start_session(frames)
     prompt = predictor.add_prompt(session, 0, text="truck")
     ours = [(r.frame_idx, r.obj_ids.tolist(), r.scores.tolist()) for r in predictor.propagate(session, "forward", 0)]

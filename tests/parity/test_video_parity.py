@@ -1,4 +1,4 @@
-"""Video predictor parity: our ``Sam3VideoPredictor`` against the official one on identical random weights.
+"""Video predictor parity: our ``VideoPredictor`` against the official one on identical random weights.
 
 An oracle subprocess (``tests/parity/oracle/video_official.py``) builds the official video model at the tiny
 preset with deterministic random weights, saves them as a ``sam3.pt`` and runs the official predictor on the
@@ -235,11 +235,11 @@ class OurStep:
 def run_ours(model, official: dict, frames: Path, plan: list[dict]) -> list[list[OurStep]]:
     """Our predictor on the same plan; clicks use the pixels (and ids) the oracle used."""
     from sam3.inference.association import TrackingHeuristics
-    from sam3.inference.video_predictor import Sam3VideoPredictor
+    from sam3.inference.video_predictor import VideoPredictor
 
     out = []
     for scenario, off in zip(plan, official["scenarios"]):
-        predictor = Sam3VideoPredictor(model, TrackingHeuristics(**scenario["heuristics"]))
+        predictor = VideoPredictor(model, TrackingHeuristics(**scenario["heuristics"]))
         rec = OurLogits(predictor.engine)
         sid = predictor.start_session(str(frames))  # frames decoded on demand (lazy)
         steps = []

@@ -269,17 +269,17 @@ def test_frame_results_are_encoded_as_the_contract_says():
 def test_the_frame_after_next_is_decoded_ahead_while_the_model_computes(client, video, monkeypatch):
     """Each step finds its frames decoded: frame t + 2 is decoded on the decode-ahead thread during step t, and
     every frame of the video is decoded once."""
-    from sam3.inference.video_predictor import Sam3VideoPredictor
+    from sam3.inference.video_predictor import VideoPredictor
     from server.services.tracking_service import DECODE_AHEAD_THREAD
 
     calls: list[tuple[str, tuple[int, ...]]] = []
-    prefetch = Sam3VideoPredictor.prefetch
+    prefetch = VideoPredictor.prefetch
 
     def recorded(self, session, frames):
         calls.append((threading.current_thread().name, tuple(frames)))
         return prefetch(self, session, frames)
 
-    monkeypatch.setattr(Sam3VideoPredictor, "prefetch", recorded)
+    monkeypatch.setattr(VideoPredictor, "prefetch", recorded)
     r = client.post("/track/start", json={"video_path": str(video), "session_id": "ahead"})
     assert r.status_code == 200, r.text
     try:
