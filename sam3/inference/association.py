@@ -61,9 +61,12 @@ def mask_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def greedy_nms(ious: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
-    """Greedy NMS on a pairwise IoU matrix: indices kept, highest score first (suppress IoU > thr)."""
-    ious_np = ious.float().cpu().numpy()
-    order = scores.float().cpu().numpy().argsort()[::-1]
+    """Greedy NMS on a pairwise IoU matrix: indices kept, highest score first (suppress IoU > thr).
+
+    The (K, K) IoUs and (K,) scores come to the host in one transfer (a GPU waits once, not twice)."""
+    k = scores.shape[0]
+    host = torch.cat([ious.float().flatten(), scores.float()]).cpu().numpy()
+    ious_np, order = host[: k * k].reshape(k, k), host[k * k :].argsort()[::-1]
     kept = []
     while order.size > 0:
         i = int(order[0])
@@ -75,10 +78,11 @@ def greedy_nms(ious: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -
 def nms_masks(probs: torch.Tensor, masks: torch.Tensor, prob_threshold: float, iou_threshold: float) -> torch.Tensor:
     """probs (Q,), mask logits (Q, H, W) -> keep (Q,) bool: above threshold and kept by mask-IoU NMS."""
     valid = probs > prob_threshold
-    if not bool(valid.any()):
+    rows = valid.nonzero()[:, 0]  # the one read that sizes what follows (boolean indexing would read thrice)
+    if rows.numel() == 0:
         return valid
-    binary = masks[valid] > 0
-    kept = greedy_nms(mask_iou(binary, binary), probs[valid], iou_threshold)
+    binary = masks.index_select(0, rows) > 0
+    kept = greedy_nms(mask_iou(binary, binary), probs.index_select(0, rows), iou_threshold)
     valid_rank = torch.where(valid, valid.cumsum(0) - 1, torch.full_like(valid, -1, dtype=torch.long))
     return torch.isin(valid_rank, kept)
 
@@ -112,8 +116,9 @@ def associate_detections(
     empty_i64 = np.array([], np.int64)
     if trk_masks.shape[0] == 0:
         return Association(np.arange(det_masks.shape[0]), empty_i64, empty_i64)
-    trk_nonempty = (trk_masks > 0).flatten(1).any(1).cpu().numpy()
+    nonempty = (trk_masks > 0).flatten(1).any(1)
     if det_masks.shape[0] == 0:
+        trk_nonempty = nonempty.cpu().numpy()
         return Association(empty_i64, trk_ids[trk_nonempty], trk_ids[~trk_nonempty])
     if det_masks.shape[-2:] != trk_masks.shape[-2:]:
         # compare at the smaller of the two resolutions
@@ -125,7 +130,10 @@ def associate_detections(
             det_masks = F.interpolate(
                 det_masks[:, None], size=trk_masks.shape[-2:], mode="bilinear", align_corners=False
             )[:, 0]
-    ious = mask_iou(det_masks > 0, trk_masks > 0).cpu().numpy()  # (N, M)
+    # the (N, M) IoUs and which tracks are non-empty in one transfer
+    n, m = det_masks.shape[0], trk_masks.shape[0]
+    host = torch.cat([mask_iou(det_masks > 0, trk_masks > 0).flatten(), nonempty.float()]).cpu().numpy()
+    ious, trk_nonempty = host[: n * m].reshape(n, m), host[n * m :] > 0
     trk_matched = (ious >= cfg.trk_assoc_iou_thresh).any(axis=0)
     unmatched = trk_ids[trk_nonempty & ~trk_matched]
     is_new = (det_scores >= cfg.new_det_thresh) & ~(ious >= cfg.assoc_iou_thresh).any(axis=1)

@@ -124,8 +124,8 @@ class DetectTrackEngine:
         probs = every.scores
         if not allow_new:
             probs = probs - 1e8
-        pos = probs > self.cfg.score_threshold_detection
-        return Detections(every.boxes[pos], every.masks[pos], probs[pos])
+        rows = (probs > self.cfg.score_threshold_detection).nonzero()[:, 0]  # one read (a bool index: three)
+        return Detections(every.boxes.index_select(0, rows), every.masks.index_select(0, rows), probs[rows])
 
     def _ground(self, session: VideoSession, frame_idx: int, prompt_frame: int) -> Detections:
         """Every query of the detector on a frame, with the box prompt of ``prompt_frame``; queries removed
