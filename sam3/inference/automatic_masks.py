@@ -9,7 +9,9 @@ SAM 2's generator with our predictor and compares). Per crop:
 1. the crop is encoded once (``features_of(crop_box)``), however many points it gets;
 2. the points go through the prompt encoder and mask decoder ``points_per_batch`` at a time, on the features'
    device (``InteractivePredictor.decode_points``), K = 3 masks per point (1 without ``multimask_output``);
-   ``use_m2m`` decodes each mask once more with its own low-res logits as the mask prompt;
+   ``use_m2m`` decodes each mask once more with its own low-res logits as the mask prompt. With the multimask
+   output and an IoU threshold (SAM 2's defaults) the decoder's upscaling runs only for the points with a
+   candidate above the threshold (``decode_candidates``: the IoU head reads the transformer's tokens alone);
 3. masks with a predicted IoU at or under ``pred_iou_thresh`` are dropped while still low-res (SAM 2 resizes
    them all first: same result, less work), then ``min_mask_region_area`` fills small holes and removes small
    specks in the low-res logits of the whole batch at once (SAM 2 does this in its predictor, not with SAM 1's
@@ -240,8 +242,13 @@ class AutomaticMaskGenerator:
         cfg, thr = self.config, self.threshold
         crop_hw = (crop[3] - crop[1], crop[2] - crop[0])
         xy = torch.as_tensor(points, dtype=torch.float32)
-        low_res, iou = self.predictor.decode_points(feats, crop_hw, xy, multimask_output=cfg.multimask_output)
-        k = low_res.shape[1]
+        if cfg.multimask_output and cfg.pred_iou_thresh > 0.0 and not cfg.use_m2m:
+            # masks only for the clicks with a candidate above the IoU threshold (the rest are dropped unseen)
+            rows, low_res, iou = self.predictor.decode_candidates(feats, crop_hw, xy, cfg.pred_iou_thresh)
+            iou, xy = iou.index_select(0, rows), xy[rows.cpu()]
+        else:
+            low_res, iou = self.predictor.decode_points(feats, crop_hw, xy, multimask_output=cfg.multimask_output)
+        k = iou.shape[1]
         low_res, iou = low_res.flatten(0, 1), iou.flatten(0, 1)  # (B*K, s, s), (B*K,)
         point_xy = xy.repeat_interleave(k, dim=0)  # (B*K, 2) float32, as SAM 2 reports them
         if cfg.use_m2m:  # every mask once more, its own (clamped) logits as the mask prompt, one mask per click

@@ -209,6 +209,39 @@ class InteractivePredictor:
         masks_in = self._prep_mask(mask_input, device)
         return self._decode(features, coords, labels, masks_in, multimask_output)
 
+    @torch.no_grad()
+    def decode_candidates(
+        self, features: SamImageFeatures, orig_hw: tuple[int, int], points: ArrayLike, iou_floor: float
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`decode_points` with ``multimask_output`` for the automatic mask generator, the masks made only
+        for the prompts with a candidate whose predicted IoU is above ``iou_floor`` (the generator drops every
+        other one unseen). Nothing goes to the host but the kept rows' count.
+
+        points: (B, 2) (x, y) in original-image pixels, one positive click per prompt.
+        Returns rows (R,) int64 ascending, low_res (R, 3, 4g, 4g) float32 logits of those prompts (their
+        :meth:`decode_points` masks to fp32 round-off) and iou (B, 3) float32 of every prompt.
+        """
+        if features.tokens is None:  # no precomputed image side: decode everything, then keep
+            low_res, iou = self.decode_points(features, orig_hw, points, multimask_output=True)
+            rows = (iou > iou_floor).any(dim=1).nonzero()[:, 0]
+            return rows, low_res.index_select(0, rows), iou
+        device = features.image_embed.device
+        xy = torch.as_tensor(np.asarray(points) if isinstance(points, (list, tuple)) else points)
+        if xy.dim() != 2 or xy.shape[-1] != 2:
+            raise ValueError(f"points must be (B, 2), got {tuple(xy.shape)}")
+        ones = torch.ones(xy.shape[0], 1, dtype=torch.int32)
+        coords, labels = self._prep_points(xy[:, None, :], ones, _check_hw(orig_hw), True, device)
+        sparse, _ = self.heads.sam_prompt_encoder(points=(coords, labels), boxes=None, masks=None)
+        rows, low_res, iou = self.heads.sam_mask_decoder.candidate_masks(
+            features.image_embed,
+            sparse,
+            features.skips if features.skips is not None else features.high_res,
+            features.tokens,
+            iou_floor,
+            fast_upscale=features.skips is not None,
+        )
+        return rows, low_res.float(), iou.float()
+
     def _decode(
         self, feats: SamImageFeatures, coords: torch.Tensor | None, labels: torch.Tensor | None,
         masks_in: torch.Tensor | None, multimask_output: bool,

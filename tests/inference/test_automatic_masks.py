@@ -78,6 +78,19 @@ def test_decode_points_is_predict_inst_before_its_clean_up(predictor, features):
     assert torch.equal(iou, torch.from_numpy(iou_ref))
 
 
+def test_decode_candidates_makes_masks_only_where_a_candidate_passes(predictor, features):  # noqa: F811
+    feats: SamImageFeatures = predictor.prepare_features(features)
+    points = np.array([[10.0, 20.0], [150.5, 99.0], [3.0, 140.0], [80.0, 60.0], [40.0, 10.0]], dtype=np.float32)
+    low_all, iou_all = predictor.decode_points(feats, HW, points)
+    floor = float(iou_all.max(dim=1).values.median())  # some prompts pass, some do not
+    rows, low_res, iou = predictor.decode_candidates(feats, HW, points, floor)
+    assert torch.equal(iou, iou_all)  # the IoU head reads the same tokens
+    assert rows.tolist() == (iou_all > floor).any(dim=1).nonzero()[:, 0].tolist() and 0 < len(rows) < len(points)
+    torch.testing.assert_close(low_res, low_all[rows], atol=1e-5, rtol=1e-5)  # a smaller batch: round-off only
+    none, _, _ = predictor.decode_candidates(feats, HW, points, 1.0)
+    assert none.numel() == 0
+
+
 def test_rles_are_pycocotools_at_the_image_size():
     g = torch.Generator().manual_seed(0)
     masks = torch.rand(5, 30, 40, generator=g) > 0.6

@@ -147,10 +147,56 @@ class MaskDecoder(nn.Module):
         fast_upscale: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """All 4 masks (B, 4, 4g, 4g), all 4 IoUs (B, 4), the 4 mask tokens (B, 4, C), object logit (B, 1)."""
+        hs, src = self._transformer(image_embeddings, image_pe, sparse, dense, repeat_image, image_tokens)
+        object_token, iou_token = hs[:, 0], hs[:, 1]
+        mask_tokens = hs[:, 2 : 2 + self.num_mask_tokens]
+        masks = self._masks(mask_tokens, src, image_embeddings.shape, high_res_features, fast_upscale)
+        return masks, self.iou_prediction_head(iou_token), mask_tokens, self.pred_obj_score_head(object_token)
+
+    def candidate_masks(
+        self,
+        image_embeddings: torch.Tensor,
+        sparse: torch.Tensor,
+        high_res_features: list[torch.Tensor],
+        image_tokens: ImageTokens,
+        iou_floor: float,
+        fast_upscale: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The multimask output only where it can matter: the IoU head reads the transformer's tokens alone, so
+        the upscaling (the decoder's largest cost) runs only for the prompts with a candidate scoring above
+        ``iou_floor`` (the automatic mask generator drops every other mask before looking at it).
+
+        B prompts on one image without a mask prompt (``image_tokens`` as in :meth:`forward`).
+        Returns rows (R,) int64 (the prompts kept, ascending), masks (R, 3, 4g, 4g) logits of those rows, and the
+        candidates' IoUs (B, 3) of every prompt. A kept row's masks are :meth:`forward`'s (``multimask_output``)
+        for that prompt, computed in a smaller batch (equal to fp32 round-off).
+        """
+        hs, src = self._transformer(image_embeddings, None, sparse, None, False, image_tokens)
+        iou = self.iou_prediction_head(hs[:, 1])[:, 1:]
+        rows = (iou > iou_floor).any(dim=1).nonzero()[:, 0]
+        if rows.numel() == 0:
+            _, _, h, w = image_embeddings.shape
+            return rows, iou.new_zeros(0, self.num_mask_tokens - 1, 4 * h, 4 * w), iou
+        mask_tokens = hs.index_select(0, rows)[:, 2 : 2 + self.num_mask_tokens]
+        b = sparse.shape[0]
+        skips = [f.index_select(0, rows) if f.shape[0] == b and b > 1 else f for f in high_res_features]
+        shape = (rows.shape[0], *image_embeddings.shape[1:])
+        masks = self._masks(mask_tokens, src.index_select(0, rows), shape, skips, fast_upscale)
+        return rows, masks[:, 1:], iou
+
+    def _transformer(
+        self,
+        image_embeddings: torch.Tensor,
+        image_pe: torch.Tensor | None,
+        sparse: torch.Tensor,
+        dense: torch.Tensor | None,
+        repeat_image: bool,
+        image_tokens: ImageTokens | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (hs (B, 2 + 4 + N, C) output tokens, src (B, g*g, C) image tokens) of the two-way transformer."""
         b = sparse.shape[0]
         output_tokens = torch.cat([self.obj_score_token.weight, self.iou_token.weight, self.mask_tokens.weight])
         tokens = torch.cat([output_tokens.unsqueeze(0).expand(b, -1, -1), sparse], dim=1)
-        _, c, h, w = image_embeddings.shape
         if image_tokens is not None:
             if image_embeddings.shape[0] != 1:
                 raise ValueError("precomputed image tokens describe one image; got a batch of image embeddings")
@@ -167,17 +213,21 @@ class MaskDecoder(nn.Module):
             src = src + dense
             pos = torch.repeat_interleave(image_pe, b, dim=0)
             hs, src = self.transformer(src, pos, tokens)
-        object_token, iou_token = hs[:, 0], hs[:, 1]
-        mask_tokens = hs[:, 2 : 2 + self.num_mask_tokens]
+        return hs, src
 
+    def _masks(
+        self, mask_tokens: torch.Tensor, src: torch.Tensor, embed_shape: torch.Size | tuple,
+        high_res_features: list[torch.Tensor], fast_upscale: bool,
+    ) -> torch.Tensor:  # fmt: skip
+        """mask tokens (B, 4, C) and image tokens (B, g*g, C) -> the 4 masks (B, 4, 4g, 4g) logits."""
+        b = mask_tokens.shape[0]
+        _, c, h, w = embed_shape
         hyper = torch.stack([mlp(mask_tokens[:, i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1)
         if fast_upscale:
-            masks = self._upscale_blocked(src.reshape(b, h, w, c), high_res_features, hyper)
-        else:
-            upscaled = upscale(self.output_upscaling, src.transpose(1, 2).reshape(b, c, h, w), high_res_features)
-            _, cu, hu, wu = upscaled.shape
-            masks = (hyper @ upscaled.view(b, cu, hu * wu)).view(b, -1, hu, wu)
-        return masks, self.iou_prediction_head(iou_token), mask_tokens, self.pred_obj_score_head(object_token)
+            return self._upscale_blocked(src.reshape(b, h, w, c), high_res_features, hyper)
+        upscaled = upscale(self.output_upscaling, src.transpose(1, 2).reshape(b, c, h, w), high_res_features)
+        _, cu, hu, wu = upscaled.shape
+        return (hyper @ upscaled.view(b, cu, hu * wu)).view(b, -1, hu, wu)
 
     def block_skips(self, high_res_features: list[torch.Tensor]) -> list[torch.Tensor]:
         """The skips [(B, C/8, 4g, 4g), (B, C/4, 2g, 2g)] (after ``conv_s0`` / ``conv_s1``) as ``fast_upscale``
