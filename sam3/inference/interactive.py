@@ -201,11 +201,7 @@ class InteractivePredictor:
         for the same prompts before its clean-up, resize and clamp (the automatic mask generator's batches).
         """
         device = features.image_embed.device
-        xy = torch.as_tensor(np.asarray(points) if isinstance(points, (list, tuple)) else points)
-        if xy.dim() != 2 or xy.shape[-1] != 2:
-            raise ValueError(f"points must be (B, 2), got {tuple(xy.shape)}")
-        ones = torch.ones(xy.shape[0], 1, dtype=torch.int32)
-        coords, labels = self._prep_points(xy[:, None, :], ones, _check_hw(orig_hw), True, device)
+        coords, labels = self._one_click_each(points, orig_hw, device)
         masks_in = self._prep_mask(mask_input, device)
         return self._decode(features, coords, labels, masks_in, multimask_output)
 
@@ -225,12 +221,7 @@ class InteractivePredictor:
             low_res, iou = self.decode_points(features, orig_hw, points, multimask_output=True)
             rows = (iou > iou_floor).any(dim=1).nonzero()[:, 0]
             return rows, low_res.index_select(0, rows), iou
-        device = features.image_embed.device
-        xy = torch.as_tensor(np.asarray(points) if isinstance(points, (list, tuple)) else points)
-        if xy.dim() != 2 or xy.shape[-1] != 2:
-            raise ValueError(f"points must be (B, 2), got {tuple(xy.shape)}")
-        ones = torch.ones(xy.shape[0], 1, dtype=torch.int32)
-        coords, labels = self._prep_points(xy[:, None, :], ones, _check_hw(orig_hw), True, device)
+        coords, labels = self._one_click_each(points, orig_hw, features.image_embed.device)
         sparse, _ = self.heads.sam_prompt_encoder(points=(coords, labels), boxes=None, masks=None)
         rows, low_res, iou = self.heads.sam_mask_decoder.candidate_masks(
             features.image_embed,
@@ -241,6 +232,16 @@ class InteractivePredictor:
             fast_upscale=features.skips is not None,
         )
         return rows, low_res.float(), iou.float()
+
+    def _one_click_each(
+        self, points: ArrayLike, orig_hw: tuple[int, int], device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 2) (x, y) original-image pixels -> one positive click per prompt: coords (B, 1, 2), labels (B, 1)."""
+        xy = torch.as_tensor(np.asarray(points) if isinstance(points, (list, tuple)) else points)
+        if xy.dim() != 2 or xy.shape[-1] != 2:
+            raise ValueError(f"points must be (B, 2), got {tuple(xy.shape)}")
+        ones = torch.ones(xy.shape[0], 1, dtype=torch.int32)
+        return self._prep_points(xy[:, None, :], ones, _check_hw(orig_hw), True, device)
 
     def _decode(
         self, feats: SamImageFeatures, coords: torch.Tensor | None, labels: torch.Tensor | None,

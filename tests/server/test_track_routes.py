@@ -266,6 +266,15 @@ def test_frame_results_are_encoded_as_the_contract_says():
         np.testing.assert_array_equal(rle_to_mask(coded), expected)
 
 
+def _clicked_and_propagated(client, video, session_id: str):
+    """A session on ``video`` with one click on frame 0, propagated forward: the propagate answer."""
+    r = client.post("/track/start", json={"video_path": str(video), "session_id": session_id})
+    assert r.status_code == 200, r.text
+    r = client.post("/track/prompt", json={"session_id": session_id, "frame_idx": 0, "points": [[48, 40]]})
+    assert r.status_code == 200, r.text
+    return client.post("/track/propagate", json={"session_id": session_id, "direction": "forward", "start_frame": 0})
+
+
 def test_the_frame_after_next_is_decoded_ahead_while_the_model_computes(client, video, monkeypatch):
     """Each step finds its frames decoded: frame t + 2 is decoded on the decode-ahead thread during step t, and
     every frame of the video is decoded once."""
@@ -280,12 +289,8 @@ def test_the_frame_after_next_is_decoded_ahead_while_the_model_computes(client, 
         return prefetch(self, session, frames)
 
     monkeypatch.setattr(VideoPredictor, "prefetch", recorded)
-    r = client.post("/track/start", json={"video_path": str(video), "session_id": "ahead"})
-    assert r.status_code == 200, r.text
     try:
-        r = client.post("/track/prompt", json={"session_id": "ahead", "frame_idx": 0, "points": [[48, 40]]})
-        assert r.status_code == 200, r.text
-        r = client.post("/track/propagate", json={"session_id": "ahead", "direction": "forward", "start_frame": 0})
+        r = _clicked_and_propagated(client, video, "ahead")
         assert r.status_code == 200 and r.json()["num_frames_processed"] == 6, r.text
         ahead = [frames for name, frames in calls if name.startswith(DECODE_AHEAD_THREAD)]
         assert ahead == [(t,) for t in range(2, 6)]
@@ -318,12 +323,8 @@ def test_a_frame_is_encoded_while_the_next_frame_computes(client, video, monkeyp
 
     monkeypatch.setattr(tracking, "_to_wire", slow_to_wire)
     monkeypatch.setattr(Propagation, "step", signalled_step)
-    r = client.post("/track/start", json={"video_path": str(video), "session_id": "overlap"})
-    assert r.status_code == 200, r.text
     try:
-        r = client.post("/track/prompt", json={"session_id": "overlap", "frame_idx": 0, "points": [[48, 40]]})
-        assert r.status_code == 200, r.text
-        r = client.post("/track/propagate", json={"session_id": "overlap", "direction": "forward", "start_frame": 0})
+        r = _clicked_and_propagated(client, video, "overlap")
         assert r.status_code == 200, r.text
         assert [f["frame_idx"] for f in r.json()["frames"]] == list(range(6))
         assert overlapped == [True] * 5  # frames 0..4 encoded during steps 1..5; the last one after the loop
