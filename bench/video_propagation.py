@@ -230,10 +230,10 @@ class Ours:
         return {"seconds": time.perf_counter() - t0, "objects": r.num_objects}
 
     def next(self) -> dict:
-        if self.stream is None:
-            self.stream = self.predictor.propagate(self.sid, "forward")
         t0 = time.perf_counter()
-        with self.precision.context():
+        with self.precision.context():  # the propagation is planned under the session's precision too
+            if self.stream is None:
+                self.stream = self.predictor.propagate(self.sid, "forward")
             r = next(self.stream, None)
         if r is None:
             return {"done": True}

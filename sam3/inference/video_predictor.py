@@ -144,6 +144,7 @@ class VideoPredictor:
                 if lab.shape[1] != 1 or not bool(((lab == 0) | (lab == 1)).all()):
                     raise ValueError("box_labels takes one label (1 positive, 0 negative) for the one box")
         s.reset()
+        s.use_precision(autocast_dtype_in_effect(self.model.device))  # the reset freed it; this prompt fixes it
         s.text = text if text is not None and text != VISUAL_TEXT else None
         if boxes:
             device = self.model.device

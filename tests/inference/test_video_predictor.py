@@ -311,3 +311,19 @@ def test_a_session_prompted_under_bf16_autocast_is_refused_outside_it(predictor,
     _check_result(predictor.add_prompt(s, 0, points=[[80, 60]], labels=[1], obj_id=1), 0)  # now fp32
     assert s.compute is None and s.compute_fixed
     predictor.close_session(s)
+
+
+def test_a_concept_prompt_fixes_the_precision_it_ran_under(predictor, folder):
+    """A text prompt starts the session over (its precision is freed) and then runs the detector and tracker
+    under its own precision: that one is the session's from then on (a later fp32 propagation is refused)."""
+    from sam3.device import PrecisionMismatch
+
+    s = predictor.start_session(str(folder))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        predictor.add_prompt(s, 0, text="a cup")
+    assert s.compute is torch.bfloat16 and s.compute_fixed
+    with pytest.raises(PrecisionMismatch, match="prompted under bf16 autocast but this call runs under fp32"):
+        predictor.propagate(s, "forward")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert len(list(predictor.propagate(s, "forward", max_frames=1))) == 2
+    predictor.close_session(s)
