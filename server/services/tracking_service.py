@@ -341,8 +341,9 @@ class TrackingService:
         The model lock is taken per frame; the frame (and the detector's look-ahead frame) is decoded before
         taking it, and the frame after those is decoded on the decode-ahead thread while the model computes (so
         the next step finds its frames decoded); a step's results are encoded for the wire while the next step
-        computes, so each frame is yielded one step after it was computed. On cancel (``/track/cancel``, ``/track/stop``, a disconnect) the frames computed so far
-        stay stored, and ``prop.stopped`` is true.
+        computes, so each frame is yielded one step after it was computed (and before an error of the next step
+        ends the stream). On cancel (``/track/cancel``, ``/track/stop``, a disconnect) the frames computed so
+        far stay stored, and ``prop.stopped`` is true.
         """
         if self.sessions.get(session.session_id) is not session or not session.ready:
             raise NotFound(f"session_id: session {session.session_id!r} was closed")
@@ -362,7 +363,12 @@ class TrackingService:
                 await self._decode(lambda now=frames[:2]: predictor.prefetch(video, now))
                 if len(frames) == 3:
                     self._ahead.submit(_decode_ahead, predictor, video, frames[2])
-                results, encoded = await self._step_while_encoding(prop, previous, mask_format)
+                try:
+                    results, encoded = await self._step_while_encoding(prop, previous, mask_format)
+                except ServiceError:  # the frames computed before it still reach the reader, then the error
+                    for frame in await frames_to_wire(previous, mask_format):
+                        yield frame
+                    raise
                 previous = results
                 self.frames_propagated += 1
                 if prop.frames_done % TRIM_EVERY_FRAMES == 0:

@@ -330,3 +330,32 @@ def test_a_frame_is_encoded_while_the_next_frame_computes(client, video, monkeyp
         assert overlapped == [True] * 5  # frames 0..4 encoded during steps 1..5; the last one after the loop
     finally:
         client.post("/track/stop", json={"session_id": "overlap"})
+
+
+def test_an_error_mid_stream_comes_after_the_frames_computed_before_it(client, video, monkeypatch):
+    """Frames are sent one step late (their encoding overlaps the next step): a step that fails still lets the
+    frames computed before it reach the reader, then the error line."""
+    import json
+
+    from sam3.inference.video_predictor import Propagation
+
+    step = Propagation.step
+
+    def failing_step(self):
+        if self.next_frame == 3:
+            raise ValueError("frame 3 is unreadable (injected)")
+        return step(self)
+
+    monkeypatch.setattr(Propagation, "step", failing_step)
+    r = client.post("/track/start", json={"video_path": str(video), "session_id": "midway"})
+    assert r.status_code == 200, r.text
+    try:
+        r = client.post("/track/prompt", json={"session_id": "midway", "frame_idx": 0, "points": [[48, 40]]})
+        assert r.status_code == 200, r.text
+        body = {"session_id": "midway", "direction": "forward", "start_frame": 0, "stream": True}
+        lines = [json.loads(line) for line in client.post("/track/propagate", json=body).text.splitlines()]
+        assert [e["event"] for e in lines] == ["start", "frame", "frame", "frame", "error"]
+        assert [e["frame_idx"] for e in lines[1:4]] == [0, 1, 2]
+        assert lines[-1]["status"] == 409 and "frame 3 is unreadable" in lines[-1]["detail"]
+    finally:
+        client.post("/track/stop", json={"session_id": "midway"})
