@@ -43,7 +43,7 @@ install_torch() {
         echo "torch: installing torch and torchvision from $index" >&2
         "$python" -m pip install -q --disable-pip-version-check torch torchvision --index-url "$index"
     else
-        echo "torch: installing torch and torchvision from PyPI" >&2
+        echo "torch: installing torch and torchvision with pip's own configuration (PyPI unless pip is set otherwise)" >&2
         "$python" -m pip install -q --disable-pip-version-check torch torchvision
     fi
 }
