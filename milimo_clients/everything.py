@@ -3,11 +3,10 @@ image, largest first, with SAM 2's automatic-mask-generator fields."""
 
 from __future__ import annotations
 
-import base64
 from dataclasses import dataclass, field
 from typing import Any
 
-from milimo_clients.masks import HasMask
+from milimo_clients.masks import HasMask, wire_mask
 
 # SAM 2's SAM2AutomaticMaskGenerator knobs, as the service takes them (form fields of the same names).
 EVERYTHING_KNOBS = (
@@ -44,7 +43,7 @@ class EverythingResult:
     def from_json(cls, body: dict[str, Any]) -> EverythingResult:
         objects = [
             EverythingObject(
-                mask=o["mask"] if isinstance(o["mask"], dict) else base64.b64decode(o["mask"]),
+                mask=wire_mask(o["mask"]),
                 bbox=tuple(int(v) for v in o["bbox"]),
                 area=int(o["area"]),
                 predicted_iou=float(o["predicted_iou"]),

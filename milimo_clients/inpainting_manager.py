@@ -23,7 +23,7 @@ from milimo_clients.base import AsyncServiceClient, ServiceClient
 from milimo_clients.call import Call, ImageInput, form_json, image_part, input_stem
 from milimo_clients.errors import SamServiceError, json_body, missing_field, png_body
 from milimo_clients.everything import EVERYTHING_KNOBS, EverythingResult
-from milimo_clients.masks import HasMask, mask_array
+from milimo_clients.masks import HasMask, mask_array, wire_mask
 
 Mask = bytes | dict  # PNG bytes, or a COCO RLE dict with mask_format="rle"
 
@@ -54,7 +54,7 @@ class DetectionResult:
     def from_json(cls, body: dict[str, Any]) -> DetectionResult:
         objects = [
             DetectedObject(
-                mask=o["mask"] if isinstance(o["mask"], dict) else base64.b64decode(o["mask"]),
+                mask=wire_mask(o["mask"]),
                 bbox=tuple(float(v) for v in o["bbox"]),
                 score=float(o["score"]),
                 label=str(o["label"]),

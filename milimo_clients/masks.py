@@ -13,6 +13,7 @@ numpy and Pillow are imported when a mask is decoded, so ``import milimo_clients
 
 from __future__ import annotations
 
+import base64
 import io
 from typing import Any
 
@@ -74,6 +75,11 @@ def decode_png(png: bytes):
 
     with Image.open(io.BytesIO(png)) as image:
         return np.asarray(image.convert("L")) > 127
+
+
+def wire_mask(value: str | dict[str, Any]) -> bytes | dict[str, Any]:
+    """A mask as it arrives in a JSON answer -> its wire form: base64 PNG text to PNG bytes, an RLE dict as is."""
+    return value if isinstance(value, dict) else base64.b64decode(value)
 
 
 def mask_array(mask: bytes | dict[str, Any]):

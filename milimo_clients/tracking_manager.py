@@ -8,7 +8,6 @@ propagation from elsewhere; frames computed so far stay in the session (``get_fr
 
 from __future__ import annotations
 
-import base64
 import os
 import re
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -19,7 +18,7 @@ from milimo_clients.base import AsyncServiceClient, ServiceClient
 from milimo_clients.call import Call, plain_json
 from milimo_clients.errors import SamProtocolError, error_for_status, json_body, missing_field
 from milimo_clients.export import write_tracking_export
-from milimo_clients.masks import mask_array
+from milimo_clients.masks import mask_array, wire_mask
 
 Progress = Callable[[int, int], None]  # (frames done, frames planned)
 
@@ -57,7 +56,7 @@ class FrameResult:
             frame_idx=int(body["frame_idx"]),
             object_ids=[int(i) for i in body["object_ids"]],
             scores=[float(s) for s in body["scores"]],
-            masks=[m if isinstance(m, dict) else base64.b64decode(m) for m in body["masks"]],
+            masks=[wire_mask(m) for m in body["masks"]],
             boxes=[[float(v) for v in b] for b in body["boxes"]],
         )
 

@@ -39,6 +39,15 @@ def visible_box(locator) -> dict:
     return box
 
 
+def open_video(page, label: str, frames: int) -> None:
+    """In video mode, open the listed video ``label`` and wait until the page reports its ``frames``."""
+    page.click("nav .tab[data-mode=video]")
+    page.wait_for_function("document.querySelectorAll('#video-select option').length >= 2")
+    page.select_option("#video-select", label=label)
+    page.click("#video-open")
+    page.locator("#video-info", has_text=f"{frames} frames").wait_for()
+
+
 def fill_media(media: Path, photo: np.ndarray) -> None:
     """A short video, a folder of frames, and things the listing must leave out."""
     write_video(media / "clip.mp4", moving_crops(photo, VIDEO_FRAMES, size=160, step=8))

@@ -10,7 +10,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from tests.ui.conftest import VIDEO_FRAMES, visible_box
+from tests.ui.conftest import VIDEO_FRAMES, open_video, visible_box
 
 # Highlighted (hover colour #facc15) pixels on the Everything layer of a stage.
 HOVERED_PIXELS = """(stage) => {
@@ -69,11 +69,7 @@ def test_everything_in_image_mode(page, ui_server, coffee, tmp_path):
 
 def test_everything_on_a_video_frame_makes_a_tracked_object(page, ui_server, tmp_path):
     page.goto(ui_server.url + "/ui")
-    page.click("nav .tab[data-mode=video]")
-    page.wait_for_function("document.querySelectorAll('#video-select option').length >= 2")
-    page.select_option("#video-select", label="clip.mp4")
-    page.click("#video-open")
-    page.locator("#video-info", has_text=f"{VIDEO_FRAMES} frames").wait_for()
+    open_video(page, "clip.mp4", VIDEO_FRAMES)
     page.wait_for_function(f"document.getElementById('frame-label').textContent === '1 / {VIDEO_FRAMES}'")
 
     with page.expect_response("**/segment/everything") as answer:

@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from tests.clients.conftest import start_server, stop_server
-from tests.ui.conftest import LONG_FRAMES, VIDEO_FRAMES, visible_box
+from tests.ui.conftest import LONG_FRAMES, VIDEO_FRAMES, open_video, visible_box
 
 # Tinted pixels on a stage's mask layer (the layer holds nothing but masks).
 MASK_PIXELS = """(stage) => {
@@ -251,11 +251,7 @@ def test_video_end_to_end(page, ui_server, tmp_path):
 
 def test_video_propagation_can_be_cancelled(page, ui_server):
     page.goto(ui_server.url + "/ui")
-    page.click("nav .tab[data-mode=video]")
-    page.wait_for_function("document.querySelectorAll('#video-select option').length >= 2")
-    page.select_option("#video-select", label="long.mp4")
-    page.click("#video-open")
-    page.locator("#video-info", has_text=f"{LONG_FRAMES} frames").wait_for()
+    open_video(page, "long.mp4", LONG_FRAMES)
     marks = page.locator("#video-stage .layer-marks")
     with page.expect_response("**/track/prompt"):
         marks.click(position={"x": 20, "y": 20})
