@@ -33,8 +33,16 @@ class MultiplexState:
     def num_objects(self) -> int:
         return sum(1 for bucket in self.buckets for x in bucket if x >= 0)
 
-    def add_objects(self, count: int) -> list[int]:
-        """Append ``count`` new objects (indices N..N+count-1): fill free slots first, then open buckets."""
+    @property
+    def available_slots(self) -> int:
+        """Slots that can still take an object (a removed object's slot is not reused)."""
+        return sum(1 for bucket in self.buckets for i in range(self.capacity) if bucket[i] == EMPTY)
+
+    def add_objects(self, count: int, allow_new_buckets: bool = True) -> list[int]:
+        """Append ``count`` new objects (indices N..N+count-1): fill free slots first, then open buckets
+        (``ValueError`` when that is needed and not allowed)."""
+        if not allow_new_buckets and count > self.available_slots:
+            raise ValueError(f"{count} objects do not fit the {self.available_slots} free slots")
         first = self.num_objects
         new = list(range(first, first + count))
         pending = list(new)
