@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/video_overhead.py                      # tiny preset, 1 / 5 / 16 objects
     .venv/bin/python bench/video_overhead.py --objects 1,5 --json out.json
+    .venv/bin/python bench/video_overhead.py --model-version sam3.1 --objects 1,5,16,32   # SAM 3.1's scaling
 
 On a GPU every dispatched operator is at least one kernel launch, and every read of a tensor's value by the
 host is a device-to-host synchronisation that stalls the launch queue. Both can be counted on any CPU:
@@ -22,6 +23,11 @@ time, all threads, is the steadier figure on a machine shared with other work), 
 bf16 / fp16 the bench also counts weight casts per frame: dtype casts of a model parameter, which autocast makes
 on every call unless the weights are held in its dtype (``prepare_model``'s default; ``--no-hold`` for the
 autocast-only path).
+
+``--model-version sam3.1``: SAM 3.1, whose multiplexed tracker decodes the clicked objects in buckets of
+``multiplex_count`` (16; 4 at the tiny preset) per pass, so the per-frame work grows per bucket, not per object.
+Its random weights get the development mode's score spreading (``sam3.dev_weights``), so tracked objects stay
+present (the plain random propagation decoder scores every object absent).
 """
 
 from __future__ import annotations
@@ -210,6 +216,7 @@ def measure(predictor, video: str, objects: int, warmup: int, frames: int | None
 def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="tiny", choices=["tiny", "sam3"])
+    ap.add_argument("--model-version", default="sam3", choices=["sam3", "sam3.1"], help="which model to build")
     ap.add_argument("--objects", default="1,5,16", help="object counts, comma-separated")
     ap.add_argument("--video", default=str(VIDEO), help="a JPEG folder or a video file")
     ap.add_argument("--frames", type=int, default=None, help="frames to propagate (default: the whole video)")
@@ -222,19 +229,23 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = ap.parse_args(argv)
 
     sys.path.insert(0, str(ROOT))
-    from sam3.build import build_image_model
     from sam3.device import cpu_info, resolve_precision
+    from sam3.registry import build_model
     from sam3.inference.runtime import prepare_model, set_num_threads
     from sam3.inference.video_predictor import VideoPredictor
 
     set_num_threads(args.threads)
     torch.manual_seed(0)
-    model = build_image_model(preset=args.preset, device="cpu", random_weights=True)
+    model = build_model(args.model_version, preset=args.preset, device="cpu", random_weights=True)
+    if args.model_version == "sam3.1":  # its random propagation decoder calls every object absent: spread it
+        from sam3.dev_weights import make_visible
+
+        make_visible(model)
     precision = resolve_precision(args.precision, torch.device("cpu"))
     report = prepare_model(model, precision, hold_weights=not args.no_hold)
     predictor = VideoPredictor(model)
     print(
-        f"video overhead: preset {args.preset}, precision {precision.mode}, torch {torch.__version__}, "
+        f"video overhead: {args.model_version}, preset {args.preset}, precision {precision.mode}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, CPU {cpu_info().describe()}; video {args.video}; "
         f"{len(report.held)} modules hold their weights in the autocast dtype",
         flush=True,

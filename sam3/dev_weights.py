@@ -10,7 +10,8 @@ oracle uses to exercise the released thresholds (``tests/parity/oracle/video_off
 * the presence head's output bias is raised by ``PRESENCE_SHIFT``, so the presence probability (~0.3 at
   random) is close to 1 and does not cap the scores;
 * the interactive mask decoder's object-score bias is raised by ``OBJECT_SHIFT``, so a click is "an object"
-  (a negative object score would blank the clicked mask in the tracker).
+  (a negative object score would blank the clicked mask in the tracker); SAM 3.1's multiplexed propagation
+  decoder gets the same shift, so tracked objects stay visible.
 
 Only weights change; the forward pass is the plain one. The masks stay meaningless (random weights).
 Never applied to a loaded checkpoint.
@@ -36,4 +37,7 @@ def make_visible(model: nn.Module) -> nn.Module:
     tracker = getattr(model, "tracker", None)
     if tracker is not None:
         tracker.sam_mask_decoder.pred_obj_score_head.layers[-1].bias.add_(OBJECT_SHIFT)
+        multiplexed = getattr(tracker, "model", None)  # SAM 3.1: the propagation decoder scores tracked objects
+        if multiplexed is not None:
+            multiplexed.sam_mask_decoder.pred_obj_score_head.layers[-1].bias.add_(OBJECT_SHIFT)
     return model

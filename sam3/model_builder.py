@@ -120,19 +120,15 @@ def build_sam3_predictor(
 ) -> Sam3VideoPredictor:
     """The official entry point that picks a video predictor by ``version`` (the official default: ``"sam3.1"``).
 
-    ``"sam3"`` gives :func:`build_sam3_video_predictor`'s predictor. ``"sam3.1"`` raises
-    ``NotImplementedError``: SAM 3.1 loads and serves images here (``sam3.registry.build_model("sam3.1")``), but
-    its multiplexed video tracking is not implemented yet. The SAM 3.1-only keywords (``max_num_objects``,
-    ``multiplex_count``, ``use_fa3``, ``use_rope_real``, ``warm_up``) are accepted only with their defaults.
+    ``"sam3"`` gives :func:`build_sam3_video_predictor`'s predictor; ``"sam3.1"`` the same request interface on
+    SAM 3.1 (``sam3.1_multiplex.pt``, the multiplexed tracker). The SAM 3.1-only keywords (``max_num_objects``,
+    ``multiplex_count``, ``use_fa3``, ``use_rope_real``, ``warm_up``) are accepted only with their defaults
+    (the object cap is not applied). Our keywords (``preset``, ``device``, ``load_from_HF``, ``random_weights``)
+    go to the builder.
     """
     from sam3.model.official_args import refuse
 
-    if version == "sam3.1":
-        raise NotImplementedError(
-            "SAM 3.1 video tracking (Object Multiplex) is not implemented in this package yet; "
-            "use version='sam3', or sam3.registry.build_model('sam3.1') for images"
-        )
-    if version != "sam3":
+    if version not in ("sam3", "sam3.1"):
         raise ValueError(f"Unknown version: {version!r}. Use 'sam3' or 'sam3.1'.")
     refuse("compile", compile, False)
     for name, default in (("max_num_objects", 16), ("multiplex_count", 16), ("warm_up", False)):
@@ -140,6 +136,13 @@ def build_sam3_predictor(
     for kernel_choice in ("use_fa3", "use_rope_real"):  # attention / RoPE kernels: the numbers are the same
         kwargs.pop(kernel_choice, None)
     refuse("async_loading_frames", kwargs.pop("async_loading_frames", False), False)
+    if version == "sam3.1":
+        from sam3.build_multiplex import build_multiplex_model
+        from sam3.model.sam3_video_predictor import Sam3VideoPredictor
+
+        ours = {k: kwargs.pop(k) for k in ("preset", "device", "load_from_HF", "random_weights") if k in kwargs}
+        model = build_multiplex_model(checkpoint_path=checkpoint_path, bpe_path=bpe_path, **ours)
+        return Sam3VideoPredictor(model=model, **kwargs)
     return build_sam3_video_predictor(checkpoint_path=checkpoint_path, bpe_path=bpe_path, **kwargs)
 
 

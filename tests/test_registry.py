@@ -68,8 +68,9 @@ def test_official_build_sam3_predictor_picks_by_version():
     from sam3.model.sam3_video_predictor import Sam3VideoPredictor
     from sam3.model_builder import build_sam3_predictor
 
-    with pytest.raises(NotImplementedError, match="SAM 3.1 video tracking"):
-        build_sam3_predictor()  # the official default is sam3.1
+    predictor31 = build_sam3_predictor(preset="tiny", random_weights=True, device="cpu")  # the default: sam3.1
+    assert isinstance(predictor31, Sam3VideoPredictor) and predictor31.model.version == "sam3.1"
+    assert predictor31.predictor.engine.multiplex
     with pytest.raises(ValueError, match="Unknown version"):
         build_sam3_predictor(version="sam2")
     predictor = build_sam3_predictor(version="sam3", preset="tiny", random_weights=True, device="cpu")

@@ -38,6 +38,21 @@ class TrackingHeuristics:
     high_iou_thresh: float = 0.8
     refinement_cond_frame_removal_window: int = 16
 
+    @classmethod
+    def sam31(cls) -> TrackingHeuristics:
+        """SAM 3.1's settings, as ``build_sam3_multiplex_video_predictor`` passes them (where this engine has
+        the rule): a lower detection threshold, new objects from 0.65, keep-alive counters 0 / 8 / -4, no hole
+        filling. Its other switches (IoM for the detection NMS and the re-anchoring test, masklet
+        confirmation, boundary suppression, the 16-object cap) are not applied here."""
+        return cls(
+            score_threshold_detection=0.4,
+            new_det_thresh=0.65,
+            init_trk_keep_alive=0,
+            max_trk_keep_alive=8,
+            min_trk_keep_alive=-4,
+            fill_hole_area=0,
+        )
+
 
 NEVER_OCCLUDED = -1
 ALWAYS_OCCLUDED = 100000

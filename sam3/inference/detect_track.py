@@ -25,6 +25,7 @@ from sam3.inference.association import (
     process_hotstart,
 )
 from sam3.inference.frame_output import frame_output
+from sam3.inference.multiplex_tracklets import MultiplexRunner
 from sam3.inference.tracklets import TrackletBatch, TrackletRunner, non_overlap
 from sam3.inference.video_state import (
     Detections,
@@ -63,8 +64,13 @@ class DetectTrackEngine:
         if model.tracker is None:
             raise ValueError("video tracking needs a model built with the tracker (enable_inst_interactivity=True)")
         self.model = model
-        self.cfg = heuristics or TrackingHeuristics()
-        self.runner = TrackletRunner(model.tracker, bucket_objects)  # objects padded to 1, 2, 4, 8, ...
+        self.multiplex = getattr(model, "version", "sam3") == "sam3.1"
+        self.cfg = heuristics or (TrackingHeuristics.sam31() if self.multiplex else TrackingHeuristics())
+        # SAM 3.1: objects share buckets of the multiplexed tracker; SAM 3: one batch per frame objects appear
+        # on, their count padded to 1, 2, 4, 8, ... when ``bucket_objects``
+        self.runner = (
+            MultiplexRunner(model.tracker.model) if self.multiplex else TrackletRunner(model.tracker, bucket_objects)
+        )
         self.input_mask_size = model.config.input_mask_size
         self.memory_frames = memory_frames  # memory-bank window (``MemoryBank.prune``); 0 keeps every frame
 
@@ -77,8 +83,12 @@ class DetectTrackEngine:
         cached = session.features.get(frame_idx)
         if cached is None:
             image = session.video.frame(frame_idx).to(self.device).float().unsqueeze(0)
-            backbone = self.model.encode_image(image)
-            tracker = self.model.tracker.prepare_features(backbone.sam2_fpn, backbone.sam2_pos)
+            if self.multiplex:
+                backbone, propagation = self.model.encode_video_frame(image)
+                tracker = self.runner.prepare_features(backbone.sam2_fpn, propagation, backbone.sam2_pos)
+            else:
+                backbone = self.model.encode_image(image)
+                tracker = self.model.tracker.prepare_features(backbone.sam2_fpn, backbone.sam2_pos)
             cached = FrameFeatures(backbone, tracker)
             session.features[frame_idx] = cached
         return cached
@@ -166,21 +176,27 @@ class DetectTrackEngine:
         feats = self.frame_features(session, frame_idx).tracker
         tracked = self.runner.step_many(batches, frame_idx, reverse, feats, run_mem_encoder=True)
         low = fill_holes_in_mask_scores(tracked.masks, self.cfg.fill_hole_area)[:, 0].unbind(0)
-        rows = [i for batch in batches for i in batch.obj_ids]
+        rows = self.runner.row_ids(batches)
         return {i: (low[k], tracked.host_scores[k]) for k, i in enumerate(rows) if i in obj_ids}
 
     def add_new_objects(self, session: VideoSession, frame_idx: int, obj_ids: list[int], masks: torch.Tensor) -> None:
-        """Start a batch for objects first seen on this frame, from (N, 4g, 4g) detection logits."""
-        batch = TrackletBatch(num_frames=session.num_frames, video_hw=session.video_hw)
+        """Start tracking objects first seen on this frame, from (N, 4g, 4g) detection logits (SAM 3: a batch of
+        their own; SAM 3.1: the tracker state whose free slots fit them most tightly, else a new one)."""
         feats = self.frame_features(session, frame_idx).tracker
         big = (
             F.interpolate(masks[:, None], size=(self.input_mask_size,) * 2, mode="bilinear", align_corners=False)[:, 0]
             > 0
         )
-        for obj_id, mask in zip(obj_ids, big):
-            self.runner.add_mask(batch, frame_idx, obj_id, mask, feats)
+        batch = self.runner.best_fit(session.batches, len(obj_ids)) if self.multiplex else None
+        if batch is None:
+            batch = self.runner.new_batch(session.num_frames, session.video_hw)
+            session.batches.append(batch)
+        if self.multiplex:
+            self.runner.add_masks(batch, frame_idx, list(obj_ids), big, feats)
+        else:
+            for obj_id, mask in zip(obj_ids, big):
+                self.runner.add_mask(batch, frame_idx, obj_id, mask, feats)
         self.runner.consolidate(batch, lambda t: self.frame_features(session, t).tracker)
-        session.batches.append(batch)
 
     def prune_memory(self, session: VideoSession, frame_idx: int) -> None:
         """Keep in every batch's memory bank only what the tracker can still read (``MemoryBank.prune``)."""
@@ -242,7 +258,7 @@ class DetectTrackEngine:
         allow_new = session.text is not None or frame_idx in session.visual_prompt
         dets = self.detect(session, frame_idx, reverse, allow_new)
         low_res, trk_logits = self.propagate_tracks(session, frame_idx, reverse)
-        prev_ids = list(reg.obj_ids)
+        prev_ids = self.runner.row_order(reg.obj_ids)
         det_scores = dets.scores.float().cpu().numpy()
 
         assoc = associate_detections(dets.masks, det_scores, low_res, np.array(prev_ids, np.int64), self.cfg)

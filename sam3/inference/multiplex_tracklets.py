@@ -165,8 +165,8 @@ class MultiplexRunner:
             pointers = batch.state.demux(entry.obj_ptr).clone()
             pointers[idx] = out.obj_ptr.to(pointers.dtype)
             pred, scores = entry.pred_masks.clone(), entry.object_score_logits.clone()
-            pred[idx] = _resize(out.low_res_masks, pred.shape[-2:], antialias=True)
-            scores[idx] = out.object_score_logits
+            pred[idx] = _resize(out.low_res_masks, pred.shape[-2:], antialias=True).to(pred.dtype)
+            scores[idx] = out.object_score_logits.to(scores.dtype)
             entry = replace(entry, pred_masks=pred, object_score_logits=scores, obj_ptr=batch.state.mux(pointers),
                             conditioning=entry.conditioning | frozenset(idx))  # fmt: skip
         for i, v in zip(obj_ids, video):
@@ -340,10 +340,11 @@ class MultiplexRunner:
         renumber = {old: new for new, old in enumerate(keep_rows)}
         for store in (batch.bank.cond, batch.bank.non_cond):
             for t, e in list(store.items()):
+                rows = [i for i in keep_rows if i < e.num_objects]  # a frame remembers the objects it had then
                 store[t] = replace(
                     e,
-                    pred_masks=e.pred_masks[keep_rows],
-                    object_score_logits=e.object_score_logits[keep_rows],
+                    pred_masks=e.pred_masks[rows],
+                    object_score_logits=e.object_score_logits[rows],
                     obj_ptr=e.obj_ptr[kept_buckets],
                     conditioning=frozenset(renumber[i] for i in e.conditioning if i in renumber),
                     maskmem_features=None if e.maskmem_features is None else e.maskmem_features[kept_buckets],

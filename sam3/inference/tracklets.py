@@ -150,6 +150,26 @@ class TrackletRunner:
         self.num_maskmem = cfg.tracker.num_maskmem
         self.max_points = 16  # first 8 and last 8 clicks reach the prompt encoder
 
+    # ---------------------------------------------------------------- batches
+    def new_batch(self, num_frames: int, video_hw: tuple[int, int]) -> TrackletBatch:
+        return TrackletBatch(num_frames=num_frames, video_hw=video_hw)
+
+    def batch_for_new_object(
+        self, batches: list[TrackletBatch], frame_idx: int, num_frames: int, video_hw: tuple[int, int]
+    ) -> TrackletBatch:
+        """Where a clicked new object goes: a batch of its own (not yet in ``batches``)."""
+        return self.new_batch(num_frames, video_hw)
+
+    @staticmethod
+    def row_ids(batches: list[TrackletBatch]) -> list[int]:
+        """The ids of a frame's rows (:meth:`step_many`): the batches' objects in batch order."""
+        return [i for batch in batches for i in batch.obj_ids]
+
+    @staticmethod
+    def row_order(obj_ids: list[int]) -> list[int]:
+        """The tracked ids (kept in batch order) in the order of a frame's rows: unchanged."""
+        return list(obj_ids)
+
     # ---------------------------------------------------------------- prompts
     def add_mask(
         self, batch: TrackletBatch, frame_idx: int, obj_id: int, mask: torch.Tensor, features: TrackerFeatures

@@ -169,8 +169,9 @@ class VideoPredictor:
 
         batch = next((b for b in s.batches if obj_id in b.obj_ids), None)
         if batch is None:
-            batch = TrackletBatch(num_frames=s.num_frames, video_hw=s.video_hw)
-            s.batches.append(batch)
+            batch = engine.runner.batch_for_new_object(s.batches, frame_idx, s.num_frames, s.video_hw)
+            if not any(b is batch for b in s.batches):
+                s.batches.append(batch)
             registry.obj_ids.append(obj_id)
             registry.max_obj_id = max(registry.max_obj_id, obj_id)
             s.actions.append(Action(ActionKind.ADD, frame_idx, [obj_id]))

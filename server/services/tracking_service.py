@@ -115,13 +115,7 @@ class TrackingService:
 
             s = self.settings
             limits = video_limits(s)
-            version = getattr(self.models.model, "version", "sam3")
-            if version != "sam3":  # the multiplexed video tracking of SAM 3.1 is not built yet (images are)
-                raise NotImplementedError(
-                    f"video tracking with SAM3_MODEL_VERSION={version} is not implemented yet; images work, "
-                    "start the service with SAM3_MODEL_VERSION=sam3 for video"
-                )
-            # the same Sam3Model object as the image processor: one copy of the weights
+            # the same Sam3Model (or Sam31Model: the multiplexed tracker) object as the image processor: one copy of the weights
             self.predictor = VideoPredictor(self.models.model, memory_frames=s.video_memory_frames, limits=limits)
             self.predictor_error = None
             log.info("video predictor ready (sharing the image model's weights)")

@@ -1,10 +1,12 @@
 """The service with ``SAM3_MODEL_VERSION=sam3.1``: settings, checkpoint lookup, ``/health``, the image endpoints
-(text, boxes, clicks) through the real app at the tiny preset, a real uvicorn process, and video refused with
-a clear 503 (the multiplexed video tracking is not built yet)."""
+(text, boxes, clicks) and video sessions (text, a box, clicks on more objects than one bucket holds, streamed
+propagation, removal, reset) through the real app at the tiny preset (development weights: scores spread so
+objects show up), and a real uvicorn process."""
 
 from __future__ import annotations
 
 import base64
+import json
 
 import httpx
 import pytest
@@ -79,11 +81,63 @@ def test_clicks_use_the_sam31_interactive_heads(client31):
     assert torch.equal(heads.no_mem_embed, model.tracker.model.interactivity_no_mem_embed)
 
 
-def test_video_is_refused_with_a_clear_503(client31, astronaut):
-    video = write_video(client31.media / "pan.mp4", moving_crops(astronaut, 3))
-    response = client31.post("/track/start", json={"video_path": str(video)})
-    assert response.status_code == 503, response.text
-    assert "SAM3_MODEL_VERSION=sam3.1" in response.json()["detail"]
+def _frames(client, sid: str, **body) -> list[dict]:
+    r = client.post("/track/propagate", json={"session_id": sid, "direction": "forward", **body})
+    assert r.status_code == 200, r.text
+    return r.json()["frames"]
+
+
+def test_video_tracks_a_text_concept_and_a_box(client31, astronaut):
+    video = write_video(client31.media / "pan.mp4", moving_crops(astronaut, 6))
+    assert client31.post("/track/start", json={"video_path": str(video), "session_id": "t31"}).status_code == 200
+    assert client31.get("/health").json()["video_predictor_loaded"] is True
+    predictor = client31.app.state.tracking.predictor
+    assert predictor.model is client31.app.state.models.model and predictor.engine.multiplex
+    r = client31.post("/track/prompt", json={"session_id": "t31", "frame_idx": 0, "text": "a face"})
+    assert r.status_code == 200, r.text
+    assert r.json()["num_objects"] > 0
+    frames = _frames(client31, "t31")
+    assert [f["frame_idx"] for f in frames] == list(range(6))
+    assert all(f["object_ids"] for f in frames)
+    for b64 in frames[-1]["masks"]:
+        assert decode_mask(base64.b64decode(b64)).shape == (96, 96)
+    r = client31.post("/track/prompt", json={"session_id": "t31", "frame_idx": 2, "boxes": [[0.5, 0.5, 0.4, 0.4]]})
+    assert r.status_code == 200, r.text
+    r = client31.post("/track/propagate", json={"session_id": "t31", "direction": "both"})
+    assert r.status_code == 200 and r.json()["num_frames_processed"] == 6, r.text
+    assert client31.post("/track/reset", json={"session_id": "t31"}).status_code == 200
+    assert client31.post("/track/stop", json={"session_id": "t31"}).json()["closed"] is True
+
+
+def test_video_clicks_more_objects_than_a_bucket_holds(client31, astronaut):
+    """Five clicked objects at the tiny preset (buckets of 4): two tracker states, every object tracked on every
+    frame, one removed, a click refined; the streamed answer equals the stored frames."""
+    video = write_video(client31.media / "pan5.mp4", moving_crops(astronaut, 5))
+    assert client31.post("/track/start", json={"video_path": str(video), "session_id": "c31"}).status_code == 200
+    points = [[12, 12], [40, 20], [70, 30], [20, 70], [80, 80]]
+    for k, point in enumerate(points, start=1):
+        r = client31.post("/track/prompt", json={"session_id": "c31", "frame_idx": 0, "points": [point], "obj_id": k})
+        assert r.status_code == 200, r.text
+        assert k in r.json()["object_ids"]
+    session = client31.app.state.tracking.sessions["c31"].video
+    buckets = sum(b.state.num_buckets for b in session.batches)
+    assert buckets == 2 and sorted(i for b in session.batches for i in b.obj_ids) == [1, 2, 3, 4, 5]
+    frames = _frames(client31, "c31", mask_format="rle")
+    assert [f["object_ids"] for f in frames] == [[1, 2, 3, 4, 5]] * 5
+    r = client31.post("/track/remove_object", json={"session_id": "c31", "obj_id": 3})
+    assert r.status_code == 200 and r.json()["removed"] is True
+    r = client31.post("/track/prompt", json={"session_id": "c31", "frame_idx": 2, "points": [[40, 20], [60, 60]],
+                                             "labels": [1, 0], "obj_id": 2})  # fmt: skip
+    assert r.status_code == 200 and 2 in r.json()["object_ids"], r.text
+    with client31.stream("POST", "/track/propagate", json={"session_id": "c31", "direction": "forward",
+                                                           "stream": True, "mask_format": "rle"}) as s:  # fmt: skip
+        assert s.status_code == 200
+        lines = [json.loads(line) for line in s.iter_lines() if line]
+    streamed = [x for x in lines if "frame_idx" in x]
+    assert [f["object_ids"] for f in streamed] == [[1, 2, 4, 5]] * 5
+    stored = client31.post("/track/frames", json={"session_id": "c31", "mask_format": "rle"}).json()["frames"]
+    assert [f["masks"] for f in stored] == [f["masks"] for f in streamed]
+    assert client31.post("/track/stop", json={"session_id": "c31"}).json()["closed"] is True
 
 
 def test_a_real_uvicorn_serves_sam31(tmp_path, photo):
