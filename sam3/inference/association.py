@@ -37,13 +37,22 @@ class TrackingHeuristics:
     high_conf_thresh: float = 0.8
     high_iou_thresh: float = 0.8
     refinement_cond_frame_removal_window: int = 16
+    # SAM 3.1's rules (off for SAM 3; the names of the released constructor arguments where there is one):
+    det_nms_use_iom: bool = False  # the detection NMS compares masks by IoM (intersection over the smaller area)
+    use_iom_recondition: bool = False  # every association test uses IoM, re-anchoring from iom_thresh_recondition
+    iom_thresh_recondition: float = 0.8
+    suppress_det_close_to_boundary: bool = False  # drop detections whose box centre is within 2.5% of an edge
+    exclusive_reanchor: bool = False  # SAM 3.1's association: a detection or track above the re-anchoring
+    # threshold with more than one partner is re-anchored to none (and matches none); the re-anchored track keeps
+    # its own mask where it agrees with the detection's and takes the detection's logits elsewhere; without any
+    # track, new objects still need new_det_thresh
 
     @classmethod
     def sam31(cls) -> TrackingHeuristics:
-        """SAM 3.1's settings, as ``build_sam3_multiplex_video_predictor`` passes them (where this engine has
-        the rule): a lower detection threshold, new objects from 0.65, keep-alive counters 0 / 8 / -4, no hole
-        filling. Its other switches (IoM for the detection NMS and the re-anchoring test, masklet
-        confirmation, boundary suppression, the 16-object cap) are not applied here."""
+        """SAM 3.1's settings, as ``build_sam3_multiplex_video_predictor`` passes them: a lower detection
+        threshold, IoM for the NMS, the association and the re-anchoring (from 0.5), boundary suppression, new
+        objects from 0.65, keep-alive counters 0 / 8 / -4, no hole filling. Not applied here: masklet
+        confirmation (it hides unconfirmed objects only with a hot-start delay), the 16-object cap."""
         return cls(
             score_threshold_detection=0.4,
             new_det_thresh=0.65,
@@ -51,6 +60,11 @@ class TrackingHeuristics:
             max_trk_keep_alive=8,
             min_trk_keep_alive=-4,
             fill_hole_area=0,
+            det_nms_use_iom=True,
+            use_iom_recondition=True,
+            iom_thresh_recondition=0.5,
+            suppress_det_close_to_boundary=True,
+            exclusive_reanchor=True,
         )
 
 
@@ -75,6 +89,14 @@ def mask_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return inter / union.clamp(min=1)
 
 
+def mask_iom(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Intersection over the smaller area of binary masks: a (N, H, W), b (M, H, W) -> (N, M) (0 for an empty one)."""
+    af = a.reshape(a.shape[0], -1).float()
+    bf = b.reshape(b.shape[0], -1).float()
+    inter = af @ bf.T
+    return inter / (torch.minimum(af.sum(1)[:, None], bf.sum(1)[None, :]) + 1e-8)
+
+
 def greedy_nms(ious: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
     """Greedy NMS on a pairwise IoU matrix: indices kept, highest score first (suppress IoU > thr).
 
@@ -90,16 +112,48 @@ def greedy_nms(ious: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -
     return torch.tensor(kept, dtype=torch.long, device=scores.device)
 
 
-def nms_masks(probs: torch.Tensor, masks: torch.Tensor, prob_threshold: float, iou_threshold: float) -> torch.Tensor:
-    """probs (Q,), mask logits (Q, H, W) -> keep (Q,) bool: above threshold and kept by mask-IoU NMS."""
+def nms_masks(
+    probs: torch.Tensor, masks: torch.Tensor, prob_threshold: float, iou_threshold: float, use_iom: bool = False
+) -> torch.Tensor:
+    """probs (Q,), mask logits (Q, H, W) -> keep (Q,) bool: above threshold and kept by greedy mask NMS (IoU, or
+    IoM with ``use_iom``)."""
     valid = probs > prob_threshold
     rows = valid.nonzero()[:, 0]  # the one read that sizes what follows (boolean indexing would read thrice)
     if rows.numel() == 0:
         return valid
     binary = masks.index_select(0, rows) > 0
-    kept = greedy_nms(mask_iou(binary, binary), probs.index_select(0, rows), iou_threshold)
+    overlap = mask_iom(binary, binary) if use_iom else mask_iou(binary, binary)
+    kept = greedy_nms(overlap, probs.index_select(0, rows), iou_threshold)
     valid_rank = torch.where(valid, valid.cumsum(0) - 1, torch.full_like(valid, -1, dtype=torch.long))
     return torch.isin(valid_rank, kept)
+
+
+def nms_masks_each(
+    probs: torch.Tensor, masks: torch.Tensor, prob_threshold: float, iou_threshold: float, use_iom: bool = False
+) -> torch.Tensor:
+    """SAM 3.1's NMS on a prompted frame (its single-frame detector path): in score order, every detection
+    suppresses the lower-scored ones it overlaps by more than ``iou_threshold``, whether or not it was
+    suppressed itself; IoM is the intersection over the higher-scored detection's area. -> keep (Q,) bool."""
+    valid = probs > prob_threshold
+    binary = (masks > 0).reshape(masks.shape[0], -1).float()
+    inter = binary @ binary.T
+    area = binary.sum(1, keepdim=True)
+    overlap = inter / (area + 1e-8) if use_iom else inter / (area + area.T - inter).clamp(min=1)
+    order = probs.argsort(descending=True)
+    above = (overlap[order][:, order] > iou_threshold) & torch.ones_like(inter, dtype=torch.bool).triu(1)
+    keep = valid[order]
+    for i in range(keep.shape[0]):
+        keep = keep & ~above[i]
+    out = torch.zeros_like(keep)
+    out[order] = keep
+    return out
+
+
+def boundary_keep(boxes_xyxy: torch.Tensor, margin: float = 0.025) -> torch.Tensor:
+    """(N, 4) normalised xyxy boxes -> (N,) bool: the box centre is more than ``margin`` from every edge."""
+    x0, y0, x1, y1 = boxes_xyxy.unbind(-1)
+    xc, yc = (x0 + x1) / 2, (y0 + y1) / 2
+    return (xc > margin) & (xc < 1.0 - margin) & (yc > margin) & (yc < 1.0 - margin)
 
 
 @dataclass
@@ -130,6 +184,8 @@ def associate_detections(
     """Match detections (N, h, w) logits to track predictions (M, h', w') logits by binary-mask IoU."""
     empty_i64 = np.array([], np.int64)
     if trk_masks.shape[0] == 0:
+        if cfg.exclusive_reanchor:  # SAM 3.1: the first objects too need new_det_thresh
+            return Association(np.nonzero(det_scores >= cfg.new_det_thresh)[0], empty_i64, empty_i64)
         return Association(np.arange(det_masks.shape[0]), empty_i64, empty_i64)
     nonempty = (trk_masks > 0).flatten(1).any(1)
     if det_masks.shape[0] == 0:
@@ -145,16 +201,22 @@ def associate_detections(
             det_masks = F.interpolate(
                 det_masks[:, None], size=trk_masks.shape[-2:], mode="bilinear", align_corners=False
             )[:, 0]
-    # the (N, M) IoUs and which tracks are non-empty in one transfer
+    # the (N, M) IoUs (or IoMs) and which tracks are non-empty in one transfer
     n, m = det_masks.shape[0], trk_masks.shape[0]
-    host = torch.cat([mask_iou(det_masks > 0, trk_masks > 0).flatten(), nonempty.float()]).cpu().numpy()
+    overlap = (mask_iom if cfg.use_iom_recondition else mask_iou)(det_masks > 0, trk_masks > 0)
+    host = torch.cat([overlap.flatten(), nonempty.float()]).cpu().numpy()
     ious, trk_nonempty = host[: n * m].reshape(n, m), host[n * m :] > 0
     trk_matched = (ious >= cfg.trk_assoc_iou_thresh).any(axis=0)
     unmatched = trk_ids[trk_nonempty & ~trk_matched]
     is_new = (det_scores >= cfg.new_det_thresh) & ~(ious >= cfg.assoc_iou_thresh).any(axis=1)
     assoc = Association(np.nonzero(is_new)[0], unmatched, trk_ids[~trk_nonempty])
+    reanchor = cfg.iom_thresh_recondition if cfg.use_iom_recondition else cfg.high_iou_thresh
+    if cfg.exclusive_reanchor:
+        over = ious >= reanchor
+        ious = np.where(over.sum(axis=0)[None, :] > 1, 0.0, ious)
+        ious = np.where(over.sum(axis=1)[:, None] > 1, 0.0, ious)
     best_trk = ious.argmax(axis=1)
-    high = (det_scores >= cfg.high_conf_thresh) & ~is_new & (ious.max(axis=1) >= cfg.high_iou_thresh)
+    high = (det_scores >= cfg.high_conf_thresh) & ~is_new & (ious.max(axis=1) >= reanchor)
     for d in range(det_masks.shape[0]):
         assoc.det_to_matched_trk_ids[d] = trk_ids[ious[d] >= cfg.assoc_iou_thresh]
         if high[d]:

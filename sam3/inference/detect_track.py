@@ -15,6 +15,8 @@ import torch.nn.functional as F
 from sam3.inference.association import (
     ALWAYS_OCCLUDED,
     NEVER_OCCLUDED,
+    boundary_keep,
+    nms_masks_each,
     NO_OBJ_LOGIT,
     REMOVED_SCORE,
     Association,
@@ -93,14 +95,15 @@ class DetectTrackEngine:
             session.features[frame_idx] = cached
         return cached
 
-    def text_features(self, session: VideoSession):
-        """Features of [text or placeholder, "visual"], cached for the session's current text."""
+    def text_features(self, session: VideoSession, placeholder_for_boxes: bool = False):
+        """Features of [text or placeholder, "visual"], cached for the session's current text. A box-only concept
+        reads "visual" (SAM 3), or the placeholder with ``placeholder_for_boxes`` (SAM 3.1)."""
         key = (session.text or "<text placeholder>", VISUAL_TEXT)
         if key not in session.text_cache:
             session.text_cache.clear()
             session.text_cache[key] = self.model.encode_text(list(key))
         feats = session.text_cache[key]
-        row = 0 if session.text is not None else 1
+        row = 0 if session.text is not None or placeholder_for_boxes else 1
         return TextFeatures(feats.features[row : row + 1], feats.mask[row : row + 1])
 
     def visit_frame(self, session: VideoSession, frame_idx: int, reverse: bool) -> int:
@@ -125,8 +128,13 @@ class DetectTrackEngine:
         session.features.pop(frame_idx + 1 if reverse else frame_idx - 1, None)
         return used
 
-    def detect(self, session: VideoSession, frame_idx: int, reverse: bool, allow_new: bool) -> Detections:
-        """The frame's detections above the score threshold (none when new detections are not allowed)."""
+    def detect(
+        self, session: VideoSession, frame_idx: int, reverse: bool, allow_new: bool, prompted: bool = False
+    ) -> Detections:
+        """The frame's detections above the score threshold (none when new detections are not allowed).
+        ``prompted``: the frame of a text / box request (SAM 3.1 detects it differently from propagated ones)."""
+        if self.multiplex:
+            return self._detect_multiplex(session, frame_idx, reverse, allow_new, prompted)
         prompt_frame = self.visit_frame(session, frame_idx, reverse)
         every = session.detections.get(frame_idx)
         if every is None:
@@ -151,6 +159,34 @@ class DetectTrackEngine:
             keep = nms_masks(logits.sigmoid(), masks, self.cfg.score_threshold_detection, self.cfg.det_nms_thresh)
             logits = logits - 1e4 * (~keep).float()
         return Detections(box_cxcywh_to_xyxy(out.pred_boxes[0]), masks, logits.sigmoid())
+
+    def _detect_multiplex(
+        self, session: VideoSession, frame_idx: int, reverse: bool, allow_new: bool, prompted: bool
+    ) -> Detections:
+        """SAM 3.1's detection, as released: the prompted frame with its box prompt and an NMS in which every
+        detection suppresses the ones it overlaps (``nms_masks_each``); propagated frames with the text alone
+        (a box-only concept keeps the text placeholder) and a greedy NMS. Detections near the frame's edge are
+        dropped; the kept ones come in the order of ``keep.argsort(descending=True)`` (which decides new ids).
+        ``allow_new`` is not read: SAM 3.1 detects on every frame, also for a box-only concept."""
+        session.features.pop(frame_idx + 1 if reverse else frame_idx - 1, None)
+        feats = self.frame_features(session, frame_idx)
+        box = session.visual_prompt.get(frame_idx) if prompted else None
+        text = self.text_features(session, placeholder_for_boxes=True)
+        out = self.model.detector.forward_grounding(
+            feats.backbone, text, box or GeometricPrompt.empty(1, self.device), joint_scores=True
+        )
+        logits, masks = out.pred_logits[0].clone(), out.pred_masks[0]
+        cfg = self.cfg
+        if cfg.det_nms_thresh > 0:
+            nms = nms_masks_each if prompted else nms_masks
+            keep = nms(logits.sigmoid(), masks, cfg.score_threshold_detection, cfg.det_nms_thresh, cfg.det_nms_use_iom)
+            logits = logits - 1e4 * (~keep).float()
+        probs, boxes = logits.sigmoid(), box_cxcywh_to_xyxy(out.pred_boxes[0])
+        pos = probs > cfg.score_threshold_detection
+        if cfg.suppress_det_close_to_boundary:
+            pos = pos & boundary_keep(boxes)
+        rows = pos.argsort(descending=True)[: int(pos.sum())]
+        return Detections(boxes.index_select(0, rows), masks.index_select(0, rows), probs[rows])
 
     # ---------------------------------------------------------------- tracker steps
     def propagate_tracks(
@@ -239,6 +275,42 @@ class DetectTrackEngine:
         for batch in touched:
             self.runner.consolidate(batch, lambda t: self.frame_features(session, t).tracker)
 
+    def recondition_merge(
+        self,
+        session: VideoSession,
+        frame_idx: int,
+        dets: Detections,
+        assoc: Association,
+        trk_logits: torch.Tensor,
+        trk_ids: list[int],
+        low_res: torch.Tensor,
+    ) -> None:
+        """SAM 3.1's re-anchoring: a confident track (sigmoid score above ``high_conf_thresh``) paired with a
+        confident detection keeps its (N, 4g, 4g) logits where their masks agree and takes the detection's
+        elsewhere (in ``low_res``, in place: the frame's output and memory); each tracker state is re-anchored on
+        the detections' masks of its objects in one call."""
+        pairs = [(t, d) for t, d in assoc.trk_to_high_conf_det.items()]
+        if not pairs:
+            return
+        rows = torch.tensor([trk_ids.index(t) for t, _ in pairs], device=low_res.device)
+        confident = (trk_logits[rows].sigmoid() > self.cfg.high_conf_thresh).tolist()
+        pairs = [p for p, ok in zip(pairs, confident) if ok]
+        if not pairs:
+            return
+        rows = torch.tensor([trk_ids.index(t) for t, _ in pairs], device=low_res.device)
+        new = dets.masks[torch.tensor([d for _, d in pairs], device=dets.masks.device)]
+        size = (self.input_mask_size,) * 2
+        big = F.interpolate(new[:, None], size=size, mode="bilinear", align_corners=False)[:, 0] > 0
+        old = low_res[rows]
+        merged = torch.where((new > 0) == (old > 0), old, new.to(old.dtype))
+        low_res[rows] = fill_holes_in_mask_scores(merged[:, None], self.cfg.fill_hole_area)[:, 0]
+        feats = self.frame_features(session, frame_idx).tracker
+        for batch in session.batches:
+            mine = [k for k, (t, _) in enumerate(pairs) if t in batch.obj_ids]
+            if mine:
+                self.runner.add_masks(batch, frame_idx, [pairs[k][0] for k in mine], big[mine], feats)
+                self.runner.consolidate(batch, lambda t: self.frame_features(session, t).tracker)
+
     def update_memories(self, session: VideoSession, frame_idx: int, low_res: torch.Tensor) -> None:
         """Encode this frame's (N, 4g, 4g) track masks as memory, after the pixel-wise non-overlap rule."""
         high = F.interpolate(low_res[:, None], size=(self.input_mask_size,) * 2, mode="bilinear", align_corners=False)
@@ -253,10 +325,11 @@ class DetectTrackEngine:
         self.runner.store_memories(batches, frame_idx, high, obj_scores, feats)
 
     # ---------------------------------------------------------------- one frame
-    def run_frame(self, session: VideoSession, frame_idx: int, reverse: bool) -> FrameOutcome:
+    def run_frame(self, session: VideoSession, frame_idx: int, reverse: bool, prompted: bool = False) -> FrameOutcome:
+        """One frame of detect-then-track; ``prompted`` for the frame of a text / box request."""
         reg = session.objects
         allow_new = session.text is not None or frame_idx in session.visual_prompt
-        dets = self.detect(session, frame_idx, reverse, allow_new)
+        dets = self.detect(session, frame_idx, reverse, allow_new, prompted)
         low_res, trk_logits = self.propagate_tracks(session, frame_idx, reverse)
         prev_ids = self.runner.row_order(reg.obj_ids)
         det_scores = dets.scores.float().cpu().numpy()
@@ -275,7 +348,10 @@ class DetectTrackEngine:
             and frame_idx % self.cfg.recondition_every_nth_frame == 0
             and assoc.trk_to_high_conf_det
         ):
-            self.recondition(session, frame_idx, dets, assoc, trk_logits, prev_ids)
+            if self.multiplex:
+                self.recondition_merge(session, frame_idx, dets, assoc, trk_logits, prev_ids, low_res)
+            else:
+                self.recondition(session, frame_idx, dets, assoc, trk_logits, prev_ids)
 
         last_occluded_new: dict[int, torch.Tensor] = {}
         if low_res.shape[0] > 0:

@@ -173,6 +173,11 @@ class MultiplexRunner:
             batch.mask_inputs[i][frame_idx] = v[0]
             batch.point_inputs[i].pop(frame_idx, None)
         is_cond = is_init if is_cond is None else is_cond
+        if not is_cond and frame_idx in batch.bank.cond:
+            # As released: the masks update the conditioning entry in place (pointers, scores, low-res masks);
+            # the non-conditioning output its consolidation makes is dropped again, as a frame cannot be both.
+            batch.bank.cond[frame_idx] = entry
+            return
         batch.bank.add(frame_idx, entry, is_cond)
         if is_cond:
             batch.bank.non_cond.pop(frame_idx, None)

@@ -149,7 +149,7 @@ class VideoPredictor:
         if boxes:
             device = self.model.device
             s.visual_prompt[frame_idx] = GeometricPrompt.from_boxes(b[None].to(device), lab.to(device))
-        outcome = self.engine.run_frame(s, frame_idx, reverse=False)
+        outcome = self.engine.run_frame(s, frame_idx, reverse=False, prompted=True)
         return self.engine.build_result(s, frame_idx, outcome.masks, hidden=set(), store=True)
 
     def _add_points(self, s: VideoSession, frame_idx: int, points, labels, obj_id: int) -> FrameResult:

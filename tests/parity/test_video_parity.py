@@ -204,17 +204,17 @@ class OurLogits:
         self.detections: list[tuple[int, torch.Tensor]] = []
         detect = engine.detect
 
-        def detect_rec(session, frame_idx, reverse, allow_new):
-            dets = detect(session, frame_idx, reverse, allow_new)
+        def detect_rec(session, frame_idx, reverse, allow_new, prompted=False):
+            dets = detect(session, frame_idx, reverse, allow_new, prompted)
             self.detections.append((frame_idx, dets.scores.detach().clone().float()))
             return dets
 
         engine.detect = detect_rec
         run_frame = engine.run_frame
 
-        def run_frame_rec(session, frame_idx, reverse):
+        def run_frame_rec(session, frame_idx, reverse, prompted=False):
             self.current = frame_idx
-            return run_frame(session, frame_idx, reverse)
+            return run_frame(session, frame_idx, reverse, prompted)
 
         engine.output_masks = output_masks_rec
         engine.track_objects = track_objects_rec
@@ -232,14 +232,16 @@ class OurStep:
     detections: list[tuple[int, torch.Tensor]]  # (frame, kept detection scores) per detect-then-track step
 
 
-def run_ours(model, official: dict, frames: Path, plan: list[dict]) -> list[list[OurStep]]:
-    """Our predictor on the same plan; clicks use the pixels (and ids) the oracle used."""
+def run_ours(model, official: dict, frames: Path, plan: list[dict], base=None) -> list[list[OurStep]]:
+    """Our predictor on the same plan; clicks use the pixels (and ids) the oracle used. Each scenario's
+    heuristics replace those of ``base`` (default: SAM 3's ``TrackingHeuristics()``)."""
     from sam3.inference.association import TrackingHeuristics
     from sam3.inference.video_predictor import VideoPredictor
 
+    base = base if base is not None else TrackingHeuristics()
     out = []
     for scenario, off in zip(plan, official["scenarios"]):
-        predictor = VideoPredictor(model, TrackingHeuristics(**scenario["heuristics"]))
+        predictor = VideoPredictor(model, dataclasses.replace(base, **scenario["heuristics"]))
         rec = OurLogits(predictor.engine)
         sid = predictor.start_session(str(frames))  # frames decoded on demand (lazy)
         steps = []
@@ -258,6 +260,9 @@ def run_ours(model, official: dict, frames: Path, plan: list[dict]) -> list[list
                 results = list(predictor.propagate(sid, step[1], step[2], step[3]))
             elif kind == "remove":
                 assert predictor.remove_object(sid, off_step["obj_id"])
+            elif kind == "reset":
+                predictor.reset_session(sid)
+                rec.latest.clear()
             steps.append(OurStep([rec.frame(r) for r in results], list(rec.detections)))
             rec.detections.clear()
         predictor.close_session(sid)

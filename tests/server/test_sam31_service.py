@@ -140,7 +140,7 @@ def test_video_clicks_more_objects_than_a_bucket_holds(client31, astronaut):
     assert client31.post("/track/stop", json={"session_id": "c31"}).json()["closed"] is True
 
 
-def test_a_real_uvicorn_serves_sam31(tmp_path, photo):
+def test_a_real_uvicorn_serves_sam31(tmp_path, photo, astronaut):
     server = start_app(tmp_path, {"SAM3_MODEL_VERSION": "sam3.1"})
     try:
         assert httpx.get(f"{server.url}/health", timeout=10).json()["model_version"] == "sam3.1"
@@ -148,6 +148,14 @@ def test_a_real_uvicorn_serves_sam31(tmp_path, photo):
                        data={"points": "[[200, 150]]"}, timeout=120)  # fmt: skip
         assert r.status_code == 200, r.text
         assert decode_mask(r.content).shape == (300, 400)
+        video = write_video(server.media_root / "pan.mp4", moving_crops(astronaut, 4))
+        post = lambda path, body: httpx.post(f"{server.url}{path}", json=body, timeout=120)  # noqa: E731
+        assert post("/track/start", {"video_path": str(video), "session_id": "v"}).status_code == 200
+        r = post("/track/prompt", {"session_id": "v", "frame_idx": 0, "text": "a face"})
+        assert r.status_code == 200 and r.json()["num_objects"] > 0, r.text
+        frames = post("/track/propagate", {"session_id": "v", "direction": "forward"}).json()["frames"]
+        assert [f["frame_idx"] for f in frames] == [0, 1, 2, 3] and all(f["object_ids"] for f in frames)
+        assert post("/track/stop", {"session_id": "v"}).json()["closed"] is True
     finally:
         stop_server(server)
 

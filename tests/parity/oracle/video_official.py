@@ -21,7 +21,7 @@ Runs ONLY inside the oracle subprocess, from the repository root::
                                 ["propagate", "forward" | "backward" | "both", start | null, max | null],
                                 ["click", frame, obj_id | "first" | "same", [[x_px, y_px] | "inside", ...] | "inside",
                                  [labels]],
-                                ["remove", obj_id | "same"]]}]}
+                                ["remove", obj_id | "same"], ["reset"]]}]}
 
   A click request replaces the object's earlier clicks on that frame (as the official API does), so it lists
   all of them. ``"inside"`` is the pixel of ``obj_id``'s latest output mask on that frame nearest to the
@@ -428,6 +428,9 @@ def run_scenario(cfg: dict, scenario: dict, frames_dir: str, seed, checkpoint,
         elif kind == "remove":
             rec["obj_id"] = obj_id = chosen if step[1] == "same" else step[1]
             predictor.handle_request({"type": "remove_object", "session_id": sid, "obj_id": obj_id})
+        elif kind == "reset":
+            predictor.handle_request({"type": "reset_session", "session_id": sid})
+            last_masks.clear()
         else:
             raise ValueError(f"unknown step {step}")
         rec["results"] = results

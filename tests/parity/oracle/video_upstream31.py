@@ -1,6 +1,6 @@
 """Run the UPSTREAM SAM 3.1 video predictor (detect-then-track, multiplexed tracker) on a folder of frames and a plan of
-requests; save every per-frame output, plus the low-resolution logits behind each output mask, in EXACTLY the format
-of ``video_official.py`` (whose plan parsing, ``run_scenario``, ``pack_result`` and saving this script reuses).
+requests; save every output, plus the low-res logits behind each output mask, in EXACTLY the format of
+``video_official.py``, whose plan format, ``run_scenario``, ``pack_result`` and ``main`` (saving) this script reuses.
 
 Runs ONLY inside the 3.1 oracle subprocess, from the repository root::
 
@@ -8,60 +8,55 @@ Runs ONLY inside the 3.1 oracle subprocess, from the repository root::
         --config cfg.json --plan plan.json --out upstream31.pt \
         (--checkpoint sam3.1_multiplex.pt | --seed 0 --save-checkpoint sam3.1_multiplex.pt)
 
-* ``cfg.json``: our ``get_multiplex_config(preset).to_dict()``. Model: ``build_upstream31_tiny`` (random weights, or
-  ``--checkpoint`` loaded strictly into the same ``Upstream31``), assembled as ``build_sam3_multiplex_video_predictor``
-  does: ``Sam3MultiplexPredictorWrapper`` around ``tracker.model`` (no backbone), the ``Sam3MultiplexDetector`` and
-  ``Sam3MultiplexTrackingWithInteractivity`` with the builder's arguments (``BUILDER_ARGS``, image size from the
-  config), driven through ``Sam3BasePredictor.handle_request`` / ``handle_stream_request``. The saved checkpoint is
-  the ``sam3.1_multiplex.pt`` layout (``detector.*`` + ``tracker.model.*``), written AFTER the score spreading.
-* ``score_gain`` as in video_official.py (the query projection of the dot-product scorer times the gain, presence
-  bias + 4). video_official applies no object-score shift, so neither does this (dev_weights' OBJECT_SHIFT is not
-  applied: the saved checkpoint is the whole change).
-* ``"heuristics"``: OUR ``TrackingHeuristics`` names, mapped by ``HEURISTIC_ARGS``; a key that is not one of ours but is
-  an upstream constructor argument (e.g. ``"det_nms_use_iom": false``) overrides that argument directly. Unlike the
-  SAM 3 oracle, missing names keep the builder's value. Of ours, ``high_conf_thresh`` has no counterpart (0.8
-  hard-coded in ``_associate_det_trk`` / ``_recondition_masklets``; any other value is refused) and
-  ``high_iou_thresh`` maps to ``iou_thresh_recondition``, which upstream ignores while ``use_iom_recondition=True``
-  (the builder's setting: it re-conditions on IoM >= ``iom_thresh_recondition`` = 0.5). ``max_num_objects`` 10000
-  (ours: no limit; the builder: 16) is sent as ``NO_LIMIT`` = 64: upstream's "no limit" (-1, i.e. 10000) cannot run,
-  its batched post-processing allocates postprocess_batch_size x max_num_objects x H x W bools (147 GB at 720p).
-  ``refinement_cond_frame_removal_window`` ->
-  ``refinement_detector_cond_frame_removal_window`` (upstream default 120, not set by the builder).
+* ``cfg.json``: our ``get_multiplex_config(preset).to_dict()``. ``build_upstream31_tiny`` gives the parts (random
+  weights, or ``--checkpoint`` loaded strictly into ``Upstream31``); they are assembled as
+  ``build_sam3_multiplex_video_predictor`` does (``Sam3MultiplexPredictorWrapper`` around ``tracker.model``,
+  ``Sam3MultiplexTrackingWithInteractivity`` with ``BUILDER_ARGS``, image size from the config) and driven through
+  ``Sam3BasePredictor.handle_request`` / ``handle_stream_request``. The checkpoint (``detector.*`` +
+  ``tracker.model.*``) is saved after every weight change below, so our side just loads it.
+* ``score_gain``: as video_official.py (scorer query projection x gain, presence bias + 4); no object-score shift by
+  default (video_official applies none). Optional plan key ``"object_shift"`` (e.g. 4.0, as
+  ``sam3/dev_weights.py::make_visible``): added to the object-score bias of both tracker decoders; at random weights
+  the interactive decoder scores a click slightly negative, so the clicked mask is blanked (-1024) on its frame.
+* ``"heuristics"``: OUR ``TrackingHeuristics`` names (``HEURISTIC_ARGS``); a key that is an upstream constructor
+  argument instead (e.g. ``"use_batched_grounding": false``) sets it directly; missing ones keep the builder's value.
+  ``high_conf_thresh`` has no counterpart (0.8 hard-coded in ``_associate_det_trk`` / ``_recondition_masklets``);
+  ``high_iou_thresh`` -> ``iou_thresh_recondition``, unused while ``use_iom_recondition=True`` (upstream re-conditions
+  on IoM >= ``iom_thresh_recondition`` = 0.5). ``max_num_objects`` 10000 (ours: no limit; builder: 16) is sent as
+  ``NO_LIMIT`` = 64: upstream's -1 (= 10000) cannot run, the batched post-processing allocates
+  postprocess_batch_size x max_num_objects x H x W bools (147 GB at 720p). ``refinement_cond_frame_removal_window`` ->
+  ``refinement_detector_cond_frame_removal_window`` (builder: unset, default 120).
 
-Recorded logits (``LogitRecorder31``): ``build_outputs`` thresholds ``tracker_low_res_masks_global`` (already
-re-conditioned and occlusion-suppressed in place by the planning phase) for tracked objects and the hole-filled
-detector mask for new ones; a partial propagation's refined objects get the low-res logits of
-``_propogate_tracker_one_frame_local_gpu(run_mem_encoder=True)`` (merged in ``_build_sam2_output``); a clicked object
-on its click frame the hole-filled video-size logits of ``add_sam2_new_points``. ``det_scores``: the scores of the
-detections kept (``det_keep``) in the order upstream associates them (kept first, ``argsort`` of the keep mask).
-Events: ``new_objects`` / ``hotstart_removed`` from the planning phase's update plan (upstream 3.1 never fills
-``rank0_metadata["removed_obj_ids"]``/``["suppressed_obj_ids"]``: its GPU hot-start removes tracks but hides nothing
-retroactively, and its keep-alive suppression mask is computed and dropped), ``reconditioned`` (pairs offered to
-``_recondition_masklets``), ``occlusion_suppressed`` (rows changed by the occlusion rule).
+Recorded logits: ``build_outputs`` thresholds ``tracker_low_res_masks_global`` (re-conditioned and occlusion-suppressed
+in place by the planning phase) and the hole-filled detector masks of new objects; a partial propagation's refined
+objects: ``_propogate_tracker_one_frame_local_gpu(run_mem_encoder=True)`` (merged by ``_build_sam2_output``); a clicked
+object on its click frame: the hole-filled video-size logits of ``add_sam2_new_points``. ``det_scores``: the kept
+detections in upstream's association order (``det_keep.argsort(descending=True)``, NOT query order on CPU). Events:
+``new_objects`` / ``hotstart_removed`` from the update plan (upstream never fills ``rank0_metadata``'s removed /
+suppressed ids: nothing is hidden retroactively, its keep-alive suppression is computed and dropped),
+``reconditioned`` (pairs offered to ``_recondition_masklets``), ``occlusion_suppressed`` (rows the rule changed).
 
-CPU shims (none changes arithmetic), on top of ``shims31.install`` and ``Tensor.cuda`` = identity (frames, stored
-memories and image features are moved with ``.cuda()``):
-* ``Sam3MultiplexTracking._construct_initial_input_batch``: ``init_state`` sets ``device = cuda`` just before it; the
-  state's device is set to CPU first (the input batch is moved ``.to(device)``).
-* ``Sam3VideoTrackingMultiplexDemo.init_state`` hard-codes ``torch.device("cuda")`` for ``device`` / ``storage_device``
-  (allocation / ``.to()`` targets): set to CPU after it (as run_upstream31_tracker.py does).
-* The detector's single-frame path (``_build_multigpu_buffer_next_chunk``, used by ``add_prompt`` and clicks) casts the
-  tracker FPN levels to bf16 for a multi-GPU all-gather, which then fails in ``conv_s0`` on CPU (bf16 input, fp32
-  bias); the fp32 levels it computed are kept (the batched propagation path never casts).
-* ``torch.empty/zeros(pin_memory=True)`` in ``sam3_multiplex_tracking`` (batched post-processing buffers) need an
-  accelerator: that module sees a ``torch`` whose ``empty`` / ``zeros`` drop ``pin_memory``.
-* ``MultiplexState.mux`` / ``demux`` multiply by a 0/1 fp32 selection matrix; upstream relies on CUDA autocast when the
-  input is a bf16 stored memory (a click merging a singleton state's memories back): such an input is selected in fp32
-  and cast back (exact both ways: each output is one input value).
-* ``Sam3MultiplexPredictorWrapper.__init__`` enters a CUDA bf16 autocast for the process: exited right away; the
-  predictor is built without its constructor (which enters the same autocast and turns on TF32).
+CPU shims (no arithmetic changes), on top of ``shims31.install`` and ``Tensor.cuda`` = identity:
+* ``Sam3MultiplexTracking._construct_initial_input_batch``: the session's device (``init_state`` sets cuda just
+  before) is set to CPU first (the input batch is moved ``.to(device)``).
+* ``Sam3VideoTrackingMultiplexDemo.init_state`` hard-codes cuda for ``device`` / ``storage_device`` (allocation and
+  ``.to()`` targets): set to CPU after it (as run_upstream31_tracker.py does).
+* The detector's single-frame path (``_build_multigpu_buffer_next_chunk``: ``add_prompt``, clicks) casts the tracker
+  FPN levels to bf16 for a multi-GPU all-gather; ``conv_s0`` then fails on CPU (bf16 input, fp32 bias). The fp32
+  levels it computed are kept (the batched propagation path never casts).
+* ``torch.empty/zeros(pin_memory=True)`` (batched post-processing buffers) need an accelerator: the module
+  ``sam3_multiplex_tracking`` sees a ``torch`` whose ``empty`` / ``zeros`` drop ``pin_memory``.
+* ``MultiplexState.mux`` / ``demux`` (0/1 fp32 selection matrices) get bf16 stored memories when a click merges a
+  singleton state back (upstream relies on CUDA autocast): selected in fp32 and cast back, exact both ways.
+* ``Sam3MultiplexPredictorWrapper.__init__`` enters a process-wide CUDA bf16 autocast: exited right away; the
+  predictor is built without its constructor (the same autocast, TF32).
 """
 
 from __future__ import annotations
 
 import inspect
+import json
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -73,6 +68,7 @@ import torch  # noqa: E402
 
 # Our TrackingHeuristics field -> Sam3MultiplexBase / Sam3MultiplexTrackingWithInteractivity argument
 HEURISTIC_ARGS = {**vo.HEURISTIC_ARGS, "high_iou_thresh": "iou_thresh_recondition"}
+OBJECT_SHIFT = 0.0  # the plan's "object_shift" (read by main)
 NO_LIMIT = 64  # max_num_objects sent for our "no limit" (10000), see the docstring
 # build_sam3_multiplex_video_predictor's arguments (image_size comes from the config)
 BUILDER_ARGS = dict(
@@ -92,7 +88,8 @@ def install_video31_shims() -> None:
     """The CPU shims of the module docstring (idempotent)."""
     shims31.install()
     shims31.install_cuda_identity()
-    from sam3.model import multiplex_utils, sam3_multiplex_detector, sam3_multiplex_tracking, video_tracking_multiplex_demo
+    from sam3.model import multiplex_utils, sam3_multiplex_detector, sam3_multiplex_tracking
+    from sam3.model import video_tracking_multiplex_demo as demo
 
     if getattr(sam3_multiplex_tracking, "_video31_oracle_patched", False):
         return
@@ -108,7 +105,7 @@ def install_video31_shims() -> None:
 
     tracking_cls._construct_initial_input_batch = construct_cpu
 
-    demo_cls = video_tracking_multiplex_demo.Sam3VideoTrackingMultiplexDemo
+    demo_cls = demo.Sam3VideoTrackingMultiplexDemo
     tracker_init_state = demo_cls.init_state
 
     def tracker_init_state_cpu(self, *args, **kwargs):
@@ -151,25 +148,20 @@ def install_video31_shims() -> None:
     state_cls = multiplex_utils.MultiplexState
     state_cls.mux, state_cls.demux = exact_select(state_cls.mux), exact_select(state_cls.demux)
 
-    class TorchNoPin:
+    class TorchNoPin:  # what sam3_multiplex_tracking calls ``torch``
         def __getattr__(self, name):
             return getattr(torch, name)
 
-        @staticmethod
-        def empty(*args, pin_memory=False, **kwargs):
-            return torch.empty(*args, **kwargs)
-
-        @staticmethod
-        def zeros(*args, pin_memory=False, **kwargs):
-            return torch.zeros(*args, **kwargs)
-
-    sam3_multiplex_tracking.torch = TorchNoPin()
+    no_pin = sam3_multiplex_tracking.torch = TorchNoPin()
+    for name in ("empty", "zeros"):
+        setattr(no_pin, name, lambda *a, _fn=getattr(torch, name), pin_memory=False, **k: _fn(*a, **k))
 
 
 # ------------------------------------------------------------------------------------------------ model
 def upstream_args(heuristics: dict) -> dict:
     """The builder's arguments with the plan's heuristics (our names, or upstream ones) applied."""
-    from sam3.model import sam3_multiplex_base as smb, sam3_multiplex_tracking as smt
+    from sam3.model import sam3_multiplex_base as smb
+    from sam3.model import sam3_multiplex_tracking as smt
 
     valid = set()
     for fn in (smb.Sam3MultiplexBase.__init__, smt.Sam3MultiplexTracking.__init__,
@@ -180,6 +172,10 @@ def upstream_args(heuristics: dict) -> dict:
         if key == "high_conf_thresh":
             if value != 0.8:
                 raise ValueError("high_conf_thresh is hard-coded to 0.8 upstream")
+            continue
+        if key == "exclusive_reanchor":  # ours only: upstream's association always applies this rule
+            if not value:
+                raise ValueError("upstream SAM 3.1 always re-anchors exclusively (exclusive_reanchor=True)")
             continue
         name = HEURISTIC_ARGS.get(key, key)
         if name not in valid:
@@ -203,6 +199,10 @@ def build_upstream31_video_model(cfg: dict, heuristics: dict, seed: int | None, 
                 parts.detector.dot_prod_scoring.hs_proj.weight.mul_(score_gain)
                 parts.detector.dot_prod_scoring.hs_proj.bias.mul_(score_gain)
                 parts.detector.transformer.decoder.presence_token_head.layers[2].bias.add_(vo.PRESENCE_SHIFT)
+        if OBJECT_SHIFT:
+            with torch.no_grad():
+                for dec in (parts.tracker.model.interactive_sam_mask_decoder, parts.tracker.model.sam_mask_decoder):
+                    dec.pred_obj_score_head.layers[-1].bias.add_(OBJECT_SHIFT)
     else:
         parts = b31.Upstream31(cfg, bpe_path)
         parts.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True), strict=True)
@@ -342,6 +342,10 @@ def run_scenario31(cfg, scenario, frames_dir, seed, checkpoint, score_gain):
 
 
 def main() -> None:
+    global OBJECT_SHIFT
+    if "--plan" in sys.argv[:-1]:  # video_official's main reads the plan itself; the shift is needed when building
+        plan = json.loads(Path(sys.argv[sys.argv.index("--plan") + 1]).read_text())
+        OBJECT_SHIFT = float(plan.get("object_shift", 0.0))
     # video_official's main (arguments, the loop, saving), on the 3.1 model, predictor and recorder
     vo.__doc__ = __doc__
     vo.build_official_video_model = build_upstream31_video_model

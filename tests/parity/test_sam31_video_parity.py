@@ -1,0 +1,124 @@
+"""SAM 3.1 video parity: our ``VideoPredictor`` on SAM 3.1 against the upstream 3.1 video predictor
+(``Sam3MultiplexTrackingWithInteractivity`` through ``handle_request``) on identical random weights, CPU fp32.
+
+The oracle (``tests/parity/oracle/video_upstream31.py``) builds the upstream 3.1 model at the tiny preset
+(buckets of 4) with deterministic random weights, saves them as a ``sam3.1_multiplex.pt`` and runs the plan
+below on the first 8 frames of a real video; our predictor loads that checkpoint and runs the same requests.
+Every step is compared as for SAM 3 (``test_video_parity``): detection frames and scores, returned frames and
+ids, scores, boxes, the low-res logits behind each mask, mask pixels outside the +-1e-3 probability band.
+Each scenario's heuristics start from SAM 3.1's settings (``TrackingHeuristics.sam31()``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.parity.harness31 import ORACLE31_HINT, oracle31_available, run_oracle31
+from tests.parity.test_video_parity import (
+    NUM_FRAMES,
+    SCORE_GAIN,
+    VIDEO_DIR,
+    compare_all,
+    report,
+    run_ours,
+    summary,
+)
+
+OBJECT_SHIFT = 4.0  # as sam3.dev_weights.make_visible: random decoders score clicked / tracked objects absent
+HEURISTICS = {"det_nms_thresh": 0.5, "hotstart_delay": 0, "hotstart_unmatch_thresh": 2, "hotstart_dup_thresh": 2}
+BOX_XYWH = [0.25, 0.375, 0.5, 0.25]  # exact in binary, so both sides get the same cxcywh box
+PLAN = [
+    {
+        "name": "text_reset_text",
+        "heuristics": HEURISTICS,
+        "steps": [
+            ["text", 0, "a person"],
+            ["propagate", "forward", None, None],
+            ["reset"],
+            ["text", 4, "a car"],
+            ["propagate", "both", None, None],
+        ],
+    },
+    {
+        "name": "box_f2",
+        "heuristics": HEURISTICS,
+        "steps": [["box", 2, BOX_XYWH, None], ["propagate", "both", None, None]],
+    },
+    {
+        # IoU for the detection NMS: more detections, new objects joining the free slots of a tracker state and
+        # more objects than one bucket holds
+        "name": "many_objects",
+        "heuristics": {**HEURISTICS, "det_nms_use_iom": False},
+        "steps": [
+            ["text", 0, "a person"],
+            ["propagate", "forward", None, None],
+            ["remove", 2],
+            ["propagate", "backward", 7, None],
+        ],
+    },
+]
+
+
+def _skip_reason() -> str | None:
+    if not oracle31_available():
+        return ORACLE31_HINT
+    if not VIDEO_DIR.is_dir() or len(sorted(VIDEO_DIR.glob("*.jpg"))) < NUM_FRAMES:
+        return f"the video frames {VIDEO_DIR} (>= {NUM_FRAMES} JPEG frames) are absent"
+    return None
+
+
+def run_upstream_video(workdir: Path, plan: list[dict], seed: int = 0) -> tuple[dict, Path]:
+    from sam3.config_multiplex import get_multiplex_config
+    from sam3.inference.association import TrackingHeuristics
+
+    frames = workdir / "frames"
+    frames.mkdir(parents=True, exist_ok=True)
+    for f in sorted(VIDEO_DIR.glob("*.jpg"))[:NUM_FRAMES]:
+        shutil.copy(f, frames / f.name)
+    cfg = workdir / "cfg.json"
+    cfg.write_text(json.dumps(get_multiplex_config("tiny").to_dict()))
+    base = TrackingHeuristics.sam31()
+    full = [{**s, "heuristics": dataclasses.asdict(dataclasses.replace(base, **s["heuristics"]))} for s in plan]
+    plan_path = workdir / "plan.json"
+    plan_path.write_text(
+        json.dumps({"frames": str(frames), "score_gain": SCORE_GAIN, "object_shift": OBJECT_SHIFT, "scenarios": full})
+    )
+    out, ckpt = workdir / "upstream31.pt", workdir / "sam3.1_multiplex.pt"
+    run_oracle31(
+        "video_upstream31.py",
+        *("--config", str(cfg), "--plan", str(plan_path), "--out", str(out)),
+        *("--seed", str(seed), "--save-checkpoint", str(ckpt)),
+        threads=0,
+        timeout=1800,
+    )
+    return torch.load(out, weights_only=True), ckpt
+
+
+@pytest.fixture(scope="module")
+def video_parity31(tmp_path_factory):
+    reason = _skip_reason()
+    if reason:
+        pytest.skip(reason)
+    from sam3.build_multiplex import build_multiplex_model
+    from sam3.inference.association import TrackingHeuristics
+
+    workdir = tmp_path_factory.mktemp("video_parity31")
+    plan = json.loads(json.dumps(PLAN))
+    upstream, ckpt = run_upstream_video(workdir, plan)
+    model = build_multiplex_model(checkpoint_path=ckpt, preset="tiny", device="cpu", load_from_HF=False)
+    ours = run_ours(model, upstream, workdir / "frames", plan, base=TrackingHeuristics.sam31())
+    return upstream, ours, plan
+
+
+def test_video_predictor_matches_upstream31(video_parity31):
+    upstream, ours, plan = video_parity31
+    rows = compare_all(ours, upstream, plan)
+    print("\n" + report(rows) + "\n" + summary(rows))
+    failures = [r for r in rows if not r.passed]
+    assert not failures, "SAM 3.1 video parity failures:\n" + report(failures)
