@@ -49,6 +49,7 @@ class MultiplexBatch:
     mask_inputs: dict[int, dict[int, torch.Tensor]] = field(default_factory=dict)  # obj id -> frame -> (H, W) bool
     pending: dict[int, PendingFrame] = field(default_factory=dict)
     tracked_frames: dict[int, bool] = field(default_factory=dict)  # frame -> tracked in reverse
+    refined_frames: set[int] = field(default_factory=set)  # frames clicked on for an object already tracked
     consolidated_cond: set[int] = field(default_factory=set)
     consolidated_non_cond: set[int] = field(default_factory=set)
 
@@ -195,10 +196,8 @@ class MultiplexRunner:
     def batch_for_new_object(
         self, batches: list[MultiplexBatch], frame_idx: int, num_frames: int, video_hw: tuple[int, int]
     ) -> MultiplexBatch:
-        """Where a clicked new object goes: the tightest state with a free slot that holds this frame, else a
-        new state (not yet in ``batches``)."""
-        here = [b for b in batches if b.bank.get(frame_idx) is not None]
-        return self.best_fit(here, 1) or self.new_batch(num_frames, video_hw)
+        """Where a clicked new object goes: a tracker state of its own, as released (not yet in ``batches``)."""
+        return self.new_batch(num_frames, video_hw)
 
     def add_points(
         self,
@@ -210,11 +209,14 @@ class MultiplexRunner:
         feats: MultiplexFeatures,
         use_prev_mem_frame: bool = False,
     ) -> torch.Tensor:
-        """Clicks (P, 2) in model-input pixels with labels (P,) for one object: the interactive heads segment
-        it (fed its earlier logits on this frame as a mask prompt), and the binarised result becomes the
-        object's conditioning mask on the frame (a state that never saw the frame is first propagated onto
-        it). Returns the object's (1, 1, 4g, 4g) logits. ``use_prev_mem_frame`` is accepted for the common
-        interface; clicks never read the memory here."""
+        """Clicks (P, 2) in model-input pixels with labels (P,) for one object; returns its (1, 1, 4g, 4g) logits.
+
+        A new object starts a state of its own, as released: the interactive heads segment it from the clicks
+        (no memory), and that prediction (logits, pointer, score) is the state's conditioning entry on the frame.
+        An object already tracked is segmented by the interactive heads fed its earlier logits on this frame as a
+        mask prompt, and the binarised result re-anchors it like a mask (a state that never saw the frame is first
+        propagated onto it); the released code instead moves it into a state of its own first (not done here).
+        ``use_prev_mem_frame`` is accepted for the common interface; clicks never read the memory here."""
         device = feats.interactive.image.device
         coords = coords.reshape(1, -1, 2).float().to(device)
         labels = labels.reshape(1, -1).to(torch.int32).to(device)
@@ -222,18 +224,66 @@ class MultiplexRunner:
             coords = torch.cat([coords[:, :8], coords[:, -8:]], dim=1)
             labels = torch.cat([labels[:, :8], labels[:, -8:]], dim=1)
         points = PointInputs(coords, labels)
-        if batch.obj_ids and batch.bank.get(frame_idx) is None:
+        low = self._segment_clicks(batch, frame_idx, obj_id, points, feats)
+        # As released, after a click the state forgets its mask-only prompts (detections, re-anchorings) and
+        # reads back only clicked frames: the others are computed again when propagated.
+        for o in batch.obj_ids:
+            batch.mask_inputs[o] = {t: m for t, m in batch.mask_inputs[o].items() if t in batch.point_inputs[o]}
+        prompted = {t for o in batch.obj_ids for t in (*batch.point_inputs[o], *batch.mask_inputs[o])}
+        prompted -= set(batch.pending)
+        batch.consolidated_cond = {t for t in prompted if t in batch.bank.cond}
+        batch.consolidated_non_cond = prompted - batch.consolidated_cond
+        return low
+
+    def _segment_clicks(
+        self, batch: MultiplexBatch, frame_idx: int, obj_id: int, points: PointInputs, feats: MultiplexFeatures
+    ) -> torch.Tensor:
+        multimask = points.num_points <= self.tracker.config.tracker.multimask_max_points
+        if not batch.obj_ids:
+            return self._start_with_points(batch, frame_idx, obj_id, points, feats, multimask)
+        if batch.obj_ids == [obj_id] and frame_idx not in batch.refined_frames:
+            # the first clicks on a frame for an object alone in its state segment it afresh, as released
+            batch.refined_frames.add(frame_idx)
+            batch.bank.non_cond.pop(frame_idx, None)
+            batch.consolidated_non_cond.discard(frame_idx)
+            batch.obj_ids.clear()
+            batch.state = MultiplexState(self.multiplex_count)
+            return self._start_with_points(batch, frame_idx, obj_id, points, feats, multimask, keep_inputs=True)
+        if batch.bank.get(frame_idx) is None:
             self.track(batch, frame_idx, False, feats, run_mem_encoder=False)
         entry = batch.bank.get(frame_idx)
         prev = None
         if obj_id in batch.obj_ids and entry is not None:
             prev = entry.pred_masks[batch.index_of(obj_id) : batch.index_of(obj_id) + 1].clamp(-32.0, 32.0)
-        multimask = points.num_points <= self.tracker.config.tracker.multimask_max_points
         low, _, _, _ = self.tracker.interactive_heads(feats, points, prev, multimask)
         big = F.interpolate(low, size=(self.input_mask_size,) * 2, mode="bilinear", align_corners=False)[:, 0] > 0
         self.add_masks(batch, frame_idx, [obj_id], big, feats, is_cond=True)
         batch.point_inputs[obj_id][frame_idx] = points
         batch.mask_inputs[obj_id].pop(frame_idx, None)
+        return low
+
+    def _start_with_points(
+        self,
+        batch: MultiplexBatch,
+        frame_idx: int,
+        obj_id: int,
+        points: PointInputs,
+        feats,
+        multimask: bool,
+        keep_inputs: bool = False,
+    ) -> torch.Tensor:
+        low, _, ptr, score = self.tracker.interactive_heads(feats, points, None, multimask)
+        batch.state.add_objects(1)
+        batch.obj_ids.append(obj_id)
+        if not keep_inputs:
+            batch.point_inputs[obj_id], batch.mask_inputs[obj_id] = {}, {}
+        batch.point_inputs[obj_id][frame_idx] = points
+        batch.mask_inputs[obj_id].pop(frame_idx, None)
+        is_cond = keep_inputs or frame_idx not in batch.tracked_frames
+        batch.bank.add(frame_idx, MultiplexFrame(low, score, batch.state.mux(ptr), frozenset({0})), is_cond)
+        # as released, the consolidation reads the prediction back from the video size
+        video = F.interpolate(low, size=batch.video_hw, mode="bilinear", align_corners=False)
+        batch.pending[frame_idx] = PendingFrame(is_cond, {0: video})
         return low
 
     def clear_prompts_on_frame(self, batch: MultiplexBatch, frame_idx: int) -> None:
@@ -369,6 +419,7 @@ class MultiplexRunner:
         entry = batch.bank.cond.pop(frame_idx, None)
         if entry is not None:
             batch.bank.non_cond[frame_idx] = entry
+            batch.tracked_frames.pop(frame_idx, None)
         if not batch.bank.cond:
             batch.bank = MemoryBank()
             batch.consolidated_non_cond.clear()

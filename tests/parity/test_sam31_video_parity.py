@@ -46,6 +46,30 @@ PLAN = [
         ],
     },
     {
+        "name": "click_new_object",
+        "heuristics": HEURISTICS,
+        "steps": [
+            ["text", 0, "a person"],
+            ["propagate", "forward", None, None],
+            ["click", 3, 1000, [[320.0, 400.0]], [1]],  # a new object: a tracker state of its own
+            ["propagate", "both", 3, None],  # re-tracks the clicked object only
+            ["click", 5, 1001, [[900.0, 300.0], [700.0, 500.0]], [1, 0]],  # two clicks: one mask
+            ["propagate", "forward", None, None],
+            ["remove", 1000],
+            ["propagate", "forward", None, None],
+        ],
+    },
+    {
+        "name": "click_refine",
+        "heuristics": HEURISTICS,
+        "steps": [
+            ["text", 0, "a person"],
+            ["propagate", "forward", None, None],
+            ["click", 3, "first", "inside", [1]],  # refine a detected object
+            ["propagate", "both", 3, None],
+        ],
+    },
+    {
         "name": "box_f2",
         "heuristics": HEURISTICS,
         "steps": [["box", 2, BOX_XYWH, None], ["propagate", "both", None, None]],
@@ -54,7 +78,7 @@ PLAN = [
         # IoU for the detection NMS: more detections, new objects joining the free slots of a tracker state and
         # more objects than one bucket holds
         "name": "many_objects",
-        "heuristics": {**HEURISTICS, "det_nms_use_iom": False},
+        "heuristics": {**HEURISTICS, "det_nms_use_iom": False, "new_det_thresh": 0.5},
         "steps": [
             ["text", 0, "a person"],
             ["propagate", "forward", None, None],
@@ -122,3 +146,14 @@ def test_video_predictor_matches_upstream31(video_parity31):
     print("\n" + report(rows) + "\n" + summary(rows))
     failures = [r for r in rows if not r.passed]
     assert not failures, "SAM 3.1 video parity failures:\n" + report(failures)
+
+
+def test_the_plan_tracks_more_objects_than_a_bucket_holds(video_parity31):
+    """At the tiny preset a bucket holds 4 objects: the plan must track more at once (on both sides: the ids of
+    every returned frame are compared above)."""
+    from sam3.config_multiplex import get_multiplex_config
+
+    upstream, _, plan = video_parity31
+    per_frame = [len(r["obj_ids"]) for sc in upstream["scenarios"] for st in sc["steps"] for r in st["results"]]
+    print(f"\nobjects per returned frame: up to {max(per_frame)}")
+    assert max(per_frame) > get_multiplex_config("tiny").tracker.multiplex_count
