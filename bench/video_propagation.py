@@ -4,6 +4,14 @@ Usage (from the repository root; the oracle must be installed in ``.oracle``, se
 
     .venv/bin/python bench/video_propagation.py                          # tiny preset, 8 frames
     .venv/bin/python bench/video_propagation.py --preset sam3 --frames 3 # released sizes (slow: minutes)
+    .venv/bin/python bench/video_propagation.py --model-version sam3.1   # SAM 3.1 against the upstream 3.1 code
+
+``--model-version sam3.1``: the other side is the upstream SAM 3.1 video predictor
+(``tests/parity/oracle/video_upstream31.py``, run with ``PYTHONPATH=.oracle31:.oracle``: assemble it first with
+``tests/parity/oracle/assemble_sam31.py``), with SAM 3.1's settings (``TrackingHeuristics.sam31()``) on both sides
+and the development mode's object-score shift (random decoders otherwise call every tracked object absent).
+The upstream predictor detects propagated frames 16 at a time (its batched grounding), so its per-frame times
+come in bursts: compare the totals.
 
 How it runs:
 
@@ -53,6 +61,7 @@ VIDEO = ROOT.parent / "shared" / "data" / "video_0001"
 PREFIX = "@@ "  # protocol lines of the worker (its other output is logging)
 
 SCORE_GAIN = -6.0  # see tests/parity/oracle/video_official.py
+OBJECT_SHIFT = 4.0  # SAM 3.1 only: sam3.dev_weights.make_visible's shift of the tracker decoders' object scores
 HEURISTICS = {"det_nms_thresh": 0.5, "hotstart_delay": 0}
 TEXT = "a person"
 
@@ -73,13 +82,18 @@ def oracle_worker(args) -> None:
     cfg = json.loads(Path(args.config).read_text())
     heuristics = json.loads(args.heuristics)
     ckpt = Path(args.checkpoint)
+    if args.model_version == "sam3.1":
+        import video_upstream31 as side  # noqa: PLC0415
+
+        side.OBJECT_SHIFT = OBJECT_SHIFT
+        build, make_predictor = side.build_upstream31_video_model, side.make_predictor31
+    else:
+        build, make_predictor = video_official.build_official_video_model, video_official.make_predictor
     with torch.inference_mode():
-        model, state = video_official.build_official_video_model(
-            cfg, heuristics, args.seed, str(ckpt) if ckpt.is_file() else None, args.score_gain
-        )
+        model, state = build(cfg, heuristics, args.seed, str(ckpt) if ckpt.is_file() else None, args.score_gain)
     if not ckpt.is_file():
         torch.save(state, ckpt)
-    predictor = video_official.make_predictor(model)
+    predictor = make_predictor(model)
     sid = predictor.handle_request({"type": "start_session", "resource_path": args.frames_dir})["session_id"]
     stream = None
 
@@ -123,7 +137,8 @@ def oracle_worker(args) -> None:
 
 class Oracle:
     def __init__(self, args, cfg_path: Path, frames_dir: Path, ckpt: Path, heuristics: dict):
-        env = dict(os.environ, PYTHONPATH=str(ORACLE), CUDA_VISIBLE_DEVICES="", PYTHONWARNINGS="ignore")
+        path = f"{ROOT / '.oracle31'}:{ORACLE}" if args.model_version == "sam3.1" else str(ORACLE)
+        env = dict(os.environ, PYTHONPATH=path, CUDA_VISIBLE_DEVICES="", PYTHONWARNINGS="ignore")
         cmd = [
             sys.executable,
             "-P",
@@ -143,6 +158,8 @@ class Oracle:
             str(SCORE_GAIN),
             "--threads",
             str(args.threads),
+            "--model-version",
+            args.model_version,
         ]
         self.proc = subprocess.Popen(
             cmd, cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
@@ -170,15 +187,18 @@ class Oracle:
 
 # ------------------------------------------------------------------------------------------------ our side
 class Ours:
-    def __init__(self, ckpt: Path, preset: str, frames_dir: Path, threads: int, precision: str = "fp32"):
+    def __init__(
+        self, ckpt: Path, preset: str, frames_dir: Path, threads: int, precision: str = "fp32", version: str = "sam3"
+    ):
         import torch
 
-        from sam3.build import build_video_model
         from sam3.device import resolve_precision
+        from sam3.registry import build_model
 
         if threads:
             torch.set_num_threads(threads)
-        self.model = build_video_model(checkpoint_path=ckpt, preset=preset, device="cpu", load_from_HF=False)
+        self.version = version
+        self.model = build_model(version, checkpoint_path=ckpt, preset=preset, device="cpu", load_from_HF=False)
         self.precision = resolve_precision(precision, "cpu")  # SAM3_PRECISION; entered around prompt / next
         self.prepared = False  # plain fp32 (the official's scores to fp32 round-off) until apply_precision()
         self.frames_dir = frames_dir
@@ -210,7 +230,9 @@ class Ours:
                 joint_scores=True,
             )
         probs, masks = out.pred_logits[0].sigmoid(), out.pred_masks[0]
-        kept = probs[nms_masks(probs, masks, 0.0, HEURISTICS["det_nms_thresh"])].sort(descending=True).values.tolist()
+        iom = self.version == "sam3.1"  # SAM 3.1's NMS compares masks by IoM
+        keep = nms_masks(probs, masks, 0.0, HEURISTICS["det_nms_thresh"], use_iom=iom)
+        kept = probs[keep].sort(descending=True).values.tolist()
         k = min(objects, len(kept))
         thr = (kept[k - 1] + kept[k]) / 2 if k < len(kept) else kept[-1] - 1e-4
         return {"score_threshold_detection": thr, "new_det_thresh": max(thr, kept[0])}
@@ -219,7 +241,8 @@ class Ours:
         from sam3.inference.association import TrackingHeuristics
         from sam3.inference.video_predictor import VideoPredictor
 
-        self.predictor = VideoPredictor(self.model, TrackingHeuristics(**heuristics))
+        base = TrackingHeuristics.sam31() if self.version == "sam3.1" else TrackingHeuristics()
+        self.predictor = VideoPredictor(self.model, dataclasses.replace(base, **heuristics))
         self.sid = self.predictor.start_session(str(self.frames_dir))  # the typed session
         self.stream = None
 
@@ -250,6 +273,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0, help="torch threads on both sides (0: torch default)")
     ap.add_argument("--objects", type=int, default=3, help="objects the thresholds let through on frame 0")
+    ap.add_argument("--model-version", default="sam3", choices=["sam3", "sam3.1"], help="SAM 3 or SAM 3.1")
     # oracle worker (internal)
     ap.add_argument(
         "--precision",
@@ -270,11 +294,15 @@ def main() -> None:
 
     if not (ORACLE / "sam3" / "model_builder.py").is_file():
         sys.exit("the official package is not installed in .oracle (run ./run_tests.sh once)")
+    if args.model_version == "sam3.1" and not (ROOT / ".oracle31" / "sam3" / "model_builder.py").is_file():
+        sys.exit("the upstream SAM 3.1 code is not assembled in .oracle31 (tests/parity/oracle/assemble_sam31.py)")
     sys.path.insert(0, str(ROOT))
     from sam3.config import get_config
+    from sam3.config_multiplex import get_multiplex_config
     from sam3.inference.association import TrackingHeuristics
 
-    work = Path(args.workdir) / f"{args.preset}_seed{args.seed}"
+    version31 = args.model_version == "sam3.1"
+    work = Path(args.workdir) / f"{args.model_version}_{args.preset}_seed{args.seed}"
     frames_dir = work / f"frames{args.frames}"
     frames = sorted(p for p in Path(args.video).iterdir() if p.suffix.lower() in (".jpg", ".jpeg"))[: args.frames]
     if len(frames) < args.frames:
@@ -283,15 +311,17 @@ def main() -> None:
     for f in frames:
         shutil.copy(f, frames_dir / f.name)
     cfg_path = work / "cfg.json"
-    cfg_path.write_text(json.dumps(get_config(args.preset).to_dict()))
-    heuristics = dataclasses.asdict(TrackingHeuristics(**HEURISTICS))
-    ckpt = work / "sam3.pt"
+    cfg = get_multiplex_config(args.preset) if version31 else get_config(args.preset)
+    cfg_path.write_text(json.dumps(cfg.to_dict()))
+    base = TrackingHeuristics.sam31() if version31 else TrackingHeuristics()
+    heuristics = dataclasses.asdict(dataclasses.replace(base, **HEURISTICS))
+    ckpt = work / ("sam3.1_multiplex.pt" if version31 else "sam3.pt")
 
     t0 = time.perf_counter()
     log(f"building the official model ({args.preset}){' and its random weights' if not ckpt.is_file() else ''} ...")
     oracle = Oracle(args, cfg_path, frames_dir, ckpt, heuristics)
     log(f"  {time.perf_counter() - t0:.0f} s; building ours ...")
-    ours = Ours(ckpt, args.preset, frames_dir, args.threads, args.precision)
+    ours = Ours(ckpt, args.preset, frames_dir, args.threads, args.precision, args.model_version)
     try:
         picked = ours.pick_thresholds(args.objects)
         log(f"thresholds from frame 0's scores: {picked}")
@@ -340,7 +370,7 @@ def main() -> None:
     ]
     print(f"our precision {ours.precision.mode} ({ours.precision.reason})")
     print(
-        f"preset {args.preset}, {n} frames propagated forward from frame 0, CPU, "
+        f"{args.model_version}, preset {args.preset}, {n} frames propagated forward from frame 0, CPU, "
         f"{args.threads or 'default'} threads, objects per frame {[b['objects'] for _, b in rows]}"
     )
     print(f"same frames and object counts on both sides: {'yes' if same else 'NO'}")

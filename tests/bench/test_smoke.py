@@ -91,6 +91,23 @@ def test_bench_script_runs_at_the_tiny_preset(script, photo, tmp_path, request):
     assert expected in output, output[-4000:]
 
 
+def test_video_propagation_runs_against_the_upstream_sam31(tmp_path, request):
+    """``--model-version sam3.1``: ours against the upstream 3.1 predictor (needs ``.oracle31``, which CI cannot
+    download: skipped there with the assemble command)."""
+    from tests.parity.harness31 import ORACLE31_HINT, oracle31_available
+
+    if not oracle31_available():
+        pytest.skip(ORACLE31_HINT)
+    args = ["--model-version", "sam3.1", "--preset", "tiny", "--frames", "3", "--video", str(VIDEO_FRAMES)]
+    run = subprocess.run(
+        [sys.executable, str(BENCH / "video_propagation.py"), *args, "--workdir", str(tmp_path), "--objects", "1"],
+        cwd=REPO, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    output = run.stdout + run.stderr
+    assert run.returncode == 0, output[-4000:]
+    assert "same frames and object counts on both sides: yes" in output, output[-4000:]
+
+
 def test_every_bench_script_has_a_smoke_run():
     scripts = {p.name for p in BENCH.glob("*.py")}
     covered = set(SMOKE) | set(RUN_BY_OTHERS) | set(ELSEWHERE)

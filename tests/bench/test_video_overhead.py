@@ -57,3 +57,11 @@ def test_held_weights_leave_no_weight_cast_per_frame(overhead, capsys):
     assert plain[0]["weight_casts_per_frame"] > 100 and held[0]["weight_casts_per_frame"] == 0
     assert held[0]["ops_per_frame"] < plain[0]["ops_per_frame"]
     assert "weight casts/frame" in capsys.readouterr().out
+
+
+def test_smoke_run_tiny_sam31(overhead, capsys):
+    """SAM 3.1 at the tiny preset (buckets of 4): five clicked objects span two tracker states, all tracked."""
+    rows = overhead.main(["--model-version", "sam3.1", "--objects", "1,5", "--frames", "2", "--warmup", "0"])
+    assert [r["objects"] for r in rows] == [1, 5]
+    assert rows[1]["objects_tracked_min"] == 5 and rows[1]["ops_per_frame"] > rows[0]["ops_per_frame"]
+    assert "video overhead: sam3.1" in capsys.readouterr().out

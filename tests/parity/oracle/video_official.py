@@ -187,7 +187,13 @@ def build_official_video_model(cfg: dict, heuristics: dict, seed: int | None, ch
     kwargs = {HEURISTIC_ARGS[k]: v for k, v in heuristics.items() if k in HEURISTIC_ARGS}
     if kwargs["max_num_objects"] == 10000:
         kwargs["max_num_objects"] = -1  # the released "no limit", which the official code turns into 10000
-    unknown = sorted(set(heuristics) - set(HEURISTIC_ARGS) - {"high_conf_thresh", "high_iou_thresh"})
+    # SAM 3.1's rules (our TrackingHeuristics fields): SAM 3 has none of them, so they must be off
+    sam31_rules = {"det_nms_use_iom": False, "use_iom_recondition": False, "suppress_det_close_to_boundary": False,
+                   "exclusive_reanchor": False, "iom_thresh_recondition": None}
+    switched_on = [k for k, off in sam31_rules.items() if off is not None and heuristics.get(k, off) != off]
+    if switched_on:
+        raise ValueError(f"SAM 3.1 rules the official SAM 3 model does not have: {switched_on}")
+    unknown = sorted(set(heuristics) - set(HEURISTIC_ARGS) - {"high_conf_thresh", "high_iou_thresh"} - set(sam31_rules))
     if unknown:
         raise ValueError(f"heuristics the official model does not take: {unknown}")
     for k in ("high_conf_thresh", "high_iou_thresh"):
