@@ -235,7 +235,8 @@ class Ours:
         kept = probs[keep].sort(descending=True).values.tolist()
         k = min(objects, len(kept))
         thr = (kept[k - 1] + kept[k]) / 2 if k < len(kept) else kept[-1] - 1e-4
-        return {"score_threshold_detection": thr, "new_det_thresh": max(thr, kept[0])}
+        # a margin under the best score: the two sides compute it to round-off (1e-7), and a tie would split them
+        return {"score_threshold_detection": thr, "new_det_thresh": max(thr, kept[0] - 1e-4)}
 
     def start(self, heuristics: dict) -> None:
         from sam3.inference.association import TrackingHeuristics
