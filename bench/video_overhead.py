@@ -24,8 +24,11 @@ bf16 / fp16 the bench also counts weight casts per frame: dtype casts of a model
 on every call unless the weights are held in its dtype (``prepare_model``'s default; ``--no-hold`` for the
 autocast-only path).
 
-``--model-version sam3.1``: SAM 3.1, whose multiplexed tracker decodes the clicked objects in buckets of
-``multiplex_count`` (16; 4 at the tiny preset) per pass, so the per-frame work grows per bucket, not per object.
+``--model-version sam3.1``: SAM 3.1, whose multiplexed tracker decodes the objects of a tracker state in buckets
+of ``multiplex_count`` (16; 4 at the tiny preset) per pass. Objects detected together share a state; a clicked
+object starts a state of its own (as released). ``--prompt text`` starts the objects together: one text prompt on
+frame 0, every query passing and the object cap keeping exactly N (the detector runs on every frame, as in any
+detect-then-track propagation); the default ``clicks`` clicks them one by one.
 Its random weights get the development mode's score spreading (``sam3.dev_weights``), so tracked objects stay
 present (the plain random propagation decoder scores every object absent).
 """
@@ -170,11 +173,27 @@ def click_grid(n: int, hw: tuple[int, int]) -> list[list[float]]:
     return [[w * (0.5 + (k % cols)) / cols, h * (0.5 + (k // cols)) / rows] for k in range(n)]
 
 
-def measure(predictor, video: str, objects: int, warmup: int, frames: int | None) -> dict:
-    """Ops, host reads and seconds per propagated frame with ``objects`` clicked objects."""
+def detect_exactly(predictor, objects: int) -> None:
+    """Let a text prompt start exactly ``objects`` objects together: every query passes (no NMS, no thresholds) and
+    the object cap keeps the ``objects`` best ones (random weights; the detector still runs on every frame)."""
+    import dataclasses
+
+    predictor.engine.cfg = dataclasses.replace(
+        predictor.engine.cfg, score_threshold_detection=0.0, det_nms_thresh=0.0, new_det_thresh=0.0,
+        max_num_objects=objects, hotstart_delay=0, suppress_det_close_to_boundary=False,
+    )  # fmt: skip
+    predictor.cfg = predictor.engine.cfg
+
+
+def measure(predictor, video: str, objects: int, warmup: int, frames: int | None, prompt: str = "clicks") -> dict:
+    """Ops, host reads and seconds per propagated frame with ``objects`` objects: clicked one by one, or detected
+    together by a text prompt (``prompt="text"``)."""
     session = predictor.start_session(video)
     try:
-        for k, (x, y) in enumerate(click_grid(objects, session.video_hw)):
+        if prompt == "text":
+            detect_exactly(predictor, objects)
+            predictor.add_prompt(session, 0, text="a person")
+        for k, (x, y) in enumerate(click_grid(objects, session.video_hw) if prompt == "clicks" else []):
             predictor.add_prompt(session, 0, points=[[x, y]], labels=[1], obj_id=k + 1)
         prop = predictor.propagate(session, "forward", start_frame=0, max_frames=frames)
         ops, reads, casts, secs, cpu = [], [], [], [], []
@@ -217,6 +236,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="tiny", choices=["tiny", "sam3"])
     ap.add_argument("--model-version", default="sam3", choices=["sam3", "sam3.1"], help="which model to build")
+    ap.add_argument(
+        "--prompt", default="clicks", choices=["clicks", "text"],
+        help="clicks: one click per object; text: the objects detected together by one text prompt",
+    )  # fmt: skip
     ap.add_argument("--objects", default="1,5,16", help="object counts, comma-separated")
     ap.add_argument("--video", default=str(VIDEO), help="a JPEG folder or a video file")
     ap.add_argument("--frames", type=int, default=None, help="frames to propagate (default: the whole video)")
@@ -245,17 +268,17 @@ def main(argv: list[str] | None = None) -> list[dict]:
     report = prepare_model(model, precision, hold_weights=not args.no_hold)
     predictor = VideoPredictor(model)
     print(
-        f"video overhead: {args.model_version}, preset {args.preset}, precision {precision.mode}, torch {torch.__version__}, "
+        f"video overhead: {args.model_version}, objects by {args.prompt}, preset {args.preset}, precision {precision.mode}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, CPU {cpu_info().describe()}; video {args.video}; "
         f"{len(report.held)} modules hold their weights in the autocast dtype",
         flush=True,
     )
     with precision.context():  # one untimed run: first-call allocations and lazy inits
-        measure(predictor, args.video, 1, 0, 2)
+        measure(predictor, args.video, 1, 0, 2, args.prompt)
     rows = []
     for n in [int(x) for x in args.objects.split(",")]:
         with precision.context():
-            row = measure(predictor, args.video, n, args.warmup, args.frames)
+            row = measure(predictor, args.video, n, args.warmup, args.frames, args.prompt)
         rows.append(row)
         if args.where:
             print("\n".join(f"    {k}: {v}" for k, v in row["read_sites"].items()))
