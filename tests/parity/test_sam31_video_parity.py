@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -21,10 +20,10 @@ import torch
 
 from tests.parity.harness31 import ORACLE31_HINT, oracle31_available, run_oracle31
 from tests.parity.test_video_parity import (
-    NUM_FRAMES,
     SCORE_GAIN,
-    VIDEO_DIR,
     compare_all,
+    copy_frames,
+    frames_missing,
     report,
     run_ours,
     summary,
@@ -90,21 +89,14 @@ PLAN = [
 
 
 def _skip_reason() -> str | None:
-    if not oracle31_available():
-        return ORACLE31_HINT
-    if not VIDEO_DIR.is_dir() or len(sorted(VIDEO_DIR.glob("*.jpg"))) < NUM_FRAMES:
-        return f"the video frames {VIDEO_DIR} (>= {NUM_FRAMES} JPEG frames) are absent"
-    return None
+    return ORACLE31_HINT if not oracle31_available() else frames_missing()
 
 
 def run_upstream_video(workdir: Path, plan: list[dict], seed: int = 0) -> tuple[dict, Path]:
     from sam3.config_multiplex import get_multiplex_config
     from sam3.inference.association import TrackingHeuristics
 
-    frames = workdir / "frames"
-    frames.mkdir(parents=True, exist_ok=True)
-    for f in sorted(VIDEO_DIR.glob("*.jpg"))[:NUM_FRAMES]:
-        shutil.copy(f, frames / f.name)
+    frames = copy_frames(workdir)
     cfg = workdir / "cfg.json"
     cfg.write_text(json.dumps(get_multiplex_config("tiny").to_dict()))
     base = TrackingHeuristics.sam31()

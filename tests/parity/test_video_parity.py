@@ -125,22 +125,31 @@ PLAN = [
 
 
 # ------------------------------------------------------------------------------------------------ running
-def _skip_reason() -> str | None:
-    if not oracle_available():
-        return INSTALL_HINT
+def frames_missing() -> str | None:
+    """Why the plan's video cannot run (None when its frames are there)."""
     if not VIDEO_DIR.is_dir() or len(sorted(VIDEO_DIR.glob("*.jpg"))) < NUM_FRAMES:
         return f"the video frames {VIDEO_DIR} (>= {NUM_FRAMES} JPEG frames) are absent"
     return None
+
+
+def copy_frames(workdir: Path) -> Path:
+    """The plan's first NUM_FRAMES frames in ``workdir/frames`` (both sides open that folder)."""
+    frames = workdir / "frames"
+    frames.mkdir(parents=True, exist_ok=True)
+    for f in sorted(VIDEO_DIR.glob("*.jpg"))[:NUM_FRAMES]:
+        shutil.copy(f, frames / f.name)
+    return frames
+
+
+def _skip_reason() -> str | None:
+    return INSTALL_HINT if not oracle_available() else frames_missing()
 
 
 def run_official_video(workdir: Path, plan: list[dict], seed: int = 0) -> tuple[dict, Path]:
     from sam3.config import get_config
     from sam3.inference.association import TrackingHeuristics
 
-    frames = workdir / "frames"
-    frames.mkdir(parents=True, exist_ok=True)
-    for f in sorted(VIDEO_DIR.glob("*.jpg"))[:NUM_FRAMES]:
-        shutil.copy(f, frames / f.name)
+    frames = copy_frames(workdir)
     cfg = workdir / "cfg.json"
     cfg.write_text(json.dumps(get_config("tiny").to_dict()))
     plan_path = workdir / "plan.json"
