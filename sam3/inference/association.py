@@ -42,6 +42,7 @@ class TrackingHeuristics:
     use_iom_recondition: bool = False  # every association test uses IoM, re-anchoring from iom_thresh_recondition
     iom_thresh_recondition: float = 0.8
     suppress_det_close_to_boundary: bool = False  # drop detections whose box centre is within 2.5% of an edge
+    masklet_confirmation_enable: bool = False  # SAM 3.1's hot start: see process_hotstart_multiplex
     exclusive_reanchor: bool = False  # SAM 3.1's association: a detection or track above the re-anchoring
     # threshold with more than one partner is re-anchored to none (and matches none); the re-anchored track keeps
     # its own mask where it agrees with the detection's and takes the detection's logits elsewhere; without any
@@ -51,8 +52,8 @@ class TrackingHeuristics:
     def sam31(cls) -> TrackingHeuristics:
         """SAM 3.1's settings, as ``build_sam3_multiplex_video_predictor`` passes them: a lower detection
         threshold, IoM for the NMS, the association and the re-anchoring (from 0.5), boundary suppression, new
-        objects from 0.65, keep-alive counters 0 / 8 / -4, no hole filling. Not applied here: masklet
-        confirmation (it hides unconfirmed objects only with a hot-start delay), the 16-object cap."""
+        objects from 0.65, keep-alive counters 0 / 8 / -4, no hole filling, its hot start with masklet confirmation
+        (``process_hotstart_multiplex``). Not applied here: the 16-object cap."""
         return cls(
             score_threshold_detection=0.4,
             new_det_thresh=0.65,
@@ -65,6 +66,7 @@ class TrackingHeuristics:
             iom_thresh_recondition=0.5,
             suppress_det_close_to_boundary=True,
             exclusive_reanchor=True,
+            masklet_confirmation_enable=True,
         )
 
 
@@ -226,13 +228,99 @@ def associate_detections(
 
 @dataclass
 class HotstartState:
-    """Per-session bookkeeping of the hot-start heuristics (the official "rank-0 metadata")."""
+    """Per-session bookkeeping of the hot-start heuristics (the official "rank-0 metadata").
+
+    SAM 3.1 only: ``overlap_counts`` (pair of ids, smaller first -> detections matching both), ``matched_run``
+    (consecutive frames each object was matched or detected), ``confirmed`` (objects matched on
+    ``CONFIRMATION_FRAMES`` consecutive frames, or clicked) and ``unconfirmed`` (frame -> the objects not yet
+    confirmed after it).
+    """
 
     first_frame: dict[int, int] = field(default_factory=dict)
     unmatched_frames: dict[int, list[int]] = field(default_factory=lambda: defaultdict(list))
     keep_alive: dict[int, int] = field(default_factory=lambda: defaultdict(int))
     overlap_frames: dict[tuple[int, int], list[int]] = field(default_factory=lambda: defaultdict(list))
     removed: set[int] = field(default_factory=set)
+    overlap_counts: dict[tuple[int, int], int] = field(default_factory=lambda: defaultdict(int))
+    matched_run: dict[int, int] = field(default_factory=lambda: defaultdict(int))
+    confirmed: set[int] = field(default_factory=set)
+    unconfirmed: dict[int, set[int]] = field(default_factory=dict)
+
+    def confirm(self, obj_id: int) -> None:
+        """A clicked object counts as confirmed (SAM 3.1)."""
+        self.confirmed.add(obj_id)
+        self.matched_run[obj_id] = CONFIRMATION_FRAMES
+
+
+CONFIRMATION_FRAMES = 3  # SAM 3.1: consecutive matched frames that confirm a masklet
+CONFIRMATION_LOOKAHEAD = CONFIRMATION_FRAMES - 1  # a frame's output hides what is unconfirmed this many frames later
+
+
+def process_hotstart_multiplex(
+    state: HotstartState,
+    frame_idx: int,
+    reverse: bool,
+    assoc: Association,
+    trk_ids: list[int],
+    new_obj_ids: np.ndarray,
+    cfg: TrackingHeuristics,
+) -> set[int]:
+    """SAM 3.1's hot start (its vectorised rewrite): returns the ids removed on this frame.
+
+    Each tracked object's keep-alive counter goes up when a detection matches it and down otherwise; a young
+    object (first seen within ``hotstart_delay`` frames) is removed once unmatched on ``hotstart_unmatch_thresh``
+    frames, or once detections matched it together with an object first seen strictly earlier and of a smaller id
+    ``hotstart_dup_thresh`` times. Removed objects are not hidden on earlier frames; instead the masklet
+    confirmation (``unconfirmed``) hides new objects until matched on 3 consecutive frames."""
+    horizon = frame_idx + cfg.hotstart_delay if reverse else frame_idx - cfg.hotstart_delay
+    matched = {int(i) for ids in assoc.det_to_matched_trk_ids.values() for i in ids}
+    live = [i for i in trk_ids if i not in state.removed]
+    for obj_id in live:
+        step = 1 if obj_id in matched else -1
+        state.keep_alive[obj_id] = min(
+            cfg.max_trk_keep_alive, max(cfg.min_trk_keep_alive, state.keep_alive[obj_id] + step)
+        )
+    for obj_id in assoc.unmatched_trk_ids.tolist():
+        state.unmatched_frames[obj_id].append(frame_idx)
+    for ids in assoc.det_to_matched_trk_ids.values():
+        ids = sorted(int(i) for i in ids)
+        for a in range(len(ids)):
+            for b in range(a + 1, len(ids)):
+                state.overlap_counts[(ids[a], ids[b])] += 1 if len(ids) > 1 else 0
+
+    def young(obj_id: int) -> bool:
+        first = state.first_frame.get(obj_id, frame_idx)
+        return first < horizon if reverse else first > horizon
+
+    def earlier(a: int, b: int) -> bool:
+        fa, fb = state.first_frame.get(a, frame_idx), state.first_frame.get(b, frame_idx)
+        return fa > fb if reverse else fa < fb
+
+    removed_now = set()
+    for obj_id in live:
+        if not young(obj_id):
+            continue
+        if len(state.unmatched_frames.get(obj_id, ())) >= cfg.hotstart_unmatch_thresh:
+            removed_now.add(obj_id)
+            continue
+        dup = [n for (a, b), n in state.overlap_counts.items() if b == obj_id and a in live and earlier(a, obj_id)]
+        if dup and max(dup) >= cfg.hotstart_dup_thresh:
+            removed_now.add(obj_id)
+    state.removed.update(removed_now)
+    for obj_id in new_obj_ids.tolist():
+        state.first_frame.setdefault(obj_id, frame_idx)
+        state.keep_alive[obj_id] = cfg.init_trk_keep_alive
+    # masklet confirmation over the objects tracked after this frame
+    for obj_id in [i for i in live if i not in removed_now] + new_obj_ids.tolist():
+        if obj_id in matched or obj_id in new_obj_ids:
+            state.matched_run[obj_id] += 1
+        else:
+            state.matched_run[obj_id] = 0
+        if state.matched_run[obj_id] >= CONFIRMATION_FRAMES:
+            state.confirmed.add(obj_id)
+    tracked = [i for i in live if i not in removed_now] + new_obj_ids.tolist()
+    state.unconfirmed[frame_idx] = {i for i in tracked if i not in state.confirmed}
+    return removed_now
 
 
 def process_hotstart(

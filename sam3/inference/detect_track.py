@@ -25,6 +25,7 @@ from sam3.inference.association import (
     nms_masks,
     occlusion_suppression,
     process_hotstart,
+    process_hotstart_multiplex,
 )
 from sam3.inference.frame_output import frame_output
 from sam3.inference.multiplex_tracklets import MultiplexRunner
@@ -51,6 +52,8 @@ class FrameOutcome:
     masks: dict[int, torch.Tensor]  # id -> (1, H, W) bool
     removed: set[int]
     suppressed: set[int]
+    scores: dict[int, float] | None = None  # SAM 3.1: the objects' scores as of this frame (a later removal
+    # sets an object's score to -1e4, and a held-back frame still shows it with the score it had)
 
 
 class DetectTrackEngine:
@@ -341,7 +344,12 @@ class DetectTrackEngine:
             # the most confident ones, in that order (as released: it decides which ids they get)
             new_idx = new_idx[np.argsort(det_scores[new_idx])[::-1][:room]]
         new_ids = reg.max_obj_id + 1 + np.arange(len(new_idx))
-        removed_now = process_hotstart(reg.hotstart, frame_idx, reverse, assoc, new_ids, self.cfg)
+        if self.cfg.masklet_confirmation_enable:
+            removed_now = process_hotstart_multiplex(
+                reg.hotstart, frame_idx, reverse, assoc, prev_ids, new_ids, self.cfg
+            )
+        else:
+            removed_now = process_hotstart(reg.hotstart, frame_idx, reverse, assoc, new_ids, self.cfg)
 
         if (
             self.cfg.recondition_every_nth_frame > 0
@@ -403,7 +411,8 @@ class DetectTrackEngine:
         for i, s in zip(prev_ids, trk_logits.sigmoid().tolist()):
             frame_scores[i] = s
         session.frames_with_outputs.add(frame_idx)
-        return FrameOutcome(frame_idx, masks, set(reg.hotstart.removed), set(reg.suppressed[frame_idx]))
+        scores = dict(reg.score) if self.cfg.masklet_confirmation_enable else None
+        return FrameOutcome(frame_idx, masks, set(reg.hotstart.removed), set(reg.suppressed[frame_idx]), scores)
 
     def output_masks(self, session, low_res, prev_ids, dets: Detections, new_idx, new_ids) -> dict[int, torch.Tensor]:
         h, w = session.video_hw
@@ -426,16 +435,17 @@ class DetectTrackEngine:
         masks: dict[int, torch.Tensor],
         hidden: set[int],
         store: bool = False,
+        scores: dict[int, float] | None = None,
     ) -> FrameResult:
         """Sorted ids, empty and hidden objects dropped, overlaps given to the most confident object
         (``frame_output``: one device-to-host transfer). With ``store``, the visible objects' masks become
-        the frame's stored output."""
+        the frame's stored output. ``scores``: the objects' scores to report (default: the current ones)."""
         result, raw = frame_output(
             frame_idx,
             masks,
             hidden,
             session.objects.tracker_score.get(frame_idx, {}),
-            session.objects.score,
+            session.objects.score if scores is None else scores,
             session.video_hw,
             self.device,
         )

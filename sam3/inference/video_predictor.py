@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from sam3.device import autocast_dtype_in_effect, empty_cache
-from sam3.inference.association import TrackingHeuristics
+from sam3.inference.association import CONFIRMATION_LOOKAHEAD, TrackingHeuristics
 from sam3.inference.detect_track import VISUAL_TEXT, DetectTrackEngine, FrameOutcome
 from sam3.inference.tracklets import TrackletBatch
 from sam3.inference.video_io import VideoLimits, open_video
@@ -180,6 +180,7 @@ class VideoPredictor:
         registry.score[obj_id] = 1.0
         registry.tracker_score[frame_idx][obj_id] = 1.0
         registry.hotstart.removed.discard(obj_id)
+        registry.hotstart.confirm(obj_id)
         for frames in registry.suppressed.values():
             frames.discard(obj_id)
 
@@ -457,26 +458,36 @@ class Propagation:
             for b in self._batches:
                 engine.runner.consolidate(b, lambda t: engine.frame_features(s, t).tracker)
 
-    def _emit(self, o: FrameOutcome) -> FrameResult:
-        s, delay = self.session, self.predictor.cfg.hotstart_delay
-        hidden = set(o.suppressed) | (self._removed if delay > 0 else set())
-        return self.predictor.engine.build_result(s, o.frame_idx, o.masks, hidden, store=True)
+    def _emit(self, o: FrameOutcome, reverse: bool = False) -> FrameResult:
+        s, cfg = self.session, self.predictor.cfg
+        hidden = set(o.suppressed)
+        if cfg.hotstart_delay > 0 and cfg.masklet_confirmation_enable:
+            # SAM 3.1: removed objects stay on earlier frames; objects not confirmed a few frames later are hidden
+            ahead = o.frame_idx + (-CONFIRMATION_LOOKAHEAD if reverse else CONFIRMATION_LOOKAHEAD)
+            hidden |= s.objects.hotstart.unconfirmed.get(min(max(ahead, 0), s.num_frames - 1), set())
+        elif cfg.hotstart_delay > 0:
+            hidden |= self._removed
+        return self.predictor.engine.build_result(s, o.frame_idx, o.masks, hidden, store=True, scores=o.scores)
 
     def _full_frame(self, t: int, reverse: bool, last: bool) -> list[FrameResult]:
         out = self.predictor.engine.run_frame(self.session, t, reverse)
-        delay = self.predictor.cfg.hotstart_delay
+        cfg = self.predictor.cfg
+        delay = cfg.hotstart_delay
         if delay <= 0:
-            return [self._emit(out)]
-        # hold frames back so that objects removed by the hot-start rules never show up
+            return [self._emit(out, reverse)]
+        # hold frames back so that objects removed by the hot-start rules never show up (SAM 3.1: until the
+        # confirmation of the objects is known a few frames later)
         self._buffer.append(out)
         self._removed |= out.removed
+        if cfg.masklet_confirmation_enable:
+            delay = max(delay, CONFIRMATION_LOOKAHEAD + 1)
         if last:
             ready, self._buffer = self._buffer, []
         elif len(self._buffer) >= delay:
             ready, self._buffer = self._buffer[:1], self._buffer[1:]
         else:
             ready = []
-        return [self._emit(o) for o in ready]
+        return [self._emit(o, reverse) for o in ready]
 
     def _partial_frame(self, t: int, reverse: bool) -> FrameResult:
         """Re-track only the clicked objects and merge them into the stored results."""

@@ -189,7 +189,7 @@ def build_official_video_model(cfg: dict, heuristics: dict, seed: int | None, ch
         kwargs["max_num_objects"] = -1  # the released "no limit", which the official code turns into 10000
     # SAM 3.1's rules (our TrackingHeuristics fields): SAM 3 has none of them, so they must be off
     sam31_rules = {"det_nms_use_iom": False, "use_iom_recondition": False, "suppress_det_close_to_boundary": False,
-                   "exclusive_reanchor": False, "iom_thresh_recondition": None}
+                   "exclusive_reanchor": False, "masklet_confirmation_enable": False, "iom_thresh_recondition": None}
     switched_on = [k for k, off in sam31_rules.items() if off is not None and heuristics.get(k, off) != off]
     if switched_on:
         raise ValueError(f"SAM 3.1 rules the official SAM 3 model does not have: {switched_on}")
