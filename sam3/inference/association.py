@@ -286,7 +286,7 @@ def process_hotstart_multiplex(
         ids = sorted(int(i) for i in ids)
         for a in range(len(ids)):
             for b in range(a + 1, len(ids)):
-                state.overlap_counts[(ids[a], ids[b])] += 1 if len(ids) > 1 else 0
+                state.overlap_counts[(ids[a], ids[b])] += 1
 
     def young(obj_id: int) -> bool:
         first = state.first_frame.get(obj_id, frame_idx)

@@ -292,15 +292,15 @@ class DetectTrackEngine:
         confident detection keeps its (N, 4g, 4g) logits where their masks agree and takes the detection's
         elsewhere (in ``low_res``, in place: the frame's output and memory); each tracker state is re-anchored on
         the detections' masks of its objects in one call."""
-        pairs = [(t, d) for t, d in assoc.trk_to_high_conf_det.items()]
+        pairs = list(assoc.trk_to_high_conf_det.items())
         if not pairs:
             return
         rows = torch.tensor([trk_ids.index(t) for t, _ in pairs], device=low_res.device)
-        confident = (trk_logits[rows].sigmoid() > self.cfg.high_conf_thresh).tolist()
-        pairs = [p for p, ok in zip(pairs, confident) if ok]
+        confident = trk_logits[rows].sigmoid() > self.cfg.high_conf_thresh
+        keep = confident.tolist()
+        pairs, rows = [p for p, ok in zip(pairs, keep) if ok], rows[confident]
         if not pairs:
             return
-        rows = torch.tensor([trk_ids.index(t) for t, _ in pairs], device=low_res.device)
         new = dets.masks[torch.tensor([d for _, d in pairs], device=dets.masks.device)]
         size = (self.input_mask_size,) * 2
         big = F.interpolate(new[:, None], size=size, mode="bilinear", align_corners=False)[:, 0] > 0

@@ -49,7 +49,8 @@ from server.services.model_service import ModelService, describe_error
 from server.settings import Settings
 
 if TYPE_CHECKING:
-    from sam3.inference.video_predictor import Propagation, VideoPredictor
+    from sam3.inference.propagation import Propagation
+    from sam3.inference.video_predictor import VideoPredictor
     from sam3.inference.video_state import FrameResult
 
 log = logging.getLogger("sam3.server")

@@ -18,7 +18,7 @@ from server.prompts import Box
 from server.settings import Settings
 
 if TYPE_CHECKING:
-    from sam3.inference.video_predictor import Propagation
+    from sam3.inference.propagation import Propagation
     from sam3.inference.video_state import FrameResult, VideoSession
 
 

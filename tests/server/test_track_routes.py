@@ -304,7 +304,7 @@ def test_a_frame_is_encoded_while_the_next_frame_computes(client, video, monkeyp
     """Each frame's encoding for the wire waits for the next step to start (it would wait in vain if encoding
     came before that step), and the stream still carries every frame once, in order."""
     import server.services.tracking_service as tracking
-    from sam3.inference.video_predictor import Propagation
+    from sam3.inference.propagation import Propagation
 
     started, changed, overlapped = set(), threading.Condition(), []
     to_wire, step = tracking._to_wire, Propagation.step
@@ -337,7 +337,7 @@ def test_an_error_mid_stream_comes_after_the_frames_computed_before_it(client, v
     frames computed before it reach the reader, then the error line."""
     import json
 
-    from sam3.inference.video_predictor import Propagation
+    from sam3.inference.propagation import Propagation
 
     step = Propagation.step
 

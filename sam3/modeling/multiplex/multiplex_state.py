@@ -23,6 +23,7 @@ class MultiplexState:
         self.multiplex_count = multiplex_count
         self.capacity = multiplex_count if capacity is None else capacity
         self.buckets: list[list[int]] = []
+        self._slots: dict[torch.device, torch.Tensor] = {}  # slot_of() per device, until the assignment changes
 
     # ------------------------------------------------------------------ bookkeeping
     @property
@@ -50,6 +51,7 @@ class MultiplexState:
             for i in range(self.capacity):
                 if pending and bucket[i] == EMPTY:
                     bucket[i] = pending.pop(0)
+        self._slots.clear()
         while pending:
             bucket = [EMPTY] * self.multiplex_count
             for i in range(min(self.capacity, len(pending))):
@@ -61,6 +63,7 @@ class MultiplexState:
         """Remove objects by index; drop buckets left without objects; renumber the rest in order.
         Returns the indices of the buckets kept (in the old numbering)."""
         gone = set(indices)
+        self._slots.clear()
         for bucket in self.buckets:
             for i, x in enumerate(bucket):
                 if x in gone:
@@ -72,14 +75,18 @@ class MultiplexState:
         self.buckets = [[renumber.get(x, x) for x in bucket] for bucket in self.buckets]
         return kept
 
-    def slot_of(self) -> torch.Tensor:
-        """(N,) flat slot index (bucket * M + slot) of each object."""
-        slots = torch.empty(self.num_objects, dtype=torch.long)
-        for b, bucket in enumerate(self.buckets):
-            for i, x in enumerate(bucket):
-                if x >= 0:
-                    slots[x] = b * self.multiplex_count + i
-        return slots
+    def slot_of(self, device: torch.device | str = "cpu") -> torch.Tensor:
+        """(N,) flat slot index (bucket * M + slot) of each object, on ``device`` (made once per assignment: the
+        tracker muxes and demuxes several times a frame)."""
+        device = torch.device(device)
+        if device not in self._slots:
+            slots = [0] * self.num_objects
+            for b, bucket in enumerate(self.buckets):
+                for i, x in enumerate(bucket):
+                    if x >= 0:
+                        slots[x] = b * self.multiplex_count + i
+            self._slots[device] = torch.tensor(slots, dtype=torch.long, device=device)
+        return self._slots[device]
 
     def valid_mask(self) -> torch.Tensor:
         """(buckets, M) bool: which slots hold an object."""
@@ -91,11 +98,11 @@ class MultiplexState:
         if x.shape[0] != self.num_objects:
             raise ValueError(f"{x.shape[0]} rows for {self.num_objects} objects")
         out = x.new_zeros((self.num_buckets * self.multiplex_count, *x.shape[1:]))
-        out[self.slot_of().to(x.device)] = x
+        out[self.slot_of(x.device)] = x
         return out.view(self.num_buckets, self.multiplex_count, *x.shape[1:])
 
     def demux(self, x: torch.Tensor) -> torch.Tensor:
         """Per-slot (buckets, M, ...) -> per-object (N, ...)."""
         if tuple(x.shape[:2]) != (self.num_buckets, self.multiplex_count):
             raise ValueError(f"expected ({self.num_buckets}, {self.multiplex_count}, ...), got {tuple(x.shape)}")
-        return x.flatten(0, 1)[self.slot_of().to(x.device)]
+        return x.flatten(0, 1)[self.slot_of(x.device)]
