@@ -84,10 +84,11 @@ class Action:
 
 
 class CompactMask:
-    """One object's (1, H, W) boolean mask on one frame, kept as COCO run-length encoding (pycocotools).
+    """One object's (1, H, W) boolean mask on one frame, kept as run-length encoding (pycocotools).
 
     A 1280x720 mask is 0.9 MB as a bool tensor and typically a few hundred bytes as RLE; decoding gives
-    the same pixels back.
+    the same pixels back. The runs go along the rows (COCO's go down the columns): a row-major mask, seen
+    transposed, is the column-major array pycocotools encodes, so neither side copies or converts the pixels.
     """
 
     __slots__ = ("rle",)
@@ -97,15 +98,15 @@ class CompactMask:
         from pycocotools import mask as mask_utils
 
         if isinstance(mask, torch.Tensor):
-            mask = mask.reshape(mask.shape[-2:]).to("cpu", torch.uint8).numpy()
-        arr = np.asarray(mask, np.uint8).reshape(mask.shape[-2:])
-        self.rle = mask_utils.encode(np.asfortranarray(arr))
+            mask = mask.to("cpu", torch.bool).numpy()
+        arr = np.ascontiguousarray(mask, bool).reshape(mask.shape[-2:])
+        self.rle = mask_utils.encode(arr.view(np.uint8).T)  # (W, H) Fortran order: the runs of the rows
 
     def decode(self) -> torch.Tensor:
         """(1, H, W) bool on the CPU."""
         from pycocotools import mask as mask_utils
 
-        return torch.from_numpy(mask_utils.decode(self.rle).astype(bool))[None]
+        return torch.from_numpy(mask_utils.decode(self.rle).T.view(bool))[None]
 
     def nbytes(self) -> int:
         return len(self.rle["counts"]) + 16

@@ -41,10 +41,15 @@ def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
     if n == 0:
         return torch.zeros(0, 4, dtype=torch.float32, device=masks.device)
     inside = masks if masks.dtype == torch.bool else masks != 0  # (a copy of a bool mask costs a pass)
-    rows = inside.any(dim=2)  # (N, H): which rows hold a pixel
-    cols = inside.any(dim=1)  # (N, W): which columns hold a pixel
-    ys = torch.arange(h, device=masks.device)
-    xs = torch.arange(w, device=masks.device)
+    return boxes_from_projections(inside.any(dim=2), inside.any(dim=1))
+
+
+def boxes_from_projections(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """:func:`masks_to_boxes` from a mask's projections: rows (N, H) and cols (N, W) bool, which rows and
+    columns hold a pixel -> (N, 4) float xyxy (an empty mask gives [0, 0, 0, 0])."""
+    h, w = rows.shape[1], cols.shape[1]
+    ys = torch.arange(h, device=rows.device)
+    xs = torch.arange(w, device=cols.device)
     # Masked min / max: rows or columns without pixels are pushed out of the reduction's way.
     x0 = torch.where(cols, xs, w).amin(dim=1)
     y0 = torch.where(rows, ys, h).amin(dim=1)
