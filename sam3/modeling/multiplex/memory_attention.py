@@ -16,28 +16,26 @@ from torch import nn
 from sam3.config_multiplex import Sam31Config
 from sam3.modeling.tracker.rope_attention import apply_rope, axial_rope_table
 
-Rope = tuple[torch.Tensor, torch.Tensor]
+Rope = torch.Tensor  # (N, C / heads / 2) complex rotations (axial_rope_table)
 
 
 def rope_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_heads: int, rope: Rope, num_k_exclude_rope: int = 0
 ) -> torch.Tensor:
     """q (B, N, C) over a grid of N tokens; k, v (B or 1, Nk, C) -> (B, N, C), heads rotated by ``rope``
-    ((N, C / heads / 2) cos and sin). The keys are whole grids (tiled table) then ``num_k_exclude_rope``
+    ((N, C / heads / 2) complex rotations). The keys are whole grids (tiled table) then ``num_k_exclude_rope``
     unrotated tokens (object pointers)."""
     b, n, c = q.shape
     d = c // num_heads
     qh = q.reshape(b, n, num_heads, d).transpose(1, 2)
     kh = k.reshape(k.shape[0], k.shape[1], num_heads, d).transpose(1, 2)
     vh = v.reshape(v.shape[0], v.shape[1], num_heads, d).transpose(1, 2)
-    cos, sin = rope
-    qh = apply_rope(qh, cos, sin)
+    qh = apply_rope(qh, rope)
     n_rope = kh.shape[-2] - num_k_exclude_rope
     if n_rope % n:
         raise ValueError(f"{n_rope} rotated keys are not a whole number of {n}-token grids")
-    reps = n_rope // n
-    k_rot = apply_rope(kh[:, :, :n_rope], cos.repeat(reps, 1), sin.repeat(reps, 1))
-    kh = torch.cat([k_rot, kh[:, :, n_rope:]], dim=2)
+    k_rot = apply_rope(kh[:, :, :n_rope], rope)
+    kh = torch.cat([k_rot, kh[:, :, n_rope:]], dim=2) if num_k_exclude_rope else k_rot
     if kh.shape[0] != b:
         kh, vh = kh.expand(b, -1, -1, -1), vh.expand(b, -1, -1, -1)
     out = F.scaled_dot_product_attention(qh, kh, vh)

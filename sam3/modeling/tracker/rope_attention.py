@@ -5,7 +5,7 @@ turns with the token's column (x = t mod W), the second half with its row (y = t
 ``dim / 4`` frequencies ``theta^(-4j/dim)`` per axis and integer, unscaled positions.
 
 Keys may hold several memory frames of the same grid followed by object-pointer tokens: the
-table is tiled once per frame, and the trailing pointer tokens are left unrotated.
+table applies to each frame's grid in turn, and the trailing pointer tokens are left unrotated.
 The tables are not parameters and not in the checkpoint; they are built on the input's device
 at call time (cheap next to the attention itself).
 """
@@ -17,24 +17,21 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def axial_rope_table(
-    dim: int, height: int, width: int, theta: float, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin of the rotation angles, each (height * width, dim // 2), in row-major token order."""
+def axial_rope_table(dim: int, height: int, width: int, theta: float, device: torch.device) -> torch.Tensor:
+    """The rotations as unit complex numbers e^(i angle): (height * width, dim // 2) complex64, row-major."""
     freqs = 1.0 / (theta ** (torch.arange(0, dim, 4, device=device)[: dim // 4].float() / dim))
     t = torch.arange(height * width, dtype=torch.float32, device=device)
     t_x = t % width
     t_y = torch.div(t, width, rounding_mode="floor")
     angles = torch.cat([torch.outer(t_x, freqs), torch.outer(t_y, freqs)], dim=-1)
-    return angles.cos(), angles.sin()
+    return torch.polar(torch.ones_like(angles), angles)
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate (..., N, D) by the (N, D/2) table: pairs (x0, x1) -> (x0 c - x1 s, x0 s + x1 c)."""
-    pairs = x.float().reshape(*x.shape[:-1], -1, 2)
-    real, imag = pairs.unbind(-1)
-    out = torch.stack((real * cos - imag * sin, real * sin + imag * cos), dim=-1)
-    return out.flatten(-2).type_as(x)
+def apply_rope(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """Rotate (..., R * N, D) by the (N, D/2) complex table, tiled R times: each pair (x0, x1) is multiplied as
+    x0 + i x1 (as released: one complex product, no tiled copy of the table)."""
+    pairs = torch.view_as_complex(x.float().reshape(*x.shape[:-2], -1, table.shape[0], x.shape[-1] // 2, 2))
+    return torch.view_as_real(pairs * table).reshape(x.shape).type_as(x)
 
 
 class RoPEAttention(nn.Module):
@@ -57,8 +54,8 @@ class RoPEAttention(nn.Module):
         self.v_proj = nn.Linear(kv_in_dim, embed_dim)
         self.out_proj = nn.Linear(embed_dim, embed_dim)
 
-    def rope_table(self, feat_hw: tuple[int, int], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """The (cos, sin) table for this layer's head width over an H x W grid."""
+    def rope_table(self, feat_hw: tuple[int, int], device: torch.device) -> torch.Tensor:
+        """The complex rotation table for this layer's head width over an H x W grid."""
         return axial_rope_table(self.embed_dim // self.num_heads, feat_hw[0], feat_hw[1], self.rope_theta, device)
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
@@ -72,7 +69,7 @@ class RoPEAttention(nn.Module):
         v: torch.Tensor,
         feat_hw: tuple[int, int],
         num_k_exclude_rope: int = 0,
-        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+        rope: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``rope`` is an optional precomputed ``rope_table(feat_hw, device)`` shared across layers."""
         qh = self._heads(self.q_proj(q))
@@ -81,16 +78,15 @@ class RoPEAttention(nn.Module):
         n_q = qh.shape[-2]
         if n_q != feat_hw[0] * feat_hw[1]:
             raise ValueError(f"{n_q} queries do not form a {feat_hw[0]}x{feat_hw[1]} grid")
-        cos, sin = rope if rope is not None else self.rope_table(feat_hw, qh.device)
-        qh = apply_rope(qh, cos, sin)
+        table = rope if rope is not None else self.rope_table(feat_hw, qh.device)
+        qh = apply_rope(qh, table)
 
         n_rope = kh.shape[-2] - num_k_exclude_rope
         if n_rope > 0:
             if n_rope % n_q:
                 raise ValueError(f"{n_rope} rotated keys are not a whole number of {n_q}-token grids")
-            repeats = n_rope // n_q
-            k_rot = apply_rope(kh[:, :, :n_rope], cos.repeat(repeats, 1), sin.repeat(repeats, 1))
-            kh = torch.cat([k_rot, kh[:, :, n_rope:]], dim=2)
+            k_rot = apply_rope(kh[:, :, :n_rope], table)
+            kh = torch.cat([k_rot, kh[:, :, n_rope:]], dim=2) if num_k_exclude_rope else k_rot
 
         out = F.scaled_dot_product_attention(qh, kh, vh)
         b, h, n, d = out.shape
