@@ -249,6 +249,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--where", action="store_true", help="print where in sam3/ the host reads happen")
     ap.add_argument("--json", default=None, help="also write the rows to this file")
+    ap.add_argument(
+        "--system-malloc", action="store_true",
+        help="leave glibc's malloc thresholds as they are (default: the service's server.heap.keep_freed_buffers)",
+    )  # fmt: skip
     args = ap.parse_args(argv)
 
     sys.path.insert(0, str(ROOT))
@@ -258,6 +262,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     from sam3.inference.video_predictor import VideoPredictor
 
     set_num_threads(args.threads)
+    kept = False
+    if not args.system_malloc:
+        from server.heap import keep_freed_buffers
+
+        kept = keep_freed_buffers()
     torch.manual_seed(0)
     model = build_model(args.model_version, preset=args.preset, device="cpu", random_weights=True)
     if args.model_version == "sam3.1":  # its random propagation decoder calls every object absent: spread it
@@ -270,7 +279,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     print(
         f"video overhead: {args.model_version}, objects by {args.prompt}, preset {args.preset}, precision {precision.mode}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, CPU {cpu_info().describe()}; video {args.video}; "
-        f"{len(report.held)} modules hold their weights in the autocast dtype",
+        f"{len(report.held)} modules hold their weights in the autocast dtype; freed buffers kept (malloc): {kept}",
         flush=True,
     )
     with precision.context():  # one untimed run: first-call allocations and lazy inits

@@ -21,7 +21,9 @@ log = logging.getLogger("sam3.server")
 def prepare_for_serving(model, precision: Precision, settings: Settings) -> None:
     """int8 quantisation / ``SAM3_COMPILE``, then the ``SAM3_WARMUP`` pass (with ``SAM3_NUM_THREADS``)."""
     from sam3.inference.runtime import prepare_model, warm_up
+    from server.heap import keep_freed_buffers
 
+    log.info("host allocator: freed frame buffers kept for the next frame: %s", keep_freed_buffers())
     report = prepare_model(model, precision, compile=settings.compile)
     log.info(
         "precision %s (%s); %d int8 linears; %d modules hold their weights in the autocast dtype; compiled: %s",

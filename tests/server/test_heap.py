@@ -65,3 +65,59 @@ def test_trim_is_a_no_op_where_malloc_trim_is_missing(monkeypatch):
 
     monkeypatch.setattr(server.heap, "_MALLOC_TRIM", None)
     assert server.heap.can_trim() is False and server.heap.trim_heap() is False
+
+
+# A frame loop's pattern: the same large buffers allocated, touched and freed every frame.
+FRAME_LOOP = """
+import os, resource, sys
+sys.path.insert(0, {root!r})
+from server.heap import keep_freed_buffers
+
+kept = keep_freed_buffers() if {tune} else False
+def faults():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+start = faults()
+for _ in range(20):
+    frame = [bytearray(24 << 20) for _ in range(4)]  # together over glibc's trim threshold (2 x 24 MB)
+    for buf in frame:
+        buf[::4096] = b"x" * len(buf[::4096])
+    del frame, buf
+print(kept, faults() - start)
+"""
+
+
+def _frame_loop(tune: bool, env: dict | None = None) -> tuple[str, int]:
+    out = subprocess.run(
+        [sys.executable, "-c", FRAME_LOOP.format(root=str(ROOT), tune=tune)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        env=env,
+    )
+    kept, faults = out.stdout.split()
+    return kept, int(faults)
+
+
+@pytest.mark.skipif(not can_trim(), reason="mallopt is glibc's (Linux); a no-op elsewhere")
+def test_kept_buffers_are_not_faulted_in_again_every_frame():
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
+    kept, tuned = _frame_loop(True, env)
+    _, default = _frame_loop(False, env)
+    pages = (96 << 20) // 4096  # one frame's buffers
+    print(f"\nminor page faults over 20 frames: {default} with glibc's defaults, {tuned} kept")
+    assert kept == "True"
+    assert default > 15 * pages  # glibc maps and unmaps them every frame
+    assert tuned < 3 * pages  # faulted in once, then reused
+
+
+@pytest.mark.skipif(not can_trim(), reason="mallopt is glibc's (Linux); a no-op elsewhere")
+def test_an_operators_malloc_setting_wins():
+    import os
+
+    env = dict(os.environ, MALLOC_TRIM_THRESHOLD_="1048576")
+    kept, _ = _frame_loop(True, env)
+    assert kept == "False"
