@@ -88,13 +88,15 @@ class DetectTrackEngine:
         cached = session.features.get(frame_idx)
         if cached is None:
             image = session.video.frame(frame_idx).to(self.device).float().unsqueeze(0)
+            # one trunk pass; the detector neck waits until a detection asks for it
+            trunk = self.model.encode_trunk(image)
+            levels = self.model.tracker_levels(trunk)  # SAM 3.1: the interactive head's
+            pos = self.model.level_encodings(levels)
             if self.multiplex:
-                backbone, propagation = self.model.encode_video_frame(image)
-                tracker = self.runner.prepare_features(backbone.sam2_fpn, propagation, backbone.sam2_pos)
+                tracker = self.runner.prepare_features(levels, self.model.propagation_levels(trunk), pos)
             else:
-                backbone = self.model.encode_image(image)
-                tracker = self.model.tracker.prepare_features(backbone.sam2_fpn, backbone.sam2_pos)
-            cached = FrameFeatures(backbone, tracker)
+                tracker = self.model.tracker.prepare_features(levels, pos)
+            cached = FrameFeatures(tracker, trunk=trunk)
             session.features[frame_idx] = cached
         return cached
 
@@ -154,7 +156,7 @@ class DetectTrackEngine:
         feats = self.frame_features(session, frame_idx)
         prompt = session.visual_prompt.get(prompt_frame) or GeometricPrompt.empty(1, self.device)
         out = self.model.detector.forward_grounding(
-            feats.backbone, self.text_features(session), prompt, joint_scores=True
+            feats.detector_features(self.model), self.text_features(session), prompt, joint_scores=True
         )
         logits = out.pred_logits[0].clone()  # (Q,)
         masks = out.pred_masks[0]
@@ -176,7 +178,7 @@ class DetectTrackEngine:
         box = session.visual_prompt.get(frame_idx) if prompted else None
         text = self.text_features(session, placeholder_for_boxes=True)
         out = self.model.detector.forward_grounding(
-            feats.backbone, text, box or GeometricPrompt.empty(1, self.device), joint_scores=True
+            feats.detector_features(self.model), text, box or GeometricPrompt.empty(1, self.device), joint_scores=True
         )
         logits, masks = out.pred_logits[0].clone(), out.pred_masks[0]
         cfg = self.cfg

@@ -23,10 +23,23 @@ from sam3.modeling.tracker.state import TrackerFeatures
 
 @dataclass
 class FrameFeatures:
-    """One frame's backbone outputs, kept while the algorithm may still need them."""
+    """One frame's backbone outputs, kept while the algorithm may still need them.
 
-    backbone: BackboneFeatures
+    ``tracker``: the tracker's features, made at once. The detector's levels (``backbone``) are made from the
+    kept trunk map ``trunk`` (1, C_trunk, g, g) when a detection first asks (:meth:`detector_features`): a frame
+    that only tracks clicked objects never runs the detector neck.
+    """
+
     tracker: TrackerFeatures
+    backbone: BackboneFeatures | None = None
+    trunk: torch.Tensor | None = field(default=None, repr=False)
+
+    def detector_features(self, model) -> BackboneFeatures:
+        """The detector levels, made from the trunk map on first use (``model``: a ``Sam3Model``)."""
+        if self.backbone is None:
+            fpn, pos = model.detector_levels(self.trunk)
+            self.backbone, self.trunk = BackboneFeatures(fpn, pos), None
+        return self.backbone
 
 
 @dataclass

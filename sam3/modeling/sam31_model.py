@@ -8,12 +8,10 @@ click predictor reads.
 
 from __future__ import annotations
 
-import torch
 
 from sam3.config_multiplex import Sam31Config
 from sam3.modeling.detector.detector import Sam3Detector
 from sam3.modeling.multiplex.tracker import MultiplexTrackerHolder
-from sam3.modeling.outputs import BackboneFeatures
 from sam3.modeling.sam3_model import Sam3Model
 
 
@@ -29,10 +27,3 @@ class Sam31Model(Sam3Model):
     def propagation_levels(self, trunk):
         """trunk map (B, C_trunk, g, g) -> the propagation neck's levels (the multiplexed tracker's input)."""
         return self.detector.backbone.vision_backbone.propagation_levels(trunk)
-
-    def encode_video_frame(self, images: torch.Tensor) -> tuple[BackboneFeatures, list[torch.Tensor]]:
-        """images (B, 3, S, S) -> :meth:`encode_image`'s features and the propagation head's levels, from one
-        trunk pass (what a tracked video frame needs)."""
-        trunk = self.encode_trunk(images)
-        neck = self.detector.backbone.vision_backbone
-        return neck.forward_trunk_features(trunk), neck.propagation_levels(trunk)

@@ -76,6 +76,10 @@ class Sam3Model(nn.Module):
         """trunk map (B, C_trunk, g, g) -> the tracker neck's levels (``BackboneFeatures.sam2_fpn``)."""
         return self.detector.backbone.vision_backbone.tracker_levels(trunk)
 
+    def level_encodings(self, levels: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The sine position encodings of either neck's levels (``BackboneFeatures.pos`` / ``.sam2_pos``)."""
+        return self.detector.backbone.vision_backbone.encodings(levels)
+
     def encode_text(self, texts: list[str]) -> TextFeatures:
         """B strings -> features (B, 32, C) and padding mask (B, 32), on the model's device."""
         ids = self.tokenizer(list(texts)).to(self.device)

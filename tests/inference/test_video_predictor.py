@@ -135,6 +135,34 @@ def test_clicks_add_and_refine_then_partial_propagation(predictor, folder):
     predictor.close_session(sid)
 
 
+def test_clicked_objects_alone_never_run_the_detector_neck(predictor, folder, model):
+    """Frames that only track clicked objects make the tracker's features alone; a text prompt later on such a
+    frame makes the detector's levels from the kept trunk map, the same as from a fresh image pass."""
+    neck = model.detector.backbone.vision_backbone
+    calls = []
+    hooks = [conv.register_forward_hook(lambda *_: calls.append(1)) for conv in neck.convs]
+    try:
+        sid = predictor.start_session(str(folder))
+        predictor.add_prompt(sid, 1, points=[[80, 60]], labels=[1], obj_id=3)
+        results = list(predictor.propagate(sid, "forward", start_frame=1))
+        assert [r.frame_idx for r in results] == [1, 2, 3, 4] and not calls
+        kept = sid.features[4]
+        assert kept.backbone is None and kept.trunk is not None
+        r = predictor.add_prompt(sid, 4, text="a cup")  # detects on frame 4: the detector neck runs now
+        _check_result(r, 4)
+        now = sid.features[4]
+        assert calls and now.backbone is not None and now.trunk is None
+        fresh = model.encode_image(sid.video.frame(4).float().unsqueeze(0))
+        for mine, theirs in zip(now.backbone.fpn + now.backbone.pos, fresh.fpn + fresh.pos):
+            assert torch.equal(mine, theirs)
+        assert torch.equal(now.tracker.image_embed, fresh.sam2_fpn[2])
+        assert torch.equal(now.tracker.image_pos, fresh.sam2_pos[2])
+        predictor.close_session(sid)
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
 def test_remove_object(predictor, folder):
     sid = predictor.start_session(str(folder))
     predictor.add_prompt(sid, 0, text="a cup")

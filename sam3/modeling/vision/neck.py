@@ -79,7 +79,11 @@ class DualFpnNeck(nn.Module):
         """The detector neck (``convs``) of a trunk map x (B, C_trunk, g, g) -> (levels, sine encodings),
         each [(B, C, 4g, 4g), (B, C, 2g, 2g), (B, C, g, g)]."""
         fpn = [self.convs[i](x) for i in range(self.num_levels)]
-        return fpn, [self.position_encoding(level).to(level.dtype) for level in fpn]
+        return fpn, self.encodings(fpn)
+
+    def encodings(self, levels: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The 2-D sine encodings of levels (either neck's: they depend on the shape only), each as its level."""
+        return [self.position_encoding(level).to(level.dtype) for level in levels]
 
     def tracker_levels(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The tracker neck (``sam2_convs``) of a trunk map x -> its levels, shapes as :meth:`detector_levels`.
