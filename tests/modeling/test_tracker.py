@@ -155,3 +155,22 @@ def test_memory_frame_selection():
     # Reverse from 0: scan 1, 2, ...; the adjacent frame 1 comes last.
     assert bank.select_memory_frames(0, 10, True, 16, 0.01) == [5, 3, 1]
     assert bank.select_memory_frames(0, 10, False, 16, 0.01) == []
+
+
+def test_memory_attention_on_one_frame_broadcast_over_objects_is_the_plain_batch(tracker, tiny):
+    """One frame's features expanded over B objects (batch stride 0) run the first self-attention once; the
+    result is that of the same rows materialised, each object with its own memory (2 grids + 3 pointers)."""
+    g, c, m = tiny.feature_size, tiny.d_model, tiny.tracker.mem_dim
+    gen = torch.Generator().manual_seed(3)
+    src = torch.randn(1, g * g, c, generator=gen).expand(4, -1, -1)
+    src_pos = torch.randn(1, g * g, c, generator=gen).expand(4, -1, -1)
+    memory = torch.randn(4, 2 * g * g + 3, m, generator=gen)
+    memory_pos = torch.randn(4, 2 * g * g + 3, m, generator=gen)
+    with torch.no_grad():
+        shared = tracker.memory_attention(src, src_pos, memory, memory_pos, (g, g), 3)
+        plain = tracker.memory_attention(src.contiguous(), src_pos.contiguous(), memory, memory_pos, (g, g), 3)
+        alone = tracker.memory_attention(src[:1], src_pos[:1], memory[2:3], memory_pos[2:3], (g, g), 3)
+    assert shared.shape == plain.shape == (4, g * g, c)
+    torch.testing.assert_close(shared, plain, rtol=0, atol=1e-5)
+    torch.testing.assert_close(shared[2:3], alone, rtol=0, atol=1e-5)
+    assert not torch.allclose(shared[0], shared[1])  # each object read its own memory

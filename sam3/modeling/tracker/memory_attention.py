@@ -52,6 +52,7 @@ class MemoryAttentionLayer(nn.Module):
 
 class MemoryAttention(nn.Module):
     """(src (B, HW, C), src_pos (B, HW, C), memory (B, M, mem_dim), memory_pos (B, M, mem_dim)) -> (B, HW, C).
+    ``src`` and ``src_pos`` may be one frame expanded over the B objects (batch stride 0).
 
     ``memory`` is n spatial grids of HW tokens each, then ``num_obj_ptr_tokens`` pointer tokens.
     """
@@ -74,6 +75,11 @@ class MemoryAttention(nn.Module):
         feat_hw: tuple[int, int],
         num_obj_ptr_tokens: int = 0,
     ) -> torch.Tensor:
+        if src.shape[0] > 1 and src.stride(0) == 0 and src_pos.stride(0) == 0:
+            # One frame's features broadcast over B objects: until the first cross-attention reads each
+            # object's memory the rows are equal, so the first self-attention runs once (on row 0) and the
+            # first cross-attention's queries broadcast over the objects.
+            src, src_pos = src[:1], src_pos[:1]
         x = src + 0.1 * src_pos
         # Every layer rotates over the same grid: build the table once.
         rope = self.layers[0].self_attn.rope_table(feat_hw, src.device) if len(self.layers) else None

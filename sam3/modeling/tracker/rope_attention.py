@@ -35,7 +35,7 @@ def apply_rope(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
 
 
 class RoPEAttention(nn.Module):
-    """q (B, Nq, C) over a grid of Nq = H*W tokens; k, v (B, Nk, kv_in_dim) -> (B, Nq, C).
+    """q (B or 1, Nq, C) over a grid of Nq = H*W tokens; k, v (B, Nk, kv_in_dim) -> (B, Nq, C).
 
     ``num_k_exclude_rope`` trailing keys (object pointers) are not rotated; the other keys must be
     a whole number of grids (one per memory frame), each rotated like the queries.
@@ -88,6 +88,8 @@ class RoPEAttention(nn.Module):
             k_rot = apply_rope(kh[:, :, :n_rope], table)
             kh = torch.cat([k_rot, kh[:, :, n_rope:]], dim=2) if num_k_exclude_rope else k_rot
 
+        if qh.shape[0] != kh.shape[0]:  # queries shared by every object (a batch of one): one copy per object
+            qh = qh.expand(kh.shape[0], -1, -1, -1)
         out = F.scaled_dot_product_attention(qh, kh, vh)
         b, h, n, d = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(b, n, h * d))
