@@ -100,7 +100,8 @@ class OverheadCounter(TorchDispatchMode):
             self.ops += 1
             self.op_kinds[name] += 1
         if func.overloadpacket in CASTS and args and args[0].data_ptr() in self.parameters:
-            self.weight_casts += 1
+            if isinstance(out, torch.Tensor) and out.dtype != args[0].dtype:  # ``to`` its own dtype is no cast
+                self.weight_casts += 1
         if name in DATA_DEPENDENT or (name == "aten.index.Tensor" and _has_bool_index(args)):
             self._read(name)
         return out

@@ -44,6 +44,12 @@ from sam3.ops.masks import fill_holes_in_mask_scores
 VISUAL_TEXT = "visual"  # the text paired with box-only prompts
 
 
+def sigmoid32(logits: list[float]) -> list[float]:
+    """The sigmoid of host logits in float32 (the device's float32 sigmoid within an ulp), without a read."""
+    x = np.asarray(logits, np.float32)
+    return (1 / (1 + np.exp(-x))).tolist()
+
+
 @dataclass
 class FrameOutcome:
     """Raw per-frame result before hiding removed / suppressed objects."""
@@ -147,8 +153,12 @@ class DetectTrackEngine:
         probs = every.scores
         if not allow_new:
             probs = probs - 1e8
-        rows = (probs > self.cfg.score_threshold_detection).nonzero()[:, 0]  # one read (a bool index: three)
-        return Detections(every.boxes.index_select(0, rows), every.masks.index_select(0, rows), probs[rows])
+        host = probs.float().cpu().numpy()  # the one read: which queries pass, and their scores
+        rows = np.flatnonzero(host > self.cfg.score_threshold_detection)
+        index = torch.as_tensor(rows, device=probs.device)
+        return Detections(
+            every.boxes.index_select(0, index), every.masks.index_select(0, index), probs[index], host[rows]
+        )
 
     def _ground(self, session: VideoSession, frame_idx: int, prompt_frame: int) -> Detections:
         """Every query of the detector on a frame, with the box prompt of ``prompt_frame``; queries removed
@@ -190,22 +200,28 @@ class DetectTrackEngine:
         pos = probs > cfg.score_threshold_detection
         if cfg.suppress_det_close_to_boundary:
             pos = pos & boundary_keep(boxes)
-        rows = pos.argsort(descending=True)[: int(pos.sum())]
-        return Detections(boxes.index_select(0, rows), masks.index_select(0, rows), probs[rows])
+        order = pos.argsort(descending=True)  # the passing queries first, in the device sort's order
+        host = torch.cat([probs.float(), pos.float(), order.float()]).cpu().numpy()  # the one read
+        q = probs.shape[0]
+        count = int(host[q : 2 * q].sum())
+        rows = order[:count]
+        scores = host[:q][host[2 * q :][:count].astype(np.int64)]
+        return Detections(boxes.index_select(0, rows), masks.index_select(0, rows), probs[rows], scores)
 
     # ---------------------------------------------------------------- tracker steps
     def propagate_tracks(
         self, session: VideoSession, frame_idx: int, reverse: bool
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Every batch one frame on -> (N, 4g, 4g) logits (holes filled) and (N,) object-score logits."""
+    ) -> tuple[torch.Tensor, torch.Tensor, list[float]]:
+        """Every batch one frame on -> (N, 4g, 4g) logits (holes filled), (N,) object-score logits and the same
+        logits on the host."""
         feats = self.frame_features(session, frame_idx).tracker
         batches = [b for b in session.batches if b.obj_ids]
         size = self.model.config.low_res_mask_size
         if not batches:
-            return torch.zeros(0, size, size, device=self.device), torch.zeros(0, device=self.device)
+            return torch.zeros(0, size, size, device=self.device), torch.zeros(0, device=self.device), []
         tracked = self.runner.step_many(batches, frame_idx, reverse, feats)
         low = fill_holes_in_mask_scores(tracked.masks, self.cfg.fill_hole_area)[:, 0]
-        return low, tracked.scores[:, 0]
+        return low, tracked.scores[:, 0], tracked.host_scores
 
     def track_objects(
         self, session: VideoSession, frame_idx: int, reverse: bool, batches: list[TrackletBatch], obj_ids
@@ -335,9 +351,9 @@ class DetectTrackEngine:
         reg = session.objects
         allow_new = session.text is not None or frame_idx in session.visual_prompt
         dets = self.detect(session, frame_idx, reverse, allow_new, prompted)
-        low_res, trk_logits = self.propagate_tracks(session, frame_idx, reverse)
+        low_res, trk_logits, trk_host = self.propagate_tracks(session, frame_idx, reverse)
         prev_ids = self.runner.row_order(reg.obj_ids)
-        det_scores = dets.scores.float().cpu().numpy()
+        det_scores = dets.host_scores
 
         assoc = associate_detections(dets.masks, det_scores, low_res, np.array(prev_ids, np.int64), self.cfg)
         new_idx = assoc.new_det_indices
@@ -410,7 +426,7 @@ class DetectTrackEngine:
             self.remove_objects(session, removed_now)
 
         masks = self.output_masks(session, low_res, prev_ids, dets, new_idx, new_ids)
-        for i, s in zip(prev_ids, trk_logits.sigmoid().tolist()):
+        for i, s in zip(prev_ids, sigmoid32(trk_host)):
             frame_scores[i] = s
         session.frames_with_outputs.add(frame_idx)
         scores = dict(reg.score) if self.cfg.masklet_confirmation_enable else None

@@ -45,11 +45,13 @@ class FrameFeatures:
 @dataclass
 class Detections:
     """Detector output on one frame: boxes (N, 4) normalised xyxy, masks (N, 4g, 4g) logits, scores (N,)
-    (every query, or those above the score threshold)."""
+    (every query, or those above the score threshold); ``host_scores`` (N,) float32, the same scores on the host
+    once the detection has read them (its one read)."""
 
     boxes: torch.Tensor
     masks: torch.Tensor
     scores: torch.Tensor
+    host_scores: np.ndarray | None = None
 
 
 @dataclass
