@@ -65,23 +65,30 @@ def fill_holes_in_mask_scores(
 
     The official code pads H and W to even sizes before labelling (its GPU labeller works on 2x2
     blocks); zero padding adds no pixel to any component, so labelling the unpadded mask gives the
-    same areas.
+    same areas. Both labellings run on the host from one device-to-host read.
     """
-    if max_area <= 0:
+    if max_area <= 0 or not (fill_holes or remove_sprinkles):
         return mask
     if mask.dim() != 4 or mask.shape[1] != 1:
         raise ValueError(f"mask must be (N, 1, H, W), got {tuple(mask.shape)}")
-    if fill_holes:
-        background = mask <= 0
-        _, areas = connected_components(background)
-        mask = torch.where(background & (areas <= max_area), 0.1, mask)
-    if remove_sprinkles:
-        foreground = mask > 0
-        limit = foreground.sum(dim=(2, 3), keepdim=True, dtype=torch.int32)
-        limit = torch.div(limit, 2, rounding_mode="floor").clamp(max=max_area)
-        _, areas = connected_components(foreground)
-        mask = torch.where(foreground & (areas <= limit), -0.1, mask)
-    return mask
+    # one read (foreground 1, background -1, neither 0: NaN) and one upload of the decisions; both labellings
+    # run on the host in between (the sprinkles are labelled on the mask after the holes were filled)
+    side = ((mask > 0).to(torch.int8) - (mask <= 0).to(torch.int8))[:, 0].cpu().numpy()
+    holes = np.zeros(side.shape, bool)
+    specks = np.zeros(side.shape, bool)
+    for i, plane in enumerate(side):
+        background, foreground = plane < 0, plane > 0
+        if fill_holes:
+            _, areas = _label_2d(background)
+            holes[i] = background & (areas <= max_area)
+            foreground = foreground | holes[i]
+        if remove_sprinkles:
+            limit = min(int(foreground.sum()) // 2, max_area)
+            _, areas = _label_2d(foreground)
+            specks[i] = foreground & (areas <= limit)
+    decided = torch.from_numpy(np.stack([holes, specks], 1)).to(mask.device)  # (N, 2, H, W)
+    mask = torch.where(decided[:, :1], 0.1, mask)
+    return torch.where(decided[:, 1:], -0.1, mask)
 
 
 def fill_small_components(

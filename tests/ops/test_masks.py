@@ -129,3 +129,26 @@ def test_fill_small_components_sam1_flavour():
     out = fill_small_components(specks, max_hole_area=0, max_sprinkle_area=1, threshold=0.5)
     assert out[0, 1, 3, 3] == pytest.approx(0.5 - 10.0)
     assert torch.equal(out[0, 0], specks[0, 0])
+
+
+def _two_step_reference(mask: torch.Tensor, max_area: float) -> torch.Tensor:
+    """The clean-up as the official code writes it: label, fill, then label the filled mask, remove."""
+    background = mask <= 0
+    _, areas = connected_components(background)
+    mask = torch.where(background & (areas <= max_area), 0.1, mask)
+    foreground = mask > 0
+    limit = torch.div(foreground.sum(dim=(2, 3), keepdim=True, dtype=torch.int32), 2, rounding_mode="floor")
+    _, areas = connected_components(foreground)
+    return torch.where(foreground & (areas <= limit.clamp(max=max_area)), -0.1, mask)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_one_read_clean_up_is_the_two_step_rule(seed):
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.randn(4, 1, 40, 52, generator=g)  # speckled: many small components of both kinds
+    mask[1] = torch.nn.functional.interpolate(torch.randn(1, 1, 6, 7, generator=g), size=(40, 52), mode="bilinear")
+    mask[2, 0, 10:14, 10:14] = float("nan")  # neither foreground nor background, as in the reference
+    for max_area in (3, 8, 40):
+        out = fill_holes_in_mask_scores(mask, max_area=max_area)
+        torch.testing.assert_close(out, _two_step_reference(mask, max_area), rtol=0, atol=0, equal_nan=True)
+    assert fill_holes_in_mask_scores(mask, max_area=0) is mask  # off: the logits untouched
