@@ -174,3 +174,16 @@ def test_memory_attention_on_one_frame_broadcast_over_objects_is_the_plain_batch
     torch.testing.assert_close(shared, plain, rtol=0, atol=1e-5)
     torch.testing.assert_close(shared[2:3], alone, rtol=0, atol=1e-5)
     assert not torch.allclose(shared[0], shared[1])  # each object read its own memory
+
+
+def test_memory_encoder_projects_one_broadcast_frame_once(tracker, tiny):
+    g, c, s = tiny.feature_size, tiny.d_model, tiny.input_mask_size
+    gen = torch.Generator().manual_seed(5)
+    pix = torch.randn(1, c, g, g, generator=gen).expand(3, -1, -1, -1)
+    mask = torch.randn(3, 1, s, s, generator=gen) * 10
+    with torch.no_grad():
+        shared, pos = tracker.maskmem_backbone(pix, mask)
+        plain, plain_pos = tracker.maskmem_backbone(pix.contiguous(), mask)
+    assert shared.shape == plain.shape == (3, tiny.tracker.mem_dim, g, g)
+    torch.testing.assert_close(shared, plain, rtol=0, atol=1e-5)
+    assert torch.equal(pos, plain_pos)

@@ -73,7 +73,8 @@ class Fuser(nn.Module):
 class MemoryEncoder(nn.Module):
     """(pix_feat (B, C, g, g), mask (B, 1, S, S) scaled logits) -> (memory (B, mem_dim, g, g), pos (B, mem_dim, g, g)).
 
-    The mask is used as given (the caller applies sigmoid / threshold, scale and bias).
+    The mask is used as given (the caller applies sigmoid / threshold, scale and bias). ``pix_feat`` may be one
+    frame expanded over the B masks (batch stride 0): it is projected once.
     """
 
     def __init__(self, config: Sam3Config):
@@ -87,6 +88,8 @@ class MemoryEncoder(nn.Module):
 
     def forward(self, pix_feat: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mask_emb = self.mask_downsampler(mask)
+        if pix_feat.shape[0] > 1 and pix_feat.stride(0) == 0:  # one frame broadcast over the objects: once
+            pix_feat = pix_feat[:1]
         x = self.pix_feat_proj(pix_feat) + mask_emb
         x = self.out_proj(self.fuser(x))
         pos = self.position_encoding(x).to(x.dtype)
