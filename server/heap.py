@@ -61,11 +61,9 @@ def keep_freed_buffers() -> bool:
     """Let glibc keep a frame loop's freed buffers for the next frame (see the module docstring); True when the
     thresholds were set (Linux with glibc, and no operator setting of them in the environment)."""
     tunables = os.environ.get("GLIBC_TUNABLES", "")
-    if (
-        _MALLOPT is None
-        or any(k in os.environ for k in _OPERATOR_SETTINGS)
-        or "malloc.mmap" in tunables
-        or ("malloc.trim" in tunables)
-    ):
+    operator_set = any(k in os.environ for k in _OPERATOR_SETTINGS) or any(
+        name in tunables for name in ("malloc.mmap_threshold", "malloc.trim_threshold")
+    )
+    if _MALLOPT is None or operator_set:
         return False
     return bool(_MALLOPT(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(_MALLOPT(M_TRIM_THRESHOLD, TRIM_THRESHOLD))

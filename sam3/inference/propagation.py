@@ -103,7 +103,7 @@ class Propagation:
         """Process the next frame; returns the results that became ready (none, one, or the held-back ones)."""
         p = self.predictor
         with p.lock, torch.inference_mode():
-            p._check_open(self.session)
+            self.session.check_open()
             self.session.use_precision(autocast_dtype_in_effect(p.model.device))
             if self.finished:
                 self._drain()
@@ -161,7 +161,7 @@ class Propagation:
 
     def _begin_pass(self, reverse: bool) -> None:
         p, s = self.predictor, self.session
-        kind, obj_ids = p._plan(s)
+        kind, obj_ids = s.propagation_plan()
         # the start as requested (None = default): the next plan reads it, as released
         self._action = Action(kind, self.requested_start, obj_ids)
         s.actions.append(self._action)

@@ -44,10 +44,6 @@ DEFAULT_MEMORY_FRAMES = 64
 DIRECTIONS = {"forward": (False,), "backward": (True,), "both": (False, True)}
 
 
-class SessionClosed(ValueError):
-    """The session was closed; open a new one."""
-
-
 class VideoPredictor:
     """Detect-then-track video predictor (thread-safe: one frame of work at a time per predictor)."""
 
@@ -85,7 +81,7 @@ class VideoPredictor:
 
     def reset_session(self, session: VideoSession) -> None:
         with self.lock:
-            self._check_open(session)
+            session.check_open()
             session.reset()
 
     def close_session(self, session: VideoSession) -> None:
@@ -95,11 +91,6 @@ class VideoPredictor:
                 return
             session.close()
         empty_cache(self.model.device)
-
-    @staticmethod
-    def _check_open(session: VideoSession) -> None:
-        if session.closed:
-            raise SessionClosed(f"session {session.session_id!r} is closed")
 
     # ---------------------------------------------------------------- prompts
     @torch.inference_mode()
@@ -117,7 +108,7 @@ class VideoPredictor:
         """Clicks for one object (``obj_id`` default 1), or a text and/or box concept for the whole video."""
         with self.lock:
             s = session
-            self._check_open(s)
+            s.check_open()
             s.use_precision(autocast_dtype_in_effect(self.model.device))
             if not 0 <= frame_idx < s.num_frames:
                 raise ValueError(f"frame_idx {frame_idx} is outside the video (0..{s.num_frames - 1})")
@@ -202,7 +193,7 @@ class VideoPredictor:
     def remove_object(self, session: VideoSession, obj_id: int) -> bool:
         with self.lock:
             s = session
-            self._check_open(s)
+            s.check_open()
             if obj_id not in s.objects.obj_ids:
                 return False
             self.engine.remove_objects(s, [obj_id])
@@ -216,7 +207,7 @@ class VideoPredictor:
     def frame_result(self, session: VideoSession, frame_idx: int) -> FrameResult | None:
         """The stored output of a frame already computed (None when it was not), nothing recomputed."""
         with self.lock:
-            self._check_open(session)
+            session.check_open()
             if frame_idx not in session.stored_masks:
                 return None
             hidden = set(session.objects.suppressed.get(frame_idx, ()))
@@ -259,7 +250,7 @@ class VideoPredictor:
             max_frames = None
         with self.lock:
             s = session
-            self._check_open(s)
+            s.check_open()
             if start_frame is not None and not 0 <= start_frame < s.num_frames:
                 raise ValueError(f"start_frame {start_frame} is outside the video (0..{s.num_frames - 1})")
             start = self._start_frame(s) if start_frame is None else start_frame  # raises when nothing was prompted
@@ -281,26 +272,3 @@ class VideoPredictor:
             return range(start - 1, end - 1, -1)
         end = min(start + n, s.num_frames - 1)
         return range(start, end + 1)
-
-    def _plan(self, s: VideoSession) -> tuple[ActionKind, list[int] | None]:
-        """What a propagation must recompute, from the actions since the last one (as released)."""
-        if not s.actions:
-            return ActionKind.PROPAGATION_FULL, None
-        last = s.actions[-1]
-        if last.kind.is_propagation:
-            if last.kind == ActionKind.PROPAGATION_FETCH:
-                return ActionKind.PROPAGATION_FETCH, None
-            twice = len(s.actions) > 1 and s.actions[-2].kind in (
-                ActionKind.PROPAGATION_PARTIAL,
-                ActionKind.PROPAGATION_FULL,
-            )
-            if twice or last.frame_idx in (0, s.num_frames - 1):
-                return ActionKind.PROPAGATION_FETCH, None
-            return last.kind, last.obj_ids
-        ids: list[int] = []
-        for a in reversed(s.actions):
-            if a.kind.is_propagation:
-                break
-            if a.kind in (ActionKind.ADD, ActionKind.REFINE):
-                ids.extend(a.obj_ids or [])
-        return (ActionKind.PROPAGATION_PARTIAL, sorted(set(ids))) if ids else (ActionKind.PROPAGATION_FETCH, None)

@@ -21,6 +21,10 @@ from sam3.modeling.outputs import BackboneFeatures, GeometricPrompt, TextFeature
 from sam3.modeling.tracker.state import TrackerFeatures
 
 
+class SessionClosed(ValueError):
+    """The session was closed; open a new one."""
+
+
 @dataclass
 class FrameFeatures:
     """One frame's backbone outputs, kept while the algorithm may still need them.
@@ -219,6 +223,35 @@ class VideoSession:
         self.text_cache.clear()
         self.video.close()
         self.closed = True
+
+    def check_open(self) -> None:
+        """Raise :class:`SessionClosed` once the session was closed."""
+        if self.closed:
+            raise SessionClosed(f"session {self.session_id!r} is closed")
+
+    def propagation_plan(self) -> tuple[ActionKind, list[int] | None]:
+        """What the next propagation must recompute, from the actions since the last one (as released): every
+        object (full), the clicked objects only (partial, with their ids) or nothing (fetch the stored results)."""
+        if not self.actions:
+            return ActionKind.PROPAGATION_FULL, None
+        last = self.actions[-1]
+        if last.kind.is_propagation:
+            if last.kind == ActionKind.PROPAGATION_FETCH:
+                return ActionKind.PROPAGATION_FETCH, None
+            twice = len(self.actions) > 1 and self.actions[-2].kind in (
+                ActionKind.PROPAGATION_PARTIAL,
+                ActionKind.PROPAGATION_FULL,
+            )
+            if twice or last.frame_idx in (0, self.num_frames - 1):
+                return ActionKind.PROPAGATION_FETCH, None
+            return last.kind, last.obj_ids
+        ids: list[int] = []
+        for a in reversed(self.actions):
+            if a.kind.is_propagation:
+                break
+            if a.kind in (ActionKind.ADD, ActionKind.REFINE):
+                ids.extend(a.obj_ids or [])
+        return (ActionKind.PROPAGATION_PARTIAL, sorted(set(ids))) if ids else (ActionKind.PROPAGATION_FETCH, None)
 
 
 @dataclass

@@ -15,7 +15,8 @@ from PIL import Image
 
 from sam3.inference.association import TrackingHeuristics
 from sam3.inference.media_paths import VideoReadError
-from sam3.inference.video_predictor import VideoPredictor, SessionClosed
+from sam3.inference.video_predictor import VideoPredictor
+from sam3.inference.video_state import SessionClosed
 from sam3.inference.video_state import ActionKind
 
 NUM_FRAMES = 5
