@@ -44,16 +44,17 @@ print(before, freed, rss_mb(), trimmed)
 """
 
 
+def _run(script: str, env: dict | None = None) -> list[str]:
+    """Run a script in a fresh interpreter (its own heap); the words it printed."""
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True, env=env
+    )
+    return out.stdout.split()
+
+
 @pytest.mark.skipif(not can_trim(), reason="malloc_trim is glibc's (Linux); a no-op elsewhere")
 def test_trim_returns_freed_fragmented_heap_pages():
-    out = subprocess.run(
-        [sys.executable, "-c", SCRIPT.format(root=str(ROOT), blocks=BLOCKS)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    before, freed, trimmed, released = out.stdout.split()
+    before, freed, trimmed, released = _run(SCRIPT.format(root=str(ROOT), blocks=BLOCKS))
     before, freed, trimmed = float(before), float(freed), float(trimmed)
     assert before - freed < VOLUME_MB / 3, "free() alone should keep most of the fragmented pages"
     assert freed - trimmed > VOLUME_MB * 2 / 3, (before, freed, trimmed)
@@ -88,15 +89,7 @@ print(kept, faults() - start)
 
 
 def _frame_loop(tune: bool, env: dict | None = None) -> tuple[str, int]:
-    out = subprocess.run(
-        [sys.executable, "-c", FRAME_LOOP.format(root=str(ROOT), tune=tune)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-        env=env,
-    )
-    kept, faults = out.stdout.split()
+    kept, faults = _run(FRAME_LOOP.format(root=str(ROOT), tune=tune), env)
     return kept, int(faults)
 
 
