@@ -211,17 +211,16 @@ class DetectTrackEngine:
     # ---------------------------------------------------------------- tracker steps
     def propagate_tracks(
         self, session: VideoSession, frame_idx: int, reverse: bool
-    ) -> tuple[torch.Tensor, torch.Tensor, list[float]]:
-        """Every batch one frame on -> (N, 4g, 4g) logits (holes filled), (N,) object-score logits and the same
-        logits on the host."""
+    ) -> tuple[torch.Tensor, list[float]]:
+        """Every batch one frame on -> (N, 4g, 4g) logits (holes filled) and the N object-score logits (host)."""
         feats = self.frame_features(session, frame_idx).tracker
         batches = [b for b in session.batches if b.obj_ids]
         size = self.model.config.low_res_mask_size
         if not batches:
-            return torch.zeros(0, size, size, device=self.device), torch.zeros(0, device=self.device), []
+            return torch.zeros(0, size, size, device=self.device), []
         tracked = self.runner.step_many(batches, frame_idx, reverse, feats)
         low = fill_holes_in_mask_scores(tracked.masks, self.cfg.fill_hole_area)[:, 0]
-        return low, tracked.scores[:, 0], tracked.host_scores
+        return low, tracked.scores
 
     def track_objects(
         self, session: VideoSession, frame_idx: int, reverse: bool, batches: list[TrackletBatch], obj_ids
@@ -234,7 +233,7 @@ class DetectTrackEngine:
         tracked = self.runner.step_many(batches, frame_idx, reverse, feats, run_mem_encoder=True)
         low = fill_holes_in_mask_scores(tracked.masks, self.cfg.fill_hole_area)[:, 0].unbind(0)
         rows = self.runner.row_ids(batches)
-        return {i: (low[k], tracked.host_scores[k]) for k, i in enumerate(rows) if i in obj_ids}
+        return {i: (low[k], tracked.scores[k]) for k, i in enumerate(rows) if i in obj_ids}
 
     def add_new_objects(self, session: VideoSession, frame_idx: int, obj_ids: list[int], masks: torch.Tensor) -> None:
         """Start tracking objects first seen on this frame, from (N, 4g, 4g) detection logits (SAM 3: a batch of
@@ -274,10 +273,11 @@ class DetectTrackEngine:
         frame_idx: int,
         dets: Detections,
         assoc: Association,
-        trk_scores: torch.Tensor,
+        trk_scores: list[float],
         trk_ids: list[int],
     ) -> None:
-        """Re-anchor confident tracks on matching high-confidence detections (every n-th frame)."""
+        """Re-anchor confident tracks on matching high-confidence detections (every n-th frame). ``trk_scores``:
+        the tracks' object-score logits (as released, compared with ``high_conf_thresh`` as they are)."""
         feats = self.frame_features(session, frame_idx).tracker
         touched: list[TrackletBatch] = []
         for trk_id, d in assoc.trk_to_high_conf_det.items():
@@ -287,7 +287,7 @@ class DetectTrackEngine:
                 )[0, 0]
                 > 0
             )
-            score = float(trk_scores[trk_ids.index(trk_id)])
+            score = trk_scores[trk_ids.index(trk_id)]
             for batch in session.batches:
                 if trk_id in batch.obj_ids and score > self.cfg.high_conf_thresh:
                     self.runner.add_mask(batch, frame_idx, trk_id, mask, feats)
@@ -302,7 +302,7 @@ class DetectTrackEngine:
         frame_idx: int,
         dets: Detections,
         assoc: Association,
-        trk_logits: torch.Tensor,
+        trk_logits: list[float],
         trk_ids: list[int],
         low_res: torch.Tensor,
     ) -> None:
@@ -313,12 +313,13 @@ class DetectTrackEngine:
         pairs = list(assoc.trk_to_high_conf_det.items())
         if not pairs:
             return
-        rows = torch.tensor([trk_ids.index(t) for t, _ in pairs], device=low_res.device)
-        confident = trk_logits[rows].sigmoid() > self.cfg.high_conf_thresh
-        keep = confident.tolist()
-        pairs, rows = [p for p, ok in zip(pairs, keep) if ok], rows[confident]
-        if not pairs:
+        index = [trk_ids.index(t) for t, _ in pairs]
+        probs = sigmoid32([trk_logits[k] for k in index])
+        confident = [k for k, p in enumerate(probs) if p > self.cfg.high_conf_thresh]
+        if not confident:
             return
+        pairs = [pairs[k] for k in confident]
+        rows = torch.tensor([index[k] for k in confident], device=low_res.device)
         new = dets.masks[torch.tensor([d for _, d in pairs], device=dets.masks.device)]
         size = (self.input_mask_size,) * 2
         big = F.interpolate(new[:, None], size=size, mode="bilinear", align_corners=False)[:, 0] > 0
@@ -351,7 +352,7 @@ class DetectTrackEngine:
         reg = session.objects
         allow_new = session.text is not None or frame_idx in session.visual_prompt
         dets = self.detect(session, frame_idx, reverse, allow_new, prompted)
-        low_res, trk_logits, trk_host = self.propagate_tracks(session, frame_idx, reverse)
+        low_res, trk_logits = self.propagate_tracks(session, frame_idx, reverse)  # logits on the host
         prev_ids = self.runner.row_order(reg.obj_ids)
         det_scores = dets.host_scores
 
@@ -426,7 +427,7 @@ class DetectTrackEngine:
             self.remove_objects(session, removed_now)
 
         masks = self.output_masks(session, low_res, prev_ids, dets, new_idx, new_ids)
-        for i, s in zip(prev_ids, sigmoid32(trk_host)):
+        for i, s in zip(prev_ids, sigmoid32(trk_logits)):
             frame_scores[i] = s
         session.frames_with_outputs.add(frame_idx)
         scores = dict(reg.score) if self.cfg.masklet_confirmation_enable else None

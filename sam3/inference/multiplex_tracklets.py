@@ -359,7 +359,7 @@ class MultiplexRunner:
             scores.append(entry.object_score_logits)
         order = sorted(range(len(ids)), key=ids.__getitem__)
         masks_t, scores_t = torch.cat(masks)[order], torch.cat(scores)[order]
-        return TrackedFrame(masks_t, scores_t, scores_t.reshape(-1).tolist())
+        return TrackedFrame(masks_t, scores_t.reshape(-1).tolist())
 
     def store_memories(
         self,

@@ -108,14 +108,12 @@ class TrackletBatch:
 class TrackedFrame:
     """Every tracked object of a frame, in batch order.
 
-    masks:       (N, 1, 4g, 4g) low-res logits (or the stored size of a prompted frame's mask input)
-    scores:      (N, 1) object-score logits
-    host_scores: the same N scores as Python floats
+    masks:  (N, 1, 4g, 4g) low-res logits (or the stored size of a prompted frame's mask input)
+    scores: the N object-score logits, read back to the host (Python floats)
     """
 
     masks: torch.Tensor
-    scores: torch.Tensor
-    host_scores: list[float]
+    scores: list[float]
 
 
 def _cat(tensors: list[torch.Tensor]) -> torch.Tensor:
@@ -381,7 +379,7 @@ class TrackletRunner:
         for k in todo:
             batches[k].bank.non_cond[frame_idx] = mems[k]
             batches[k].hidden_non_cond.discard(frame_idx)
-        return TrackedFrame(masks, scores, values[:n])
+        return TrackedFrame(masks, values[:n])
 
     def store_memories(
         self,

@@ -8,7 +8,6 @@ click predictor reads.
 
 from __future__ import annotations
 
-
 from sam3.config_multiplex import Sam31Config
 from sam3.modeling.detector.detector import Sam3Detector
 from sam3.modeling.multiplex.tracker import MultiplexTrackerHolder

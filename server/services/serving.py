@@ -19,7 +19,8 @@ log = logging.getLogger("sam3.server")
 
 
 def prepare_for_serving(model, precision: Precision, settings: Settings) -> None:
-    """int8 quantisation / ``SAM3_COMPILE``, then the ``SAM3_WARMUP`` pass (with ``SAM3_NUM_THREADS``)."""
+    """glibc's thresholds for frame loops (``server.heap.keep_freed_buffers``), int8 quantisation /
+    ``SAM3_COMPILE``, then the ``SAM3_WARMUP`` pass (with ``SAM3_NUM_THREADS``)."""
     from sam3.inference.runtime import prepare_model, warm_up
     from server.heap import keep_freed_buffers
 

@@ -23,7 +23,7 @@ def rope_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_heads: int, rope: Rope, num_k_exclude_rope: int = 0
 ) -> torch.Tensor:
     """q (B, N, C) over a grid of N tokens; k, v (B or 1, Nk, C) -> (B, N, C), heads rotated by ``rope``
-    ((N, C / heads / 2) complex rotations). The keys are whole grids (tiled table) then ``num_k_exclude_rope``
+    ((N, C / heads / 2) complex rotations). The keys are whole grids (each rotated by the table) then ``num_k_exclude_rope``
     unrotated tokens (object pointers)."""
     b, n, c = q.shape
     d = c // num_heads
