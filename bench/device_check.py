@@ -12,7 +12,8 @@ What it does:
    our model loads that ``sam3.pt`` (without the official side: our own random weights), and an fp32 CPU
    copy gives the reference outputs;
 2. for each of our configurations (``fp32``, ``auto``, ``auto+compile``): loads the weights on the device,
-   applies the precision / compile (``sam3.inference.runtime``), warms up, then times set_image, a text prompt,
+   applies the precision / compile (``sam3.inference.runtime``: with compile, the trunk and the per-frame
+   tracking step, warmed up over the object buckets measured), warms up, then times set_image, a text prompt,
    a click on the encoded image (medians); prints the largest differences of the scores and click IoUs
    against the CPU fp32 run; then video propagation on a generated video (``--frames``, 28 at the sam3
    preset) with ``--objects`` clicked objects (1, 5, 16), without and with a text concept: frames per second
@@ -99,8 +100,11 @@ OFFICIAL_FPS = {"sam3": {1: 26.5, 16: 9.8}, "sam3.1": {1: 33.8, 5: 31.0, 16: 30.
 TARGET_FPS = {1: 40.0, 5: 30.0, 16: 15.0}  # on an H200 at the sam3 preset
 
 
-def video_run(model, context, sync, video: Path, objects: int, text: bool, warmup: int, profile: bool) -> dict:
-    """Forward propagation with ``objects`` clicked objects (and a text concept first when ``text``).
+def video_run(
+    model, context, sync, video: Path, objects: int, text: bool, warmup: int, profile: bool, bucket: bool | None = None
+) -> dict:
+    """Forward propagation with ``objects`` clicked objects (and a text concept first when ``text``); ``bucket``
+    pads the objects to 1, 2, 4, ... (None: the predictor's default, on everywhere but the CPU).
 
     -> fps over the frames after ``warmup`` propagated ones; on CUDA with ``profile`` also the GPU busy
     fraction, kernel launches and host synchronisations per frame (torch.profiler); on any device the
@@ -110,7 +114,7 @@ def video_run(model, context, sync, video: Path, objects: int, text: bool, warmu
 
     from sam3.inference.video_predictor import VideoPredictor
 
-    predictor = VideoPredictor(model)
+    predictor = VideoPredictor(model, bucket_objects=bucket)
     session = predictor.start_session(video)
     out: dict = {}
     try:
@@ -281,7 +285,7 @@ def main(argv: list[str] | None = None) -> dict:
     from sam3.config import get_config
     from sam3.device import cpu_info, resolve_device, resolve_precision, synchronize
     from sam3.inference.processor import Sam3Processor
-    from sam3.inference.runtime import prepare_model, warm_up
+    from sam3.inference.runtime import prepare_model, warm_up, warm_up_video
 
     device = resolve_device(args.device)
     work = Path(args.workdir or tempfile.mkdtemp(prefix="sam3_device_check_"))
@@ -323,12 +327,16 @@ def main(argv: list[str] | None = None) -> dict:
         model = copy.deepcopy(cpu_model).to(device).eval()
         prepare_model(model, precision, compile=compile_)
         warm = warm_up(model, precision)
+        if compile_ and frames is not None:  # the compiled frame step's graphs for every object bucket measured
+            warm += warm_up_video(model, precision, max_objects=max(counts))
         ctx = precision.context
         r = image_steps(Sam3Processor(model), ctx, sync, args.repeats, image)
         r["video"] = {}
         for text in (False,) if args.no_text or frames is None else (False, True):
             for n in counts if frames is not None else ():
-                r["video"][(n, text)] = video_run(model, ctx, sync, frames, n, text, warmup, profile)
+                r["video"][(n, text)] = video_run(
+                    model, ctx, sync, frames, n, text, warmup, profile, True if compile_ else None
+                )
         dscore = (r["scores"] - reference["scores"]).abs().max().item() if r["scores"].numel() else 0.0
         diou = float(np.abs(r["ious"] - reference["ious"]).max())
         print(

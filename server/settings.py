@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     cpu_bf16: str = Field("auto", validation_alias="SAM3_CPU_BF16")
     compile: bool = Field(False, validation_alias="SAM3_COMPILE")
     warmup: bool = Field(True, validation_alias="SAM3_WARMUP")
+    # with SAM3_COMPILE: the video warm-up covers the object buckets up to this many tracked objects (0: none)
+    warmup_objects: int = Field(16, ge=0, le=256, validation_alias="SAM3_WARMUP_OBJECTS")
     num_threads: int | None = Field(None, ge=1, validation_alias="SAM3_NUM_THREADS")
     # Load the model in a background thread so that /health answers while a 3.4 GB download runs.
     load_in_background: bool = Field(True, validation_alias="SAM3_LOAD_IN_BACKGROUND")

@@ -23,6 +23,19 @@ log = logging.getLogger("sam3.runtime")
 
 # The vision trunk (the ViT), which int8 quantises and compile compiles.
 TRUNK = "detector.backbone.vision_backbone.trunk"
+# The per-frame tracking step, inside each tracker (a module with a memory attention and a memory encoder):
+# module name -> torch.compile's ``dynamic``. The memory encoder sees one shape per object bucket (static
+# graphs); the memory attention's memory grows with the bank and the prompt encoder / mask decoder see clicks
+# of any count, so those get a dynamic graph on their second shape (torch's automatic dynamic shapes).
+FRAME_STEP: dict[str, bool | None] = {
+    "transformer.encoder": None,
+    "sam_prompt_encoder": None,
+    "sam_mask_decoder": None,
+    "maskmem_backbone": False,
+}
+# Graphs kept per compiled function: 1, 2, 4, 8, 16 objects, each with and without a memory (torch's default, 8,
+# would fall back to eager beyond it).
+RECOMPILE_LIMIT = 64
 
 
 @dataclass(frozen=True)
@@ -63,8 +76,10 @@ def prepare_model(model, precision: Precision, compile: bool = False, hold_weigh
       every call (:class:`~sam3.inference.held_weights.HeldWeights`: bit for bit the same results); the
       compiled trunk keeps its own casts;
     * compile: the vision trunk (the ViT: most of an image's cost) is compiled with ``torch.compile``
-      for the fixed input size. The first call after this compiles (seconds to minutes): run
-      :func:`warm_up` before serving.
+      for the fixed input size, and so is the per-frame tracking step (:data:`FRAME_STEP`: memory attention,
+      prompt encoder, mask decoder, memory encoder of every tracker). The first call of each shape compiles
+      (seconds to minutes): run :func:`warm_up` (images) and :func:`warm_up_video` (the object buckets) before
+      serving. Compiled modules keep autocast's per-call weight casts inside their graphs (no held weights).
     """
     quantized: list[str] = []
     trunk = model.get_submodule(TRUNK)
@@ -80,11 +95,30 @@ def prepare_model(model, precision: Precision, compile: bool = False, hold_weigh
         # dynamic=False: the trunk always sees (B, 3, S, S) at the model's one input size.
         trunk.compile(dynamic=False)
         compiled.append(TRUNK)
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
+        for name, dynamic in frame_step_modules(model).items():
+            model.get_submodule(name).compile(dynamic=dynamic)
+            compiled.append(name)
     held: list[str] = []
     if hold_weights and precision.autocast_dtype is not None:
         held = HeldWeights(model, precision.autocast_dtype, skip=tuple(compiled)).names
         log.info("%d modules hold their weights in %s", len(held), precision.mode)
     return RuntimeReport(tuple(quantized), tuple(compiled), tuple(held))
+
+
+def frame_step_modules(model) -> dict[str, bool | None]:
+    """Qualified names of the per-frame tracking step's modules in ``model`` -> their ``dynamic`` setting."""
+    found: dict[str, bool | None] = {}
+    for name, module in model.named_modules():
+        if hasattr(module, "maskmem_backbone") and hasattr(module, "transformer"):  # a tracker
+            prefix = f"{name}." if name else ""
+            for part, dynamic in FRAME_STEP.items():
+                try:
+                    module.get_submodule(part)
+                except AttributeError:
+                    continue
+                found[prefix + part] = dynamic
+    return found
 
 
 def warm_up(model, precision: Precision, num_threads: int | None = None, text: str = "an object") -> float:
@@ -109,4 +143,55 @@ def warm_up(model, precision: Precision, num_threads: int | None = None, text: s
         processor.set_text_prompt(text, state)
         if model.tracker is not None:
             processor.predict_inst(state, point_coords=[[size / 2, size / 2]], point_labels=[1])
+    return time.perf_counter() - started
+
+
+def object_buckets(max_objects: int) -> list[int]:
+    """The padded object counts a frame of up to ``max_objects`` tracked objects can have: 1, 2, 4, ..."""
+    from sam3.inference.batched_tracking import bucket_size
+
+    return [1 << k for k in range(bucket_size(max_objects).bit_length())] if max_objects > 0 else []
+
+
+def warm_up_video(
+    model, precision: Precision, num_threads: int | None = None, max_objects: int = 16, frames: int = 4
+) -> float:
+    """Untimed video propagations, one per object bucket up to ``max_objects``, so that a compiled frame step
+    (:data:`FRAME_STEP`) has its graphs before the first real frame: per bucket, that many objects clicked on
+    the first frame of a generated ``frames``-frame video (one positive click each: the click graphs), then
+    propagated through the rest (the batched step, with a memory that grows from frame to frame). Runs on a
+    throwaway :class:`~sam3.inference.video_predictor.VideoPredictor` that pads objects to buckets. Returns the
+    seconds it took (0 without a tracker or buckets)."""
+    import tempfile
+    import time
+    from pathlib import Path
+
+    from PIL import Image
+
+    from sam3.inference.video_predictor import VideoPredictor
+
+    buckets = object_buckets(max_objects)
+    if getattr(model, "tracker", None) is None or not buckets or frames < 2:
+        return 0.0
+    started = time.perf_counter()
+    h, w = 96, 128  # small frames: the model sees its own input size whatever the video's
+    ramp = np.linspace(0, 255, w, dtype=np.float32)
+    predictor = VideoPredictor(model, bucket_objects=True)
+    with tempfile.TemporaryDirectory(prefix="sam3_warmup_") as folder:
+        for t in range(frames):
+            pixels = np.stack(
+                [np.tile(np.roll(ramp, 4 * t), (h, 1)), np.tile(ramp[::-1], (h, 1)), np.full((h, w), 96.0)], -1
+            )
+            Image.fromarray(pixels.astype(np.uint8)).save(Path(folder) / f"{t:05d}.jpg")
+        with inference_context(precision, num_threads):
+            for n in buckets:
+                session = predictor.start_session(folder)
+                try:
+                    for k in range(n):  # clicks spread over the frame, one object each
+                        x, y = (k % 4 + 0.5) * w / 4, (k // 4 % 4 + 0.5) * h / 4
+                        predictor.add_prompt(session, 0, points=[[x, y]], labels=[1], obj_id=k + 1)
+                    for _ in predictor.propagate(session, direction="forward"):
+                        pass
+                finally:
+                    predictor.close_session(session)
     return time.perf_counter() - started

@@ -20,8 +20,9 @@ log = logging.getLogger("sam3.server")
 
 def prepare_for_serving(model, precision: Precision, settings: Settings) -> None:
     """glibc's thresholds for frame loops (``server.heap.keep_freed_buffers``), int8 quantisation /
-    ``SAM3_COMPILE``, then the ``SAM3_WARMUP`` pass (with ``SAM3_NUM_THREADS``)."""
-    from sam3.inference.runtime import prepare_model, warm_up
+    ``SAM3_COMPILE``, then the ``SAM3_WARMUP`` pass (with ``SAM3_NUM_THREADS``): the image paths, and with a
+    compiled frame step the video object buckets up to ``SAM3_WARMUP_OBJECTS``."""
+    from sam3.inference.runtime import prepare_model, warm_up, warm_up_video
     from server.heap import keep_freed_buffers
 
     log.info("host allocator: freed frame buffers kept for the next frame: %s", keep_freed_buffers())
@@ -39,6 +40,12 @@ def prepare_for_serving(model, precision: Precision, settings: Settings) -> None
             "warm-up: one untimed pass of encode, text prompt and click took %.1f s",
             warm_up(model, precision, settings.num_threads),
         )
+        if settings.compile and settings.warmup_objects > 0:
+            log.info(
+                "warm-up: video object buckets up to %d objects took %.1f s",
+                settings.warmup_objects,
+                warm_up_video(model, precision, settings.num_threads, settings.warmup_objects),
+            )
 
 
 def call_context(precision: Precision | None, settings: Settings):

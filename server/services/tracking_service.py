@@ -117,7 +117,13 @@ class TrackingService:
             s = self.settings
             limits = video_limits(s)
             # the same Sam3Model (or Sam31Model: the multiplexed tracker) object as the image processor: one copy of the weights
-            self.predictor = VideoPredictor(self.models.model, memory_frames=s.video_memory_frames, limits=limits)
+            # a compiled frame step wants its objects padded to buckets (the shapes the warm-up compiled) on every device
+            self.predictor = VideoPredictor(
+                self.models.model,
+                memory_frames=s.video_memory_frames,
+                limits=limits,
+                bucket_objects=True if s.compile else None,
+            )
             self.predictor_error = None
             log.info("video predictor ready (sharing the image model's weights)")
         except Exception as exc:  # noqa: BLE001 -- missing module, incompatible model, out of memory...

@@ -1,4 +1,4 @@
-"""SAM3_PRECISION / SAM3_COMPILE / SAM3_WARMUP / SAM3_NUM_THREADS / SAM3_LAZY_NECKS in the real app (tiny
+"""SAM3_PRECISION / SAM3_COMPILE / SAM3_WARMUP(_OBJECTS) / SAM3_NUM_THREADS / SAM3_LAZY_NECKS in the real app (tiny
 preset, CPU)."""
 
 from __future__ import annotations
@@ -99,25 +99,42 @@ def test_a_precision_the_device_cannot_run_leaves_the_service_up_saying_why():
 @pytest.mark.parametrize(
     "env, expected",
     [
-        ({}, ("auto", False, True, None)),
-        ({"SAM3_PRECISION": "INT8", "SAM3_COMPILE": "true", "SAM3_WARMUP": "false", "SAM3_NUM_THREADS": "3"},
-         ("int8", True, False, 3)),
-        ({"SAM3_PRECISION": "", "SAM3_NUM_THREADS": ""}, ("auto", False, True, None)),
+        ({}, ("auto", False, True, None, 16)),
+        ({"SAM3_PRECISION": "INT8", "SAM3_COMPILE": "true", "SAM3_WARMUP": "false", "SAM3_NUM_THREADS": "3",
+          "SAM3_WARMUP_OBJECTS": "4"},
+         ("int8", True, False, 3, 4)),
+        ({"SAM3_PRECISION": "", "SAM3_NUM_THREADS": ""}, ("auto", False, True, None, 16)),
     ],
 )  # fmt: skip
 def test_settings_from_the_environment(monkeypatch, tmp_path, env, expected):
     monkeypatch.chdir(tmp_path)
-    for name in ("SAM3_PRECISION", "SAM3_COMPILE", "SAM3_WARMUP", "SAM3_NUM_THREADS"):
+    for name in ("SAM3_PRECISION", "SAM3_COMPILE", "SAM3_WARMUP", "SAM3_NUM_THREADS", "SAM3_WARMUP_OBJECTS"):
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     s = Settings()
-    assert (s.precision, s.compile, s.warmup, s.num_threads) == expected
+    assert (s.precision, s.compile, s.warmup, s.num_threads, s.warmup_objects) == expected
 
 
-@pytest.mark.parametrize("name, value", [("SAM3_PRECISION", "int4"), ("SAM3_NUM_THREADS", "-2")])
+@pytest.mark.parametrize(
+    "name, value", [("SAM3_PRECISION", "int4"), ("SAM3_NUM_THREADS", "-2"), ("SAM3_WARMUP_OBJECTS", "-1")]
+)
 def test_bad_values_are_refused(monkeypatch, tmp_path, name, value):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv(name, value)
     with pytest.raises(ValueError, match=name):
         Settings()
+
+
+@pytest.mark.parametrize("compile_, bucket", [(False, False), (True, True)])
+def test_a_compiled_frame_step_tracks_objects_in_buckets_on_every_device(tmp_path, compile_, bucket):
+    """SAM3_COMPILE pads a frame's tracked objects to 1, 2, 4, ... also on a CPU (the shapes the video warm-up
+    compiled); without it a CPU tracks the objects unpadded (padding only adds work there)."""
+    from PIL import Image
+
+    for t in range(2):
+        Image.new("RGB", (64, 48), (40 * t, 90, 160)).save(tmp_path / f"{t:03d}.jpg")
+    settings = tiny_settings(compile=compile_, warmup=False, media_roots=str(tmp_path))
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        assert client.post("/track/start", json={"video_path": str(tmp_path)}).status_code == 200
+        assert client.app.state.tracking.predictor.engine.runner.bucket is bucket
