@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 PRECISION_MODES = ("auto", "fp32", "bf16", "fp16", "int8")
@@ -272,3 +273,51 @@ def empty_cache(device: torch.device) -> None:
         torch.cuda.empty_cache()
     elif device.type == "mps":
         torch.mps.empty_cache()
+
+
+def upload(values, device: torch.device | str, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Host values (a CPU tensor, an array or a list) -> a tensor on ``device`` without waiting for the device.
+
+    A plain ``.to(device)`` or ``torch.tensor(..., device=...)`` copy to a CUDA device synchronises its stream (the
+    host waits until every queued kernel has run): inside a frame loop that stalls the pipeline as a read does. On
+    CUDA the values go through pinned memory with a non-blocking copy (torch's pinned allocator keeps the buffer
+    until the copy has run); elsewhere it is a plain copy. A tensor already on ``device`` is returned as it is.
+    """
+    device = torch.device(device)
+    host = values if isinstance(values, torch.Tensor) else torch.as_tensor(values, dtype=dtype)
+    if dtype is not None and host.dtype != dtype:
+        host = host.to(dtype)
+    if host.device == device or (device.type == host.device.type and device.index is None):
+        return host
+    if pins_host_memory(device) and host.device.type == "cpu":
+        return host.pin_memory().to(device, non_blocking=True)  # a pinned tensor pins to itself: no copy
+    return host.to(device)
+
+
+def pins_host_memory(device: torch.device | str) -> bool:
+    """Whether host data bound for ``device`` goes through pinned memory (CUDA: see :func:`upload`)."""
+    return torch.device(device).type == "cuda"
+
+
+def download(*tensors: torch.Tensor, pack: bool | None = None) -> list[np.ndarray]:
+    """Tensors of one device -> host arrays in one transfer (one wait on an accelerator, not one per tensor).
+
+    ``pack`` (None: unless every tensor is on the CPU): the tensors' bytes are packed into one flat buffer on their
+    device, copied once and split on the host into arrays of each tensor's dtype and shape (views of that one host
+    buffer). Unpacked, each CPU tensor is returned as an array sharing its memory, as ``Tensor.numpy`` does.
+    """
+    if pack is None:
+        pack = not all(t.device.type == "cpu" for t in tensors)
+    if not pack:
+        return [t.numpy() for t in tensors]
+    parts, starts, start = [], [], 0
+    for t in tensors:
+        raw = t.contiguous().view(-1).view(torch.uint8)
+        pad = -raw.numel() % 8  # every part starts 8-byte aligned, so the host views it in its own dtype
+        parts += [raw, raw.new_zeros(pad)] if pad else [raw]
+        starts.append(start)
+        start += raw.numel() + pad
+    flat = torch.cat(parts).cpu()
+    return [
+        flat[s : s + t.numel() * t.element_size()].view(t.dtype).view(t.shape).numpy() for s, t in zip(starts, tensors)
+    ]

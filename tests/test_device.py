@@ -1,4 +1,5 @@
-"""The precision policy (sam3.device.resolve_precision) on every (mode, device, CPU) combination.
+"""The precision policy (sam3.device.resolve_precision) on every (mode, device, CPU) combination; host-device
+transfers (upload, download).
 
 The policy is a pure function of its inputs; devices this machine lacks are passed as torch.device
 values (nothing runs on them), and CPUs as CpuInfo values.
@@ -6,6 +7,7 @@ values (nothing runs on them), and CPUs as CpuInfo values.
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -102,3 +104,40 @@ def test_autocast_in_effect_is_read_per_device():
         assert autocast_dtype_in_effect(CPU) is torch.bfloat16
         assert autocast_dtype_in_effect("meta") is None
     assert autocast_dtype_in_effect(CPU) is None
+
+
+def test_upload_gives_the_values_on_the_device_and_keeps_a_tensor_already_there():
+    from sam3.device import pins_host_memory, upload
+
+    cpu = torch.device("cpu")
+    assert not pins_host_memory(cpu) and pins_host_memory("cuda:0")
+    t = torch.arange(6).view(2, 3)
+    assert upload(t, cpu) is t  # already there: no copy
+    assert upload(t, cpu, torch.float32).dtype == torch.float32
+    torch.testing.assert_close(
+        upload([[1, 2], [3, 4]], cpu, torch.int32), torch.tensor([[1, 2], [3, 4]], dtype=torch.int32)
+    )
+    assert upload(np.array([0.5, 1.5]), cpu).dtype == torch.float64  # an array keeps its dtype
+
+
+@pytest.mark.parametrize("pack", [None, True])
+def test_download_packs_tensors_of_any_dtype_and_shape_into_one_transfer(pack):
+    """One host buffer split back into each tensor's dtype and shape (the accelerator path, forced on the CPU with
+    ``pack=True``), and the same arrays as ``Tensor.numpy`` unpacked."""
+    from sam3.device import download
+
+    torch.manual_seed(0)
+    tensors = [
+        torch.rand(3, 5, 7) > 0.5,
+        torch.randn(3),
+        torch.randn(2, 4, 4).transpose(1, 2),  # not contiguous
+        torch.arange(5, dtype=torch.int64),
+        torch.randn(4).half(),
+        torch.empty(0, 3),
+        torch.tensor(2.5),
+    ]
+    arrays = download(*tensors, pack=pack)
+    assert len(arrays) == len(tensors)
+    for t, a in zip(tensors, arrays):
+        assert a.dtype == t.numpy().dtype and a.shape == tuple(t.shape)
+        np.testing.assert_array_equal(a, t.numpy())

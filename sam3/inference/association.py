@@ -14,6 +14,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from sam3.device import upload
+
 
 @dataclass(frozen=True)
 class TrackingHeuristics:
@@ -111,7 +113,7 @@ def greedy_nms(ious: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -
         i = int(order[0])
         kept.append(i)
         order = order[1:][ious_np[i, order[1:]] <= iou_threshold]
-    return torch.tensor(kept, dtype=torch.long, device=scores.device)
+    return upload(kept, scores.device, torch.long)
 
 
 def nms_masks(

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from pycocotools import mask as mask_utils
 from torchvision.ops import batched_nms
 
+from sam3.device import upload
 from sam3.inference.interactive import InteractivePredictor, SamImageFeatures
 from sam3.ops.boxes import masks_to_boxes
 from sam3.ops.masks import fill_small_components
@@ -311,9 +312,9 @@ def _nms(boxes: torch.Tensor, scores: torch.Tensor, threshold: float) -> torch.T
 def _near_crop_edge(boxes: torch.Tensor, crop: CropBox, image_hw: tuple[int, int]) -> torch.Tensor:
     """(M, 4) crop-pixel boxes -> (M,) bool: a side within 20 px of an edge of the crop that is not the image's."""
     x0, y0 = crop[0], crop[1]
-    crop_t = torch.tensor(crop, dtype=torch.float32, device=boxes.device)
-    image_t = torch.tensor([0, 0, image_hw[1], image_hw[0]], dtype=torch.float32, device=boxes.device)
-    shifted = boxes + torch.tensor([x0, y0, x0, y0], dtype=torch.float32, device=boxes.device)
+    crop_t = upload(crop, boxes.device, torch.float32)
+    image_t = upload([0, 0, image_hw[1], image_hw[0]], boxes.device, torch.float32)
+    shifted = boxes + upload([x0, y0, x0, y0], boxes.device, torch.float32)
     near_crop = torch.isclose(shifted, crop_t[None], atol=CROP_EDGE_TOLERANCE, rtol=0)
     near_image = torch.isclose(shifted, image_t[None], atol=CROP_EDGE_TOLERANCE, rtol=0)
     return (near_crop & ~near_image).any(dim=1)

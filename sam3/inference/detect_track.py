@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from sam3.device import upload
 from sam3.inference.association import (
     ALWAYS_OCCLUDED,
     NEVER_OCCLUDED,
@@ -30,6 +31,7 @@ from sam3.inference.association import (
 from sam3.inference.frame_output import frame_output
 from sam3.inference.multiplex_tracklets import MultiplexRunner
 from sam3.inference.tracklets import TrackletBatch, TrackletRunner, non_overlap
+from sam3.inference.video_io import normalise_frame
 from sam3.inference.video_state import (
     Detections,
     FrameFeatures,
@@ -93,7 +95,9 @@ class DetectTrackEngine:
     def frame_features(self, session: VideoSession, frame_idx: int) -> FrameFeatures:
         cached = session.features.get(frame_idx)
         if cached is None:
-            image = session.video.frame(frame_idx).to(self.device).float().unsqueeze(0)
+            video = session.video  # uint8 up (a quarter of fp32's bytes, pinned on CUDA), normalised on the device
+            image = normalise_frame(upload(video.pixels(frame_idx), self.device), video.mean, video.std)
+            image = image.float().unsqueeze(0)
             # one trunk pass; the detector neck waits until a detection asks for it
             trunk = self.model.encode_trunk(image)
             levels = self.model.tracker_levels(trunk)  # SAM 3.1: the interactive head's
@@ -155,7 +159,7 @@ class DetectTrackEngine:
             probs = probs - 1e8
         host = probs.float().cpu().numpy()  # the one read: which queries pass, and their scores
         rows = np.flatnonzero(host > self.cfg.score_threshold_detection)
-        index = torch.as_tensor(rows, device=probs.device)
+        index = upload(rows, probs.device)
         return Detections(
             every.boxes.index_select(0, index), every.masks.index_select(0, index), probs[index], host[rows]
         )
@@ -319,8 +323,8 @@ class DetectTrackEngine:
         if not confident:
             return
         pairs = [pairs[k] for k in confident]
-        rows = torch.tensor([index[k] for k in confident], device=low_res.device)
-        new = dets.masks[torch.tensor([d for _, d in pairs], device=dets.masks.device)]
+        rows = upload([index[k] for k in confident], low_res.device)
+        new = dets.masks[upload([d for _, d in pairs], dets.masks.device)]
         size = (self.input_mask_size,) * 2
         big = F.interpolate(new[:, None], size=size, mode="bilinear", align_corners=False)[:, 0] > 0
         old = low_res[rows]
@@ -421,7 +425,7 @@ class DetectTrackEngine:
 
         if len(new_idx):
             self.add_new_objects(
-                session, frame_idx, new_ids.tolist(), dets.masks[torch.as_tensor(new_idx, device=dets.masks.device)]
+                session, frame_idx, new_ids.tolist(), dets.masks[upload(new_idx, dets.masks.device, torch.long)]
             )
         if removed_now:
             self.remove_objects(session, removed_now)
@@ -440,7 +444,7 @@ class DetectTrackEngine:
             up = F.interpolate(low_res[:, None], size=(h, w), mode="bilinear", align_corners=False) > 0
             out.update({i: m for i, m in zip(prev_ids, up)})
         if len(new_idx):
-            det = dets.masks[torch.as_tensor(new_idx, device=dets.masks.device)][:, None]
+            det = dets.masks[upload(new_idx, dets.masks.device, torch.long)][:, None]
             det = fill_holes_in_mask_scores(det, self.cfg.fill_hole_area)
             up = F.interpolate(det, size=(h, w), mode="bilinear", align_corners=False) > 0
             out.update({i: m for i, m in zip(new_ids.tolist(), up)})

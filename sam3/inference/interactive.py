@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sam3.device import download, upload
 from sam3.modeling.interactive.mask_decoder import MaskDecoder
 from sam3.modeling.interactive.prompt_encoder import PromptEncoder
 from sam3.modeling.interactive.two_way_transformer import ImageTokens
@@ -161,7 +162,7 @@ class InteractivePredictor:
         coords, labels = self._prep_points(point_coords, point_labels, (h, w), normalize_coords, device)
         if box is not None:
             corners = self._prep_box(box, (h, w), normalize_coords, device)
-            corner_labels = torch.tensor([[2, 3]], dtype=torch.int32, device=device).repeat(corners.shape[0], 1)
+            corner_labels = upload([[2, 3]], device, torch.int32).repeat(corners.shape[0], 1)
             if coords is None:
                 coords, labels = corners, corner_labels
             else:
@@ -181,8 +182,8 @@ class InteractivePredictor:
             if not bool_masks:
                 masks = masks.float()
         low_res = low_res.clamp(-32.0, 32.0)
-        to_np = lambda t: t.squeeze(0).cpu().numpy()  # noqa: E731
-        return to_np(masks), to_np(iou.float()), to_np(low_res)
+        masks, iou, low_res = download(masks.squeeze(0), iou.float().squeeze(0), low_res.squeeze(0))  # one transfer
+        return masks, iou, low_res
 
     @torch.no_grad()
     def decode_points(
@@ -304,8 +305,8 @@ class InteractivePredictor:
             raise ValueError(f"point_labels must be in {VALID_LABELS}, got {labels[bad].unique().tolist()}")
         if not torch.isfinite(coords).all():
             raise ValueError("point_coords must be finite")
-        coords = self._to_model_pixels(coords.to(device, non_blocking=True), hw, normalize)
-        labels = labels.to(device, non_blocking=True)
+        coords = self._to_model_pixels(upload(coords, device), hw, normalize)
+        labels = upload(labels, device)
         if coords.dim() == 2:
             coords, labels = coords[None], labels[None]
         return coords, labels
@@ -318,13 +319,13 @@ class InteractivePredictor:
             raise ValueError(f"box must be (4,) or (B, 4) xyxy, got {tuple(box.shape)}")
         if not torch.isfinite(box).all():  # on the caller's values, before the upload (see _prep_points)
             raise ValueError("box must be finite")
-        return self._to_model_pixels(box.to(device, non_blocking=True).reshape(-1, 2, 2), hw, normalize)
+        return self._to_model_pixels(upload(box, device).reshape(-1, 2, 2), hw, normalize)
 
     def _prep_mask(self, mask_input: ArrayLike | None, device: torch.device) -> torch.Tensor | None:
         """(1, S, S) or (B, 1, S, S) logits -> (B, 1, S, S) float32, S = 4g."""
         if mask_input is None:
             return None
-        mask = torch.as_tensor(mask_input).to(device=device, dtype=torch.float32)
+        mask = upload(torch.as_tensor(mask_input), device, torch.float32)
         if mask.dim() == 3:
             mask = mask[None]
         size = self.heads.sam_prompt_encoder.mask_input_size

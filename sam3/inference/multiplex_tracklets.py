@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 import torch
 import torch.nn.functional as F
 
+from sam3.device import upload
 from sam3.inference.tracklets import NO_OBJ_SCORE, TrackedFrame, non_overlap, quantize_memory
 from sam3.modeling.multiplex.frames import MultiplexFeatures, MultiplexFrame
 from sam3.modeling.multiplex.multiplex_state import MultiplexState
@@ -218,8 +219,8 @@ class MultiplexRunner:
         propagated onto it); the released code instead moves it into a state of its own first (not done here).
         ``use_prev_mem_frame`` is accepted for the common interface; clicks never read the memory here."""
         device = feats.interactive.image.device
-        coords = coords.reshape(1, -1, 2).float().to(device)
-        labels = labels.reshape(1, -1).to(torch.int32).to(device)
+        coords = upload(coords.reshape(1, -1, 2).float(), device)
+        labels = upload(labels.reshape(1, -1).to(torch.int32), device)
         if coords.shape[1] > 16:  # the first 8 and last 8 clicks reach the prompt encoder
             coords = torch.cat([coords[:, :8], coords[:, -8:]], dim=1)
             labels = torch.cat([labels[:, :8], labels[:, -8:]], dim=1)
@@ -373,7 +374,7 @@ class MultiplexRunner:
         memory for every state."""
         row = {i: k for k, i in enumerate(self.row_ids(batches))}
         for batch in batches:
-            rows = torch.tensor([row[i] for i in batch.obj_ids], device=high_res_masks.device)
+            rows = upload([row[i] for i in batch.obj_ids], high_res_masks.device)
             entry = batch.bank.get(frame_idx)
             f, pos = self.tracker.encode_memory(
                 feats.propagation, batch.state, high_res_masks[rows], object_score_logits[rows], entry.conditioning

@@ -46,7 +46,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sam3.device import PrecisionMismatch, autocast_dtype_in_effect, describe_compute
+from sam3.device import PrecisionMismatch, autocast_dtype_in_effect, describe_compute, upload
 from sam3.inference.image_state import ImageBatchState, ImageState, _ByteLRU, _CachedImage, _Detections
 from sam3.inference.interactive import InteractivePredictor, SamImageFeatures
 from sam3.inference.transforms import ImageLike, preprocess, to_uint8_chw
@@ -314,8 +314,8 @@ class Sam3Processor:
     def _geometric_prompt(self, state: ImageState) -> GeometricPrompt:
         if not state.prompt_boxes:
             return GeometricPrompt.empty(1, self.device)
-        boxes = torch.tensor([b for b, _ in state.prompt_boxes], dtype=torch.float32, device=self.device)
-        labels = torch.tensor([int(lab) for _, lab in state.prompt_boxes], dtype=torch.long, device=self.device)
+        boxes = upload([b for b, _ in state.prompt_boxes], self.device, torch.float32)
+        labels = upload([int(lab) for _, lab in state.prompt_boxes], self.device, torch.long)
         return GeometricPrompt.from_boxes(boxes[None], labels[None])
 
     # ------------------------------------------------------------------ detection
@@ -325,7 +325,7 @@ class Sam3Processor:
         with self._lock:
             self.detector_runs += 1
         h, w = state.original_height, state.original_width
-        scale = torch.tensor([w, h, w, h], dtype=torch.float32, device=out.pred_boxes.device)
+        scale = upload([w, h, w, h], out.pred_boxes.device, torch.float32)
         state.detections = _Detections(
             scores=out.scores[0],
             boxes=box_cxcywh_to_xyxy(out.pred_boxes[0]) * scale,

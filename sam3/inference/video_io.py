@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from sam3.device import upload
 from sam3.inference.media_paths import (
     VideoReadError,
     check_file,
@@ -80,16 +81,18 @@ def resize_frame(img: Image.Image, size: int) -> torch.Tensor:
 
 
 def normalise_frame(pixels: torch.Tensor, mean, std) -> torch.Tensor:
-    """(3, S, S) uint8 -> (3, S, S) fp16: scaled to [0, 1] in fp32, stored in fp16, normalised in fp16."""
+    """(3, S, S) uint8 -> (3, S, S) fp16: scaled to [0, 1] in fp32, stored in fp16, normalised in fp16 (on the
+    pixels' device: the same operations, so the same values, wherever it runs)."""
     frame = pixels.float().div_(255.0).to(torch.float16)
-    frame -= torch.tensor(mean, dtype=torch.float16).view(3, 1, 1)
-    frame /= torch.tensor(std, dtype=torch.float16).view(3, 1, 1)
+    frame -= upload(torch.tensor(mean, dtype=torch.float16).view(3, 1, 1), pixels.device)
+    frame /= upload(torch.tensor(std, dtype=torch.float16).view(3, 1, 1), pixels.device)
     return frame
 
 
 class VideoSource:
     """A video's frames, decoded on demand into model-ready (3, S, S) fp16 tensors, with a bounded cache
-    of resized uint8 frames (``limits.cache_mb``; never fewer than two frames).
+    of resized uint8 frames (``limits.cache_mb``; never fewer than two frames). With ``pin_memory`` (a CUDA
+    model) the cached frames are in pinned memory, so :func:`~sam3.device.upload` copies them without waiting.
 
     Thread-safe: the server decodes the next frames in a worker thread outside the model lock
     (:meth:`prefetch`) while the model works; :meth:`frame` is what the model code calls.
@@ -106,6 +109,7 @@ class VideoSource:
         mean,
         std,
         limits: VideoLimits,
+        pin_memory: bool = False,
     ):
         self.name = name
         self.num_frames = num_frames
@@ -115,6 +119,7 @@ class VideoSource:
         self.image_size = image_size
         self.mean, self.std = tuple(mean), tuple(std)
         self.limits = limits
+        self.pin_memory = pin_memory
         frame_bytes = 3 * image_size * image_size  # uint8
         self.cache_frames = max(2, int(limits.cache_mb * 1024 * 1024) // frame_bytes)
         self._cache: OrderedDict[int, torch.Tensor] = OrderedDict()  # index -> (3, S, S) uint8
@@ -127,7 +132,7 @@ class VideoSource:
         """(3, S, S) fp16 normalised frame ``idx``."""
         if not 0 <= idx < self.num_frames:
             raise IndexError(f"frame {idx} is outside the video (0..{self.num_frames - 1})")
-        return normalise_frame(self._pixels(idx), self.mean, self.std)
+        return normalise_frame(self.pixels(idx), self.mean, self.std)
 
     def image(self, idx: int) -> Image.Image:
         """Frame ``idx`` at the video's own size (RGB), read through the same checks and seeking reader as the
@@ -145,10 +150,13 @@ class VideoSource:
                 if self._closed:
                     return
                 if 0 <= idx < self.num_frames:
-                    self._pixels(idx)
+                    self.pixels(idx)
 
-    def _pixels(self, idx: int) -> torch.Tensor:
-        """(3, S, S) uint8 frame ``idx`` from the cache (refreshed as most recent), decoded on a miss."""
+    def pixels(self, idx: int) -> torch.Tensor:
+        """(3, S, S) uint8 frame ``idx`` resized, not normalised (for an upload before :func:`normalise_frame`),
+        from the cache (refreshed as most recent), decoded on a miss. Not to be written to."""
+        if not 0 <= idx < self.num_frames:
+            raise IndexError(f"frame {idx} is outside the video (0..{self.num_frames - 1})")
         with self._lock:
             pixels = self._cache.get(idx)
             if pixels is not None:
@@ -170,7 +178,8 @@ class VideoSource:
     # ---------------------------------------------------------------- for subclasses
     def _put(self, idx: int, img: Image.Image) -> None:
         self.limits.check_size(img.width, img.height, f"{self.name} frame {idx}")
-        self._cache[idx] = resize_frame(img, self.image_size)
+        pixels = resize_frame(img, self.image_size)
+        self._cache[idx] = pixels.pin_memory() if self.pin_memory else pixels
         self._cache.move_to_end(idx)
         while len(self._cache) > self.cache_frames:
             self._cache.popitem(last=False)
@@ -332,12 +341,14 @@ def open_video(
     std=(0.5, 0.5, 0.5),
     limits: VideoLimits | None = None,
     roots: tuple[Path, ...] | None = None,
+    pin_memory: bool = False,
 ) -> VideoSource:
-    """Check and open a video file or a folder of JPEG/PNG frames (first frame read to learn the size)."""
+    """Check and open a video file or a folder of JPEG/PNG frames (first frame read to learn the size);
+    ``pin_memory``: keep the decoded frames in pinned memory (for a CUDA model)."""
     limits = limits or VideoLimits()
     real = resolve_media_path(path, roots)
     mode = stat_path(real, real.name or str(real)).st_mode
-    kw = {"image_size": image_size, "mean": mean, "std": std, "limits": limits}
+    kw = {"image_size": image_size, "mean": mean, "std": std, "limits": limits, "pin_memory": pin_memory}
     if stat.S_ISDIR(mode):
         files = list_frame_files(real, limits.max_frames)
         if not files:

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from sam3.device import autocast_dtype_in_effect, empty_cache
+from sam3.device import autocast_dtype_in_effect, empty_cache, pins_host_memory, upload
 from sam3.inference.association import TrackingHeuristics
 from sam3.inference.detect_track import VISUAL_TEXT, DetectTrackEngine
 from sam3.inference.propagation import Propagation
@@ -76,7 +76,10 @@ class VideoPredictor:
     ) -> VideoSession:
         """Open a video file or frame folder (checked, first frame read; nothing else decoded yet)."""
         cfg = self.model.config
-        video = open_video(resource_path, cfg.image_size, cfg.image_mean, cfg.image_std, limits or self.limits, roots)
+        pin = pins_host_memory(self.model.device)  # frames decoded into pinned memory for non-blocking uploads
+        video = open_video(
+            resource_path, cfg.image_size, cfg.image_mean, cfg.image_std, limits or self.limits, roots, pin
+        )
         return VideoSession(session_id=session_id or uuid.uuid4().hex, resource_path=str(resource_path), video=video)
 
     def reset_session(self, session: VideoSession) -> None:
@@ -138,7 +141,7 @@ class VideoPredictor:
         s.text = text if text is not None and text != VISUAL_TEXT else None
         if boxes:
             device = self.model.device
-            s.visual_prompt[frame_idx] = GeometricPrompt.from_boxes(b[None].to(device), lab.to(device))
+            s.visual_prompt[frame_idx] = GeometricPrompt.from_boxes(upload(b[None], device), upload(lab, device))
         outcome = self.engine.run_frame(s, frame_idx, reverse=False, prompted=True)
         return self.engine.build_result(s, frame_idx, outcome.masks, hidden=set(), store=True)
 

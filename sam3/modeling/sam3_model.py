@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from sam3.device import upload
 from sam3.config import Sam3Config
 from sam3.modeling.detector.detector import Sam3Detector
 from sam3.modeling.outputs import BackboneFeatures, GeometricPrompt, GroundingOutput, TextFeatures
@@ -82,7 +83,7 @@ class Sam3Model(nn.Module):
 
     def encode_text(self, texts: list[str]) -> TextFeatures:
         """B strings -> features (B, 32, C) and padding mask (B, 32), on the model's device."""
-        ids = self.tokenizer(list(texts)).to(self.device)
+        ids = upload(self.tokenizer(list(texts)), self.device)
         return self.detector.backbone.forward_text(ids)
 
     def forward_grounding(

@@ -244,7 +244,8 @@ def test_a_model_without_tracker_is_refused():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_gives_the_cpu_results(model, folder):
-    """The predictor follows the model's device: same frames, ids and (nearly) the same masks on CUDA."""
+    """The predictor follows the model's device: same frames, ids and (nearly) the same masks on CUDA; there the
+    frames are decoded into pinned memory (non-blocking uploads)."""
     import copy
 
     runs = {}
@@ -253,6 +254,7 @@ def test_cuda_gives_the_cpu_results(model, folder):
         predictor = VideoPredictor(m, HEURISTICS)
         sid = predictor.start_session(str(folder))
         first = predictor.add_prompt(sid, 1, text="a cup")
+        assert sid.video.pixels(1).is_pinned() == (device == "cuda")  # decoded into pinned memory for CUDA
         tracked = list(predictor.propagate(sid, "forward"))
         click = predictor.add_prompt(sid, 2, points=[[80, 60]], labels=[1], obj_id=42)
         runs[device] = [first, *tracked, click, *predictor.propagate(sid, "both", start_frame=2)]

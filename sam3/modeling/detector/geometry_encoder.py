@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import roi_align
 
+from sam3.device import upload
 from sam3.config import GeometryConfig
 from sam3.modeling.detector.fusion_encoder import FusionEncoderLayer
 from sam3.modeling.layers.position_encoding import PositionEmbeddingSine
@@ -105,7 +106,7 @@ class GeometryEncoder(nn.Module):
         emb = self.boxes_direct_project(boxes)
 
         h, w = fmap.shape[-2:]
-        scale = torch.tensor([w, h, w, h], dtype=boxes.dtype, device=boxes.device)
+        scale = upload([w, h, w, h], boxes.device, boxes.dtype)
         xyxy = (box_cxcywh_to_xyxy(boxes) * scale).float()  # feature-map pixels
         # One (Nb, 4) box list per image; roi_align returns them image-major: (B*Nb, C, r, r).
         pooled = roi_align(fmap, list(xyxy.unbind(0)), self.roi_size)

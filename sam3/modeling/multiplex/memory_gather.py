@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
+from sam3.device import upload
 from sam3.modeling.layers.position_encoding import get_1d_sine_pe
 from sam3.modeling.multiplex.frames import MultiplexFrame
 from sam3.modeling.tracker.state import MemoryBank
@@ -77,7 +78,7 @@ def gather_memory(tracker, frame_idx: int, bank: MemoryBank, num_frames: int, re
     num_ptr_tokens = 0
     if ptrs:
         b, m = ptrs[0][1].obj_ptr.shape[:2]
-        dist = torch.tensor([d for d, _ in ptrs], device=mem[0].device) / (max_ptrs - 1)
+        dist = upload([d for d, _ in ptrs], mem[0].device) / (max_ptrs - 1)
         pos = tracker.obj_ptr_tpos_proj(get_1d_sine_pe(dist, tracker.hidden_dim))  # (P, C)
         mem.append(torch.cat([f.obj_ptr for _, f in ptrs], dim=1))  # (B, P*M, C)
         mem_pos.append(pos.repeat_interleave(m, dim=0).unsqueeze(0).expand(b, -1, -1))

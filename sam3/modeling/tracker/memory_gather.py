@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from sam3.device import upload
 from sam3.modeling.layers.position_encoding import get_1d_sine_pe
 from sam3.modeling.tracker.state import FrameMemory, MemoryBank
 
@@ -114,7 +115,7 @@ def assemble_memory(
 
     num_ptr_tokens = 0
     if first.pointers:
-        dist = torch.tensor([d for d, _ in first.pointers], device=device) / (first.max_ptrs - 1)
+        dist = upload([d for d, _ in first.pointers], device) / (first.max_ptrs - 1)
         ptr_pos = tracker.obj_ptr_tpos_proj(get_1d_sine_pe(dist, tracker.hidden_dim))  # (P, m)
         per_ptr = [_batch([p.pointers[k][1].obj_ptr.to(device) for p in plans]) for k in range(len(first.pointers))]
         obj_ptrs = torch.stack(per_ptr, dim=1)  # (B, P, C)
