@@ -29,6 +29,8 @@ of ``multiplex_count`` (16; 4 at the tiny preset) per pass. Objects detected tog
 object starts a state of its own (as released). ``--prompt text`` starts the objects together: one text prompt on
 frame 0, every query passing and the object cap keeping exactly N (the detector runs on every frame, as in any
 detect-then-track propagation); the default ``clicks`` clicks them one by one.
+``--accelerator-paths``: the paths a CUDA device takes where they differ from the CPU's (today the video
+clean-up: decided with tensor ops on the device instead of labelled on the host), counted on this CPU.
 Its random weights get the development mode's score spreading (``sam3.dev_weights``), so tracked objects stay
 present (the plain random propagation decoder scores every object absent).
 """
@@ -249,6 +251,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--no-hold", action="store_true", help="bf16/fp16: let autocast cast the weights every call")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--where", action="store_true", help="print where in sam3/ the host reads happen")
+    ap.add_argument(
+        "--accelerator-paths", action="store_true",
+        help="count what an accelerator runs: the video clean-up decided on the device (sam3.ops.masks.HOST_LABELLED"
+        " emptied), not labelled on the host as on a CPU",
+    )  # fmt: skip
     ap.add_argument("--json", default=None, help="also write the rows to this file")
     ap.add_argument(
         "--system-malloc", action="store_true",
@@ -263,6 +270,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     from sam3.inference.video_predictor import VideoPredictor
 
     set_num_threads(args.threads)
+    if args.accelerator_paths:
+        import sam3.ops.masks
+
+        sam3.ops.masks.HOST_LABELLED = frozenset()
     kept = False
     if not args.system_malloc:
         from server.heap import keep_freed_buffers
@@ -280,7 +291,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     print(
         f"video overhead: {args.model_version}, objects by {args.prompt}, preset {args.preset}, precision {precision.mode}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, CPU {cpu_info().describe()}; video {args.video}; "
-        f"{len(report.held)} modules hold their weights in the autocast dtype; freed buffers kept (malloc): {kept}",
+        f"{len(report.held)} modules hold their weights in the autocast dtype; freed buffers kept (malloc): {kept}"
+        + ("; accelerator paths (clean-up on the device)" if args.accelerator_paths else ""),
         flush=True,
     )
     with precision.context():  # one untimed run: first-call allocations and lazy inits

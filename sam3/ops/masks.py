@@ -8,14 +8,23 @@ Two flavours of clean-up are used by SAM 3 and both live here:
   *large* score (threshold + 10), optional specks get threshold - 10.
 
 Components are 8-connected and every pixel of a component carries the component's area. Labelling
-runs in scikit-image on the CPU; the result is moved back to the input's device.
+runs in scikit-image on the CPU; the result is moved back to the input's device. The video clean-up on an
+accelerator decides with tensor ops where the masks are (:mod:`sam3.ops.small_components`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+
+from sam3.device import upload
+from sam3.ops.small_components import small_components
 from skimage.measure import label as _sk_label
+
+
+# Device types whose video masks are labelled on the host (scikit-image: faster than the min-pool steps on a CPU,
+# and nothing to wait for there); on the others the decisions stay on the device.
+HOST_LABELLED = frozenset({"cpu"})
 
 
 def _label_2d(binary: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -46,8 +55,8 @@ def connected_components(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
         labels[i], areas[i] = _label_2d(binary[i])
     shape = mask.shape
     return (
-        torch.from_numpy(labels).view(shape).to(mask.device),
-        torch.from_numpy(areas).view(shape).to(mask.device),
+        upload(torch.from_numpy(labels).view(shape), mask.device),
+        upload(torch.from_numpy(areas).view(shape), mask.device),
     )
 
 
@@ -56,6 +65,7 @@ def fill_holes_in_mask_scores(
     max_area: float,
     fill_holes: bool = True,
     remove_sprinkles: bool = True,
+    on_device: bool | None = None,
 ) -> torch.Tensor:
     """Video / tracker clean-up of mask logits (N, 1, H, W); returns a new tensor of the same shape.
 
@@ -65,15 +75,30 @@ def fill_holes_in_mask_scores(
 
     The official code pads H and W to even sizes before labelling (its GPU labeller works on 2x2
     blocks); zero padding adds no pixel to any component, so labelling the unpadded mask gives the
-    same areas. Both labellings run on the host from one device-to-host read.
+    same areas. ``on_device`` (None: unless the mask's device type is in :data:`HOST_LABELLED`): decided with
+    tensor ops where the mask is (:func:`~sam3.ops.small_components.small_components`, no host round-trip);
+    otherwise both labellings run on the host from one read, and the decisions go back in one upload.
+    Both give the same result.
     """
     if max_area <= 0 or not (fill_holes or remove_sprinkles):
         return mask
     if mask.dim() != 4 or mask.shape[1] != 1:
         raise ValueError(f"mask must be (N, 1, H, W), got {tuple(mask.shape)}")
-    # one read (foreground 1, background -1, neither 0: NaN) and one upload of the decisions; both labellings
-    # run on the host in between (the sprinkles are labelled on the mask after the holes were filled)
-    side = ((mask > 0).to(torch.int8) - (mask <= 0).to(torch.int8))[:, 0].cpu().numpy()
+    if on_device is None:
+        on_device = mask.device.type not in HOST_LABELLED
+    decide = _decide_on_device if on_device else _decide_on_host
+    holes, specks = decide(mask[:, 0], max_area, fill_holes, remove_sprinkles)
+    mask = torch.where(holes[:, None], 0.1, mask)
+    return torch.where(specks[:, None], -0.1, mask)
+
+
+def _decide_on_host(
+    logits: torch.Tensor, max_area: float, fill_holes: bool, remove_sprinkles: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, H, W) logits -> (holes, specks), (N, H, W) bool each on the logits' device: one read (foreground 1,
+    background -1, neither 0: NaN), both labellings on the host (the sprinkles on the mask after the holes were
+    filled), one upload."""
+    side = ((logits > 0).to(torch.int8) - (logits <= 0).to(torch.int8)).cpu().numpy()
     holes = np.zeros(side.shape, bool)
     specks = np.zeros(side.shape, bool)
     for i, plane in enumerate(side):
@@ -86,9 +111,22 @@ def fill_holes_in_mask_scores(
             limit = min(int(foreground.sum()) // 2, max_area)
             _, areas = _label_2d(foreground)
             specks[i] = foreground & (areas <= limit)
-    decided = torch.from_numpy(np.stack([holes, specks], 1)).to(mask.device)  # (N, 2, H, W)
-    mask = torch.where(decided[:, :1], 0.1, mask)
-    return torch.where(decided[:, 1:], -0.1, mask)
+    decided = upload(torch.from_numpy(np.stack([holes, specks])), logits.device)  # (2, N, H, W)
+    return decided[0], decided[1]
+
+
+def _decide_on_device(
+    logits: torch.Tensor, max_area: float, fill_holes: bool, remove_sprinkles: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_decide_on_host`'s decisions with tensor ops on the logits' device (nothing read back)."""
+    area = int(max_area)  # components have whole areas: area <= max_area is area <= floor(max_area)
+    background, foreground = logits <= 0, logits > 0
+    holes = small_components(background, area, area) if fill_holes else torch.zeros_like(background)
+    foreground = foreground | holes
+    if not remove_sprinkles:
+        return holes, torch.zeros_like(foreground)
+    limit = torch.clamp(foreground.flatten(1).sum(1) // 2, max=area)
+    return holes, small_components(foreground, limit, area)
 
 
 def fill_small_components(

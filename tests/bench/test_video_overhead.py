@@ -65,3 +65,18 @@ def test_smoke_run_tiny_sam31(overhead, capsys):
     assert [r["objects"] for r in rows] == [1, 5]
     assert rows[1]["objects_tracked_min"] == 5 and rows[1]["ops_per_frame"] > rows[0]["ops_per_frame"]
     assert "video overhead: sam3.1" in capsys.readouterr().out
+
+
+def test_accelerator_paths_leave_the_clean_up_on_the_device(overhead, capsys, monkeypatch):
+    """--accelerator-paths: the video clean-up is decided with tensor ops (a CUDA device's path), one host read
+    a frame fewer than the CPU's labelling on the host."""
+    import sam3.ops.masks
+
+    monkeypatch.setattr(sam3.ops.masks, "HOST_LABELLED", sam3.ops.masks.HOST_LABELLED)  # restored afterwards
+    args = ["--objects", "2", "--frames", "2", "--warmup", "0", "--where"]
+    host = overhead.main(args)[0]
+    device = overhead.main([*args, "--accelerator-paths"])[0]
+    assert sam3.ops.masks.HOST_LABELLED == frozenset()
+    assert device["host_reads_per_frame"] == host["host_reads_per_frame"] - 1
+    assert not any("ops/masks.py" in site for site in device["read_sites"])
+    assert "accelerator paths" in capsys.readouterr().out

@@ -53,7 +53,14 @@ def test_connected_components_accepts_channel_axis_and_labels_each_image_alone()
         connected_components(torch.zeros(2, 2, 3, 3))
 
 
-def test_fill_holes_in_mask_scores_fills_holes_and_removes_sprinkles():
+@pytest.fixture(params=[False, True], ids=["host-labelled", "on-device"])
+def on_device(request) -> bool:
+    """The video clean-up both ways: labelled on the host (the CPU's path) and decided with tensor ops (an
+    accelerator's path, run here on the CPU): the same results."""
+    return request.param
+
+
+def test_fill_holes_in_mask_scores_fills_holes_and_removes_sprinkles(on_device):
     mask = _logits(
         [
             "..........",
@@ -66,7 +73,7 @@ def test_fill_holes_in_mask_scores_fills_holes_and_removes_sprinkles():
             "..........",
         ]
     )
-    out = fill_holes_in_mask_scores(mask, max_area=4)
+    out = fill_holes_in_mask_scores(mask, max_area=4, on_device=on_device)
     # the 2x2 hole (area 4 <= 4) becomes weak foreground
     assert torch.all(out[0, 0, 2:4, 2:4] == 0.1)
     # the single-pixel speck (area 1 <= min(4, total_fg // 2)) becomes weak background
@@ -78,14 +85,14 @@ def test_fill_holes_in_mask_scores_fills_holes_and_removes_sprinkles():
     assert out[0, 0, 0, 0] == -5.0
 
 
-def test_fill_holes_keeps_a_tiny_lone_object_because_of_the_half_area_cap():
+def test_fill_holes_keeps_a_tiny_lone_object_because_of_the_half_area_cap(on_device):
     mask = _logits([".....", ".##..", ".....", "....."])  # 2 px object, the only foreground
-    out = fill_holes_in_mask_scores(mask, max_area=16)
+    out = fill_holes_in_mask_scores(mask, max_area=16, on_device=on_device)
     # limit = min(16, 2 // 2 = 1) < 2: the object survives
     assert torch.equal(out, mask)
 
 
-def test_fill_holes_hole_bigger_than_max_area_is_kept_and_odd_sizes_work():
+def test_fill_holes_hole_bigger_than_max_area_is_kept_and_odd_sizes_work(on_device):
     mask = _logits(
         [
             "#######",
@@ -95,17 +102,17 @@ def test_fill_holes_hole_bigger_than_max_area_is_kept_and_odd_sizes_work():
             "#######",
         ]
     )  # 5 x 7: odd sizes; hole area 10
-    assert torch.equal(fill_holes_in_mask_scores(mask, max_area=9), mask)
-    out = fill_holes_in_mask_scores(mask, max_area=10)
+    assert torch.equal(fill_holes_in_mask_scores(mask, max_area=9, on_device=on_device), mask)
+    out = fill_holes_in_mask_scores(mask, max_area=10, on_device=on_device)
     assert torch.all(out[0, 0, 1:3, 1:6] == 0.1)
 
 
-def test_fill_holes_switches_and_zero_area():
+def test_fill_holes_switches_and_zero_area(on_device):
     mask = _logits(["#.#", "...", "..#"])
-    assert fill_holes_in_mask_scores(mask, max_area=0) is mask
-    only_holes = fill_holes_in_mask_scores(mask, max_area=100, remove_sprinkles=False)
+    assert fill_holes_in_mask_scores(mask, max_area=0, on_device=on_device) is mask
+    only_holes = fill_holes_in_mask_scores(mask, max_area=100, remove_sprinkles=False, on_device=on_device)
     assert torch.all(only_holes > 0)  # the whole background is one component of area 6 <= 100
-    only_specks = fill_holes_in_mask_scores(mask, max_area=100, fill_holes=False)
+    only_specks = fill_holes_in_mask_scores(mask, max_area=100, fill_holes=False, on_device=on_device)
     # total fg 3 -> limit 1: every single-pixel blob goes
     assert torch.all(only_specks <= 0)
 
@@ -143,12 +150,12 @@ def _two_step_reference(mask: torch.Tensor, max_area: float) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("seed", range(5))
-def test_one_read_clean_up_is_the_two_step_rule(seed):
+def test_one_read_clean_up_is_the_two_step_rule(seed, on_device):
     g = torch.Generator().manual_seed(seed)
     mask = torch.randn(4, 1, 40, 52, generator=g)  # speckled: many small components of both kinds
     mask[1] = torch.nn.functional.interpolate(torch.randn(1, 1, 6, 7, generator=g), size=(40, 52), mode="bilinear")
     mask[2, 0, 10:14, 10:14] = float("nan")  # neither foreground nor background, as in the reference
     for max_area in (3, 8, 40):
-        out = fill_holes_in_mask_scores(mask, max_area=max_area)
+        out = fill_holes_in_mask_scores(mask, max_area=max_area, on_device=on_device)
         torch.testing.assert_close(out, _two_step_reference(mask, max_area), rtol=0, atol=0, equal_nan=True)
-    assert fill_holes_in_mask_scores(mask, max_area=0) is mask  # off: the logits untouched
+    assert fill_holes_in_mask_scores(mask, max_area=0, on_device=on_device) is mask  # off: the logits untouched
