@@ -79,7 +79,8 @@ def prepare_model(model, precision: Precision, compile: bool = False, hold_weigh
       for the fixed input size, and so is the per-frame tracking step (:data:`FRAME_STEP`: memory attention,
       prompt encoder, mask decoder, memory encoder of every tracker). The first call of each shape compiles
       (seconds to minutes): run :func:`warm_up` (images) and :func:`warm_up_video` (the object buckets) before
-      serving. Compiled modules keep autocast's per-call weight casts inside their graphs (no held weights).
+      serving. Compiled modules hold no weight copies: inductor's freezing makes their parameters constants of
+      the graphs, so the autocast weight casts are folded once at compile time.
     """
     quantized: list[str] = []
     trunk = model.get_submodule(TRUNK)
@@ -96,6 +97,12 @@ def prepare_model(model, precision: Precision, compile: bool = False, hold_weigh
         trunk.compile(dynamic=False)
         compiled.append(TRUNK)
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
+        # inductor's inference freezing: parameters become constants of the compiled graphs, so the autocast casts
+        # of the weights are folded once at compile time instead of running on every call (the compiled modules'
+        # counterpart of the held weights); the weights are not changed after this
+        import torch._inductor.config as inductor_config
+
+        inductor_config.freezing = True
         for name, dynamic in frame_step_modules(model).items():
             model.get_submodule(name).compile(dynamic=dynamic)
             compiled.append(name)

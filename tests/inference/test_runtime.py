@@ -149,7 +149,7 @@ def _track(model, video: str, objects: int) -> list:
 @pytest.mark.full  # inductor: about a minute to compile the frame step's graphs on 2 CPU cores
 def test_compiled_frame_step_after_the_video_warm_up_compiles_nothing_and_matches_the_plain_path(repo_root):
     """SAM3_COMPILE + SAM3_WARMUP: after the warm-up over the object buckets, tracking 1 or 3 objects (buckets
-    1 and 4) compiles no new graph, and its masks are the plain path's (fp32 round-off near the threshold)."""
+    1 and 4) compiles no new graph, and its masks are the plain path's but for fp32 round-off at their edges."""
     from torch._dynamo.utils import counters
 
     from sam3.build import build_video_model
@@ -172,5 +172,5 @@ def test_compiled_frame_step_after_the_video_warm_up_compiles_nothing_and_matche
         for a, b in zip(compiled, reference):
             np.testing.assert_array_equal(a.obj_ids, b.obj_ids)
             for x, y in zip(a.masks, b.masks):
-                union = (x | y).sum()
-                assert union == 0 or (x & y).sum() / union > 0.999
+                # fp32 round-off (other kernels, folded constants) flips a few pixels at the mask's edge at most
+                assert (x ^ y).sum() <= max(8, 1e-3 * (x | y).sum()), (a.frame_idx, int((x ^ y).sum()), int(x.sum()))
