@@ -317,7 +317,22 @@ def download(*tensors: torch.Tensor, pack: bool | None = None) -> list[np.ndarra
         parts += [raw, raw.new_zeros(pad)] if pad else [raw]
         starts.append(start)
         start += raw.numel() + pad
-    flat = torch.cat(parts).cpu()
+    flat = to_host(torch.cat(parts))
     return [
         flat[s : s + t.numel() * t.element_size()].view(t.dtype).view(t.shape).numpy() for s, t in zip(starts, tensors)
     ]
+
+
+def to_host(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` on the host, the host waiting once for the copy (a CPU tensor is returned as it is, by ``cpu()``).
+
+    On CUDA the copy lands in pinned memory, which the copy engine writes directly (a copy into pageable memory goes
+    through a staging buffer, at a fraction of the bandwidth; a frame of 16 objects at 1280x720 is 29 MB of masks).
+    Elsewhere ``Tensor.cpu``.
+    """
+    if not pins_host_memory(tensor.device):
+        return tensor.cpu()
+    host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+    host.copy_(tensor, non_blocking=True)
+    torch.cuda.current_stream(tensor.device).synchronize()  # the copy is the stream's last work: wait for it
+    return host

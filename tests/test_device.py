@@ -120,6 +120,13 @@ def test_upload_gives_the_values_on_the_device_and_keeps_a_tensor_already_there(
     assert upload(np.array([0.5, 1.5]), cpu).dtype == torch.float64  # an array keeps its dtype
 
 
+def test_to_host_leaves_a_cpu_tensor_where_it_is():
+    from sam3.device import to_host
+
+    t = torch.arange(4)
+    assert to_host(t) is t
+
+
 @pytest.mark.parametrize("pack", [None, True])
 def test_download_packs_tensors_of_any_dtype_and_shape_into_one_transfer(pack):
     """One host buffer split back into each tensor's dtype and shape (the accelerator path, forced on the CPU with

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from sam3.device import to_host
 from sam3.inference.video_state import FrameResult
 from sam3.ops.boxes import boxes_from_projections
 
@@ -45,7 +46,7 @@ def frame_output(
         resolved.copy_(stack)
     else:
         resolve_overlaps(stack, [tracker_scores.get(i, 0.0) for i in ids], rows, out=resolved)
-    host = flat.cpu()  # the one transfer (the buffer itself on a CPU device); the parts are views of it
+    host = to_host(flat)  # the one transfer (the buffer itself on a CPU device); the parts are views of it
     raw_h, res_h = host[:px].view(n, h, w).numpy(), host[px : 2 * px].view(n, h, w).numpy()
     rows_h, cols_h = host[2 * px : 2 * px + n * h].view(n, h), host[2 * px + n * h :].view(n, w)
     stored = {i: raw_h[k] for k, i in enumerate(ids)}
