@@ -95,7 +95,7 @@ class DetectTrackEngine:
     def frame_features(self, session: VideoSession, frame_idx: int) -> FrameFeatures:
         cached = session.features.get(frame_idx)
         if cached is None:
-            video = session.video  # uint8 up (a quarter of fp32's bytes, pinned on CUDA), normalised on the device
+            video = session.video  # uint8 up (half the bytes of fp16; pinned on CUDA), normalised on the device
             image = normalise_frame(upload(video.pixels(frame_idx), self.device), video.mean, video.std)
             image = image.float().unsqueeze(0)
             # one trunk pass; the detector neck waits until a detection asks for it
