@@ -23,7 +23,7 @@ log = logging.getLogger("sam3.runtime")
 
 # The vision trunk (the ViT), which int8 quantises and compile compiles.
 TRUNK = "detector.backbone.vision_backbone.trunk"
-# The per-frame tracking step, inside each tracker (a module with a memory attention and a memory encoder):
+# The per-frame tracking step, inside each tracker (SAM 3's, SAM 3.1's multiplexed one; parts it lacks are skipped):
 # module name -> torch.compile's ``dynamic``. The memory encoder sees one shape per object bucket (static
 # graphs); the memory attention's memory grows with the bank and the prompt encoder / mask decoder see clicks
 # of any count, so those get a dynamic graph on their second shape (torch's automatic dynamic shapes).
@@ -115,9 +115,12 @@ def prepare_model(model, precision: Precision, compile: bool = False, hold_weigh
 
 def frame_step_modules(model) -> dict[str, bool | None]:
     """Qualified names of the per-frame tracking step's modules in ``model`` -> their ``dynamic`` setting."""
+    from sam3.modeling.multiplex.tracker import MultiplexTracker
+    from sam3.modeling.tracker.tracker import Sam3Tracker
+
     found: dict[str, bool | None] = {}
     for name, module in model.named_modules():
-        if hasattr(module, "maskmem_backbone") and hasattr(module, "transformer"):  # a tracker
+        if isinstance(module, (Sam3Tracker, MultiplexTracker)):
             prefix = f"{name}." if name else ""
             for part, dynamic in FRAME_STEP.items():
                 try:

@@ -42,6 +42,17 @@ def connected_components(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     Returns (labels, areas), both int64 with the shape and device of ``mask``: labels are 1..K per
     image (0 outside every component); areas give each pixel the pixel count of its component (0 outside).
     """
+    labels, areas = _label_planes(mask)
+    return upload(labels.view(mask.shape), mask.device), upload(areas.view(mask.shape), mask.device)
+
+
+def component_areas(mask: torch.Tensor) -> torch.Tensor:
+    """The ``areas`` of :func:`connected_components` alone (the labels are not sent to the device)."""
+    return upload(_label_planes(mask)[1].view(mask.shape), mask.device)
+
+
+def _label_planes(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, H, W) or (N, 1, H, W) -> host (labels, areas), (N, H, W) int64 each, from one read of the mask."""
     if mask.dim() == 4 and mask.shape[1] == 1:
         planes = mask[:, 0]
     elif mask.dim() == 3:
@@ -53,11 +64,7 @@ def connected_components(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     areas = np.zeros(binary.shape, dtype=np.int64)
     for i in range(binary.shape[0]):
         labels[i], areas[i] = _label_2d(binary[i])
-    shape = mask.shape
-    return (
-        upload(torch.from_numpy(labels).view(shape), mask.device),
-        upload(torch.from_numpy(areas).view(shape), mask.device),
-    )
+    return torch.from_numpy(labels), torch.from_numpy(areas)
 
 
 def fill_holes_in_mask_scores(
@@ -146,11 +153,11 @@ def fill_small_components(
     out = logits.float()
     planes = lambda t: t.flatten(0, 1)  # noqa: E731  every (b, c) map is labelled on its own
     if max_hole_area > 0:
-        _, areas = connected_components(planes(out <= threshold))
+        areas = component_areas(planes(out <= threshold))
         is_hole = (areas > 0) & (areas <= max_hole_area)
         out = torch.where(is_hole.view_as(out), threshold + 10.0, out)
     if max_sprinkle_area > 0:
-        _, areas = connected_components(planes(out > threshold))
+        areas = component_areas(planes(out > threshold))
         is_speck = (areas > 0) & (areas <= max_sprinkle_area)
         out = torch.where(is_speck.view_as(out), threshold - 10.0, out)
     return out

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sam3.ops.masks import connected_components, fill_holes_in_mask_scores, fill_small_components
+from sam3.ops.masks import component_areas, connected_components, fill_holes_in_mask_scores, fill_small_components
 
 
 def _logits(rows: list[str]) -> torch.Tensor:
@@ -37,6 +37,7 @@ def test_connected_components_are_8_connected_with_per_pixel_areas():
         ]
     )
     assert torch.equal(areas[0], expected)
+    assert torch.equal(component_areas(mask), areas)  # the areas alone, as the click clean-up takes them
     assert labels[0][~mask[0]].eq(0).all()
     assert len(labels.unique()) == 4  # background + 3 components
 
