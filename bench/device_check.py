@@ -4,14 +4,19 @@
     .venv/bin/python bench/device_check.py --preset sam3            # CUDA, released sizes (5-8 min on an H100/H200)
     .venv/bin/python bench/device_check.py --preset tiny --no-official   # a smoke run anywhere (CPU too)
 
+On a lent machine (Python 3.12, its own torch, no network) ``bench/device_kit.sh`` packs here what it lacks and
+runs this there in one call (``--oracle``, ``--json``, ``--deadline 420``: a run cut short keeps what it measured).
+
 What it does:
 
-1. unless ``--no-official``: an oracle subprocess (the official ``sam3==0.1.4`` from ``.oracle``, GPU kept)
+1. unless ``--no-official``: an oracle subprocess (the official ``sam3==0.1.4`` from ``--oracle``, GPU kept)
    draws random weights with the official initialisers (seed 0), saves them as a ``sam3.pt`` (``--workdir``),
    and times set_image, a text prompt and a click under ``torch.autocast("cuda", dtype=torch.bfloat16)``;
    our model loads that ``sam3.pt`` (without the official side: our own random weights), and an fp32 CPU
    copy gives the reference outputs;
-2. for each of our configurations (``fp32``, ``auto``, ``auto+compile``): loads the weights on the device,
+2. for each of our configurations, in ``--modes`` order (``auto``, ``auto+compile``, ``fp32``: the figures the
+   issue asks for first; each row printed and, with ``--json``, recorded as it is measured; none started after
+   ``--deadline`` seconds): loads the weights on the device,
    applies the precision / compile (``sam3.inference.runtime``: with compile, the trunk and the per-frame
    tracking step, warmed up over the object buckets measured), warms up, then times set_image, a text prompt,
    a click on the encoded image (medians); prints the largest differences of the scores and click IoUs
@@ -230,10 +235,14 @@ def official_worker(args) -> None:
 
 
 def run_official(args, cfg_path: Path, ckpt: Path) -> dict | None:
-    if not (ORACLE / "sam3" / "model_builder.py").is_file():
-        print("official: .oracle is not installed (./run_tests.sh installs it); skipped")
+    oracle = Path(args.oracle).resolve()
+    if not (oracle / "sam3" / "model_builder.py").is_file():
+        print(f"official: {oracle} holds no official sam3 package (./run_tests.sh installs .oracle); skipped")
         return None
-    env = dict(os.environ, PYTHONPATH=str(ORACLE), PYTHONWARNINGS="ignore", SAM3_ORACLE_GPU="1")
+    # The official package first (our own ``sam3`` must not shadow it), then what PYTHONPATH already names (on a
+    # lent machine the carried wheels' folder: bench/device_kit.sh).
+    path = os.pathsep.join([str(oracle)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+    env = dict(os.environ, PYTHONPATH=path, PYTHONWARNINGS="ignore", SAM3_ORACLE_GPU="1")
     cmd = [
         sys.executable,
         "-P",
@@ -261,7 +270,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--device", default=None, help="cuda | mps | cpu (default: auto)")
     ap.add_argument("--preset", default="tiny", choices=["tiny", "sam3"])
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--modes", default="fp32,auto,auto+compile", help="our configurations, comma-separated")
+    ap.add_argument(
+        "--modes", default="auto,auto+compile,fp32", help="our configurations, comma-separated, measured in this order"
+    )
     ap.add_argument("--no-official", action="store_true", help="skip the official side")
     ap.add_argument("--no-video", action="store_true", help="skip the video frames-per-second step")
     ap.add_argument("--objects", default="1,5,16", help="video: clicked object counts, comma-separated")
@@ -269,6 +280,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--frames", type=int, default=None, help="video length (default: 28 at sam3, 6 at tiny)")
     ap.add_argument("--warmup", type=int, default=None, help="propagated frames untimed (default: 4 / 1)")
     ap.add_argument("--workdir", default=None, help="keeps sam3.pt and the video frames (default: a temp folder)")
+    ap.add_argument("--oracle", default=str(ORACLE), help="folder holding the official sam3 package (default .oracle)")
+    ap.add_argument("--json", default=None, help="appends each measurement as a JSON line when it is made")
+    ap.add_argument(
+        "--deadline", type=float, default=None, help="seconds from the start after which no measurement starts"
+    )
     ap.add_argument("--official-worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--config", help=argparse.SUPPRESS)
     ap.add_argument("--checkpoint", help=argparse.SUPPRESS)
@@ -316,8 +332,22 @@ def main(argv: list[str] | None = None) -> dict:
             " operators dispatched and host reads of tensor values per frame are counted instead"
         )
 
+    started = time.monotonic()
+    record = Record(args.json)
+    if off is not None:
+        record.write(kind="official", **off)
+
+    def late(what: str) -> bool:
+        """Past ``--deadline``: ``what`` is not started (what was measured is printed and recorded already)."""
+        if args.deadline is None or time.monotonic() - started < args.deadline:
+            return False
+        print(f"deadline ({args.deadline:.0f} s) passed: {what} not measured", flush=True)
+        return True
+
     rows = {}
     for mode in args.modes.split(","):
+        if late(mode):
+            continue
         want, compile_ = mode.split("+")[0], mode.endswith("+compile")
         try:
             precision = resolve_precision(want, device)
@@ -331,12 +361,6 @@ def main(argv: list[str] | None = None) -> dict:
             warm += warm_up_video(model, precision, max_objects=max(counts))
         ctx = precision.context
         r = image_steps(Sam3Processor(model), ctx, sync, args.repeats, image)
-        r["video"] = {}
-        for text in (False,) if args.no_text or frames is None else (False, True):
-            for n in counts if frames is not None else ():
-                r["video"][(n, text)] = video_run(
-                    model, ctx, sync, frames, n, text, warmup, profile, True if compile_ else None
-                )
         dscore = (r["scores"] - reference["scores"]).abs().max().item() if r["scores"].numel() else 0.0
         diou = float(np.abs(r["ious"] - reference["ious"]).max())
         print(
@@ -345,9 +369,21 @@ def main(argv: list[str] | None = None) -> dict:
             + f"  max|score - cpu fp32| {dscore:.2e}  max|iou - cpu fp32| {diou:.2e}",
             flush=True,
         )
-        for (n, text), v in r["video"].items():
-            print(f"{'':>14}  video {n:>2} objects{' + text' if text else '       '}: {video_line(v, n, full)}")
+        steps = {k: r[k] for k in ("set_image", "text", "click")}
+        record.write(kind="image", mode=mode, warm_up=warm, score_diff=dscore, iou_diff=diou, **steps)
+        r["video"] = {}
         rows[mode] = r
+        for text in (False,) if args.no_text or frames is None else (False, True):
+            for n in counts if frames is not None else ():
+                if late(f"{mode} video {n} objects{' + text' if text else ''}"):
+                    continue
+                v = video_run(model, ctx, sync, frames, n, text, warmup, profile, True if compile_ else None)
+                r["video"][(n, text)] = v
+                print(
+                    f"{'':>14}  video {n:>2} objects{' + text' if text else '       '}: {video_line(v, n, full)}",
+                    flush=True,
+                )
+                record.write(kind="video", mode=mode, objects=n, text=text, **v)
         del model
         torch.cuda.empty_cache() if device.type == "cuda" else None
 
@@ -371,6 +407,18 @@ def main(argv: list[str] | None = None) -> dict:
         ratios = "  ".join(f"{k} {r[k] / off[k]:.2f}x" for k in ("set_image", "text", "click"))
         print(f"ours {mode} / official: {ratios}   (target <= 0.7x)")
     return rows
+
+
+class Record:
+    """``--json``: one JSON object a line, appended as each measurement is made (a run cut short keeps them)."""
+
+    def __init__(self, path: str | None):
+        self.path = Path(path) if path else None
+
+    def write(self, **fields) -> None:
+        if self.path is not None:
+            with self.path.open("a") as f:
+                f.write(json.dumps(fields) + "\n")
 
 
 def video_line(v: dict, objects: int, full: bool) -> str:

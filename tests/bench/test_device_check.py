@@ -4,6 +4,12 @@ CUDA-only measurements say why they are skipped, and the per-frame operator / ho
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from tests.bench.loader import load_bench
@@ -15,8 +21,9 @@ def device_check():
 
 
 def test_smoke_run_tiny_cpu(device_check, tmp_path, capsys):
+    record = tmp_path / "check.jsonl"
     argv = ["--preset", "tiny", "--device", "cpu", "--no-official", "--modes", "fp32", "--repeats", "1"]
-    argv += ["--objects", "1,2", "--frames", "4", "--warmup", "0", "--workdir", str(tmp_path)]
+    argv += ["--objects", "1,2", "--frames", "4", "--warmup", "0", "--workdir", str(tmp_path), "--json", str(record)]
     rows = device_check.main(argv)
     out = capsys.readouterr().out
     row = rows["fp32"]
@@ -26,6 +33,48 @@ def test_smoke_run_tiny_cpu(device_check, tmp_path, capsys):
         assert v["fps"] > 0 and v["ops"] > 100 and v["reads"] >= 0
     assert "need CUDA (cpu here): skipped" in out
     assert "official side skipped (--no-official)" in out
+    # --json: every measurement as a line, the same figures as returned
+    lines = [json.loads(line) for line in record.read_text().splitlines()]
+    assert [(x["kind"], x["mode"]) for x in lines] == [("image", "fp32")] + [("video", "fp32")] * 4
+    assert lines[0]["click"] == row["click"] and lines[0]["score_diff"] == 0.0
+    assert {(x["objects"], x["text"]): x["fps"] for x in lines[1:]} == {k: v["fps"] for k, v in row["video"].items()}
+
+
+def test_past_the_deadline_nothing_more_starts(device_check, tmp_path, capsys):
+    argv = ["--preset", "tiny", "--device", "cpu", "--no-official", "--modes", "fp32,auto", "--deadline", "0"]
+    argv += ["--workdir", str(tmp_path), "--frames", "3"]
+    assert device_check.main(argv) == {}
+    out = capsys.readouterr().out
+    assert "deadline (0 s) passed: fp32 not measured" in out and "deadline (0 s) passed: auto not measured" in out
+
+
+def test_the_device_kit_runs_the_check_and_keeps_its_output(tmp_path):
+    """``bench/device_kit.sh run``, as on a lent machine but on this CPU: ``python3`` from PATH, no wheels in the kit
+    (the lent machine's are installed by it, tested by hand), the log and the JSON lines written into ``$OUT``; the
+    caller's arguments override the kit's ``--preset sam3``."""
+    root = Path(__file__).resolve().parents[2]
+    env = dict(
+        os.environ,
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        KIT=str(tmp_path / "kit"),
+        OUT=str(tmp_path / "out"),
+    )
+    args = ["--preset", "tiny", "--device", "cpu", "--modes", "fp32", "--objects", "1", "--frames", "3"]
+    args += ["--warmup", "0", "--repeats", "1", "--no-text", "--workdir", str(tmp_path / "work")]
+    proc = subprocess.run(
+        ["bash", str(root / "bench" / "device_kit.sh"), "run", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    log = (tmp_path / "out" / "device_check.log").read_text()
+    assert log == proc.stdout
+    assert "device cpu; preset tiny" in log and "official side skipped (it runs on CUDA only)" in log
+    lines = [json.loads(line) for line in (tmp_path / "out" / "device_check.jsonl").read_text().splitlines()]
+    assert [(x["kind"], x.get("objects")) for x in lines] == [("image", None), ("video", 1)]
+    assert lines[1]["fps"] > 0
 
 
 @pytest.mark.full  # inductor compiles the trunk and the frame step's graphs: a minute or more on 2 CPU cores
