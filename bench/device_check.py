@@ -16,7 +16,8 @@ What it does:
    copy gives the reference outputs;
 2. for each of our configurations, in ``--modes`` order (``auto``, ``auto+compile``, ``fp32``: the figures the
    issue asks for first; each row printed and, with ``--json``, recorded as it is measured; none started after
-   ``--deadline`` seconds): loads the weights on the device,
+   ``--deadline`` seconds; one that raises is printed and recorded, the others go on and the run fails at its
+   end): loads the weights on the device,
    applies the precision / compile (``sam3.inference.runtime``: with compile, the trunk and the per-frame
    tracking step, warmed up over the object buckets measured), warms up, then times set_image, a text prompt,
    a click on the encoded image (medians); prints the largest differences of the scores and click IoUs
@@ -43,6 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -301,7 +303,6 @@ def main(argv: list[str] | None = None) -> dict:
     from sam3.config import get_config
     from sam3.device import cpu_info, resolve_device, resolve_precision, synchronize
     from sam3.inference.processor import Sam3Processor
-    from sam3.inference.runtime import prepare_model, warm_up, warm_up_video
 
     device = resolve_device(args.device)
     work = Path(args.workdir or tempfile.mkdtemp(prefix="sam3_device_check_"))
@@ -344,7 +345,18 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"deadline ({args.deadline:.0f} s) passed: {what} not measured", flush=True)
         return True
 
-    rows = {}
+    rows, failures = {}, []
+
+    def attempt(what: str, fn, *args):
+        """``fn(*args)``, or None when it raises: printed and recorded, the run goes on (and fails at its end)."""
+        try:
+            return fn(*args)
+        except Exception as exc:  # noqa: BLE001 -- on a lent machine one failure must not cost the other figures
+            failures.append(what)
+            print(f"{what} failed:\n{traceback.format_exc()}", flush=True)
+            record.write(kind="error", what=what, error=f"{type(exc).__name__}: {exc}")
+            return None
+
     for mode in args.modes.split(","):
         if late(mode):
             continue
@@ -354,30 +366,35 @@ def main(argv: list[str] | None = None) -> dict:
         except ValueError as exc:
             print(f"{mode}: {exc}")
             continue
-        model = copy.deepcopy(cpu_model).to(device).eval()
-        prepare_model(model, precision, compile=compile_)
-        warm = warm_up(model, precision)
-        if compile_ and frames is not None:  # the compiled frame step's graphs for every object bucket measured
-            warm += warm_up_video(model, precision, max_objects=max(counts))
+        video_objects = max(counts) if frames is not None else None
+        ready = attempt(f"{mode} set-up", ready_model, cpu_model, device, precision, compile_, video_objects)
+        if ready is None:
+            continue
+        model, warm = ready
         ctx = precision.context
-        r = image_steps(Sam3Processor(model), ctx, sync, args.repeats, image)
-        dscore = (r["scores"] - reference["scores"]).abs().max().item() if r["scores"].numel() else 0.0
-        diou = float(np.abs(r["ious"] - reference["ious"]).max())
-        print(
-            f"{mode:>14} ({precision.mode}): warm-up {warm:.1f} s  set_image {r['set_image'] * 1e3:8.1f} ms  "
-            f"text {r['text'] * 1e3:7.1f} ms  click {r['click'] * 1e3:6.1f} ms"
-            + f"  max|score - cpu fp32| {dscore:.2e}  max|iou - cpu fp32| {diou:.2e}",
-            flush=True,
-        )
-        steps = {k: r[k] for k in ("set_image", "text", "click")}
-        record.write(kind="image", mode=mode, warm_up=warm, score_diff=dscore, iou_diff=diou, **steps)
-        r["video"] = {}
-        rows[mode] = r
+        r = rows[mode] = {"video": {}}
+        steps = attempt(f"{mode} image steps", image_steps, Sam3Processor(model), ctx, sync, args.repeats, image)
+        if steps is not None:
+            r.update(steps)
+            dscore = (r["scores"] - reference["scores"]).abs().max().item() if r["scores"].numel() else 0.0
+            diou = float(np.abs(r["ious"] - reference["ious"]).max())
+            print(
+                f"{mode:>14} ({precision.mode}): warm-up {warm:.1f} s  set_image {r['set_image'] * 1e3:8.1f} ms  "
+                f"text {r['text'] * 1e3:7.1f} ms  click {r['click'] * 1e3:6.1f} ms"
+                + f"  max|score - cpu fp32| {dscore:.2e}  max|iou - cpu fp32| {diou:.2e}",
+                flush=True,
+            )
+            times = {k: r[k] for k in ("set_image", "text", "click")}
+            record.write(kind="image", mode=mode, warm_up=warm, score_diff=dscore, iou_diff=diou, **times)
         for text in (False,) if args.no_text or frames is None else (False, True):
             for n in counts if frames is not None else ():
-                if late(f"{mode} video {n} objects{' + text' if text else ''}"):
+                what = f"{mode} video {n} objects{' + text' if text else ''}"
+                if late(what):
                     continue
-                v = video_run(model, ctx, sync, frames, n, text, warmup, profile, True if compile_ else None)
+                bucket = True if compile_ else None
+                v = attempt(what, video_run, model, ctx, sync, frames, n, text, warmup, profile, bucket)
+                if v is None:
+                    continue
                 r["video"][(n, text)] = v
                 print(
                     f"{'':>14}  video {n:>2} objects{' + text' if text else '       '}: {video_line(v, n, full)}",
@@ -398,14 +415,17 @@ def main(argv: list[str] | None = None) -> dict:
                 else " (failed, above)"
             )
         )
-        return rows
-    print(
-        f"{'official bf16':>14}: set_image {off['set_image'] * 1e3:8.1f} ms  text {off['text'] * 1e3:7.1f} ms  "
-        f"click {off['click'] * 1e3:6.1f} ms"
-    )
-    for mode, r in rows.items():
-        ratios = "  ".join(f"{k} {r[k] / off[k]:.2f}x" for k in ("set_image", "text", "click"))
-        print(f"ours {mode} / official: {ratios}   (target <= 0.7x)")
+    else:
+        print(
+            f"{'official bf16':>14}: set_image {off['set_image'] * 1e3:8.1f} ms  text {off['text'] * 1e3:7.1f} ms  "
+            f"click {off['click'] * 1e3:6.1f} ms"
+        )
+        for mode, r in rows.items():
+            if "set_image" in r:
+                ratios = "  ".join(f"{k} {r[k] / off[k]:.2f}x" for k in ("set_image", "text", "click"))
+                print(f"ours {mode} / official: {ratios}   (target <= 0.7x)")
+    if failures:
+        raise RuntimeError(f"{len(failures)} measurement(s) failed (above): {', '.join(failures)}")
     return rows
 
 
@@ -419,6 +439,19 @@ class Record:
         if self.path is not None:
             with self.path.open("a") as f:
                 f.write(json.dumps(fields) + "\n")
+
+
+def ready_model(cpu_model, device, precision, compile_: bool, video_objects: int | None):
+    """A device copy of ``cpu_model`` in ``precision`` (compiled with ``compile_``), warmed up: -> (model, warm-up
+    seconds). With compile and ``video_objects``, also the frame step's graphs for every object bucket up to it."""
+    from sam3.inference.runtime import prepare_model, warm_up, warm_up_video
+
+    model = copy.deepcopy(cpu_model).to(device).eval()
+    prepare_model(model, precision, compile=compile_)
+    warm = warm_up(model, precision)
+    if compile_ and video_objects:
+        warm += warm_up_video(model, precision, max_objects=video_objects)
+    return model, warm
 
 
 def video_line(v: dict, objects: int, full: bool) -> str:

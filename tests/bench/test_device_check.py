@@ -87,3 +87,20 @@ def test_smoke_run_tiny_cpu_compiled(device_check, tmp_path, capsys):
     assert row["set_image"] > 0 and row["click"] > 0
     assert set(row["video"]) == {(1, False), (2, False)} and all(v["fps"] > 0 for v in row["video"].values())
     assert "fp32+compile (fp32): warm-up" in capsys.readouterr().out
+
+
+def test_a_failed_measurement_keeps_the_others_and_fails_the_run_at_its_end(device_check, tmp_path, capsys):
+    """On a lent machine one failure must not cost the other figures: a video too short for its warm-up fails in
+    each configuration, the image steps and the next configuration are still measured and recorded, and the run
+    raises at its end, naming what failed."""
+    record = tmp_path / "check.jsonl"
+    argv = ["--preset", "tiny", "--device", "cpu", "--no-official", "--modes", "fp32,auto", "--repeats", "1"]
+    argv += ["--objects", "1", "--no-text", "--frames", "2", "--warmup", "3", "--workdir", str(tmp_path)]
+    with pytest.raises(RuntimeError, match=r"2 measurement\(s\) failed \(above\): fp32 video 1 objects, auto video"):
+        device_check.main([*argv, "--json", str(record)])
+    out = capsys.readouterr().out
+    assert "fp32 video 1 objects failed:" in out and "the video is too short" in out
+    lines = [json.loads(line) for line in record.read_text().splitlines()]
+    kinds = [(x["kind"], x.get("mode")) for x in lines]
+    assert kinds == [("image", "fp32"), ("error", None), ("image", "auto"), ("error", None)]
+    assert lines[1]["what"] == "fp32 video 1 objects" and "too short" in lines[1]["error"]
