@@ -99,8 +99,14 @@ def test_same_masks_as_sam2(processor, astronaut, name):
     assert_same_masks(mine, theirs)
 
 
-# The released sizes' random click head keeps fewer masks (17 with crops and no NMS on 2026-12-04).
-FULL_MIN_COUNT = {"defaults": 1, "no NMS, crop_n_layers=1": 10}
+# The released sizes' random click head predicts IoUs bunched just under SAM 2's 0.8: with crops and no NMS, 19 of
+# 768 masks pass it under torch 2.14.1 and 92 under torch 2.11 (whose trunc_normal_ draws other trunk weights from
+# the same seed), of which 17 and 1 also pass the stability filter; at 0.65, 250-odd pass both filters under either.
+# So the many-mask comparison lowers the IoU threshold (the tiny m2m setting does the same).
+FULL_SETTINGS = {  # name: (knobs, the fewest masks this setting must find)
+    "defaults": ({}, 1),
+    "no NMS, crop_n_layers=1, IoU above 0.65": ({**NO_NMS, **CROPS, "pred_iou_thresh": 0.65}, 100),
+}
 
 
 @pytest.fixture(scope="module")
@@ -109,11 +115,10 @@ def full_processor():
 
 
 @pytest.mark.full
-@pytest.mark.parametrize("name", list(FULL_MIN_COUNT))
+@pytest.mark.parametrize("name", list(FULL_SETTINGS))
 def test_same_masks_as_sam2_full_size(full_processor, astronaut, name):
     processor = full_processor
-    knobs, _ = SETTINGS[name]
-    min_count = FULL_MIN_COUNT[name]
+    knobs, min_count = FULL_SETTINGS[name]
     mine = ours(processor, astronaut, knobs)
     theirs = sam2_generator(processor, **knobs).generate(astronaut)
     assert len(mine) >= min_count, f"{name}: {len(mine)} masks, too few for a comparison"
