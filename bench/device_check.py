@@ -347,10 +347,10 @@ def main(argv: list[str] | None = None) -> dict:
 
     rows, failures = {}, []
 
-    def attempt(what: str, fn, *args):
-        """``fn(*args)``, or None when it raises: printed and recorded, the run goes on (and fails at its end)."""
+    def attempt(what: str, fn, *fn_args):
+        """``fn(*fn_args)``, or None when it raises: printed and recorded, the run goes on (and fails at its end)."""
         try:
-            return fn(*args)
+            return fn(*fn_args)
         except Exception as exc:  # noqa: BLE001 -- on a lent machine one failure must not cost the other figures
             failures.append(what)
             print(f"{what} failed:\n{traceback.format_exc()}", flush=True)

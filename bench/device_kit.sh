@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench/device_check.py on a lent GPU machine in one call (bench/README.md, "device_check.py").
 #
-#   bench/device_kit.sh pack                  here, once: fills .whl/ (ignored, about 6 MB) with what the lent
+#   bench/device_kit.sh pack                  here, once: fills .whl/ (ignored, about 4 MB) with what the lent
 #                                             machine lacks: Python 3.12 wheels of ftfy, wcwidth and pycocotools,
 #                                             and the official sam3 package (with iopath) from .oracle, which is
 #                                             too large to travel whole (and its compiled parts are for Python 3.11)
