@@ -40,12 +40,15 @@ def visible_box(locator) -> dict:
 
 
 def open_video(page, label: str, frames: int) -> None:
-    """In video mode, open the listed video ``label`` and wait until the page reports its ``frames``."""
+    """In video mode, open the listed video ``label`` and wait until the page reports its ``frames`` and shows a
+    frame: the frame label and the video's facts come with the session, its picture afterwards (a button that acts on
+    the picture, "Everything", only says "nothing on the stage yet" before it)."""
     page.click("nav .tab[data-mode=video]")
     page.wait_for_function("document.querySelectorAll('#video-select option').length >= 2")
     page.select_option("#video-select", label=label)
     page.click("#video-open")
     page.locator("#video-info", has_text=f"{frames} frames").wait_for()
+    page.locator("#video-stage .layer-image.ready").wait_for()
 
 
 def fill_media(media: Path, photo: np.ndarray) -> None:
