@@ -35,24 +35,18 @@ def _label_2d(binary: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return labels, counts[labels]
 
 
-def connected_components(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Label the nonzero pixels of a batch of 2-D masks.
-
-    mask: (N, H, W) or (N, 1, H, W), bool or integer (nonzero = inside).
-    Returns (labels, areas), both int64 with the shape and device of ``mask``: labels are 1..K per
-    image (0 outside every component); areas give each pixel the pixel count of its component (0 outside).
-    """
-    labels, areas = _label_planes(mask)
-    return upload(labels.view(mask.shape), mask.device), upload(areas.view(mask.shape), mask.device)
-
-
 def component_areas(mask: torch.Tensor) -> torch.Tensor:
-    """The ``areas`` of :func:`connected_components` alone (the labels are not sent to the device)."""
-    return upload(_label_planes(mask)[1].view(mask.shape), mask.device)
+    """Each pixel's 8-connected component area, on the mask's device (one read, one upload).
+
+    mask: (N, H, W) or (N, 1, H, W), bool or integer (nonzero = inside); each image labelled on its own.
+    Returns int64 of the shape and device of ``mask``: the pixel count of the pixel's component (0 outside).
+    """
+    return upload(label_components(mask)[1].view(mask.shape), mask.device)
 
 
-def _label_planes(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, H, W) or (N, 1, H, W) -> host (labels, areas), (N, H, W) int64 each, from one read of the mask."""
+def label_components(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, H, W) or (N, 1, H, W) -> host (labels, areas), (N, H, W) int64 each, from one read of the mask: labels
+    1..K per image (0 outside every component), areas as :func:`component_areas` gives them."""
     if mask.dim() == 4 and mask.shape[1] == 1:
         planes = mask[:, 0]
     elif mask.dim() == 3:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sam3.ops.masks import component_areas, connected_components, fill_holes_in_mask_scores, fill_small_components
+from sam3.ops.masks import component_areas, fill_holes_in_mask_scores, fill_small_components, label_components
 
 
 def _logits(rows: list[str]) -> torch.Tensor:
@@ -14,7 +14,7 @@ def _logits(rows: list[str]) -> torch.Tensor:
     return t[None, None]
 
 
-def test_connected_components_are_8_connected_with_per_pixel_areas():
+def test_components_are_8_connected_with_per_pixel_areas():
     mask = torch.tensor(
         [
             [1, 0, 0, 0, 1],
@@ -24,7 +24,7 @@ def test_connected_components_are_8_connected_with_per_pixel_areas():
         ],
         dtype=torch.bool,
     )[None]
-    labels, areas = connected_components(mask)
+    labels, areas = label_components(mask)  # on the host
     assert labels.shape == mask.shape and areas.shape == mask.shape
     # the diagonal pair (0,0)-(1,1) is one component: 8-connectivity
     assert labels[0, 0, 0] == labels[0, 1, 1] != 0
@@ -37,21 +37,21 @@ def test_connected_components_are_8_connected_with_per_pixel_areas():
         ]
     )
     assert torch.equal(areas[0], expected)
-    assert torch.equal(component_areas(mask), areas)  # the areas alone, as the click clean-up takes them
+    assert torch.equal(component_areas(mask), areas)  # the areas alone on the mask's device, as the clean-up takes them
     assert labels[0][~mask[0]].eq(0).all()
     assert len(labels.unique()) == 4  # background + 3 components
 
 
-def test_connected_components_accepts_channel_axis_and_labels_each_image_alone():
+def test_component_areas_accept_a_channel_axis_and_label_each_image_alone():
     a = torch.zeros(2, 1, 3, 3, dtype=torch.uint8)
     a[0, 0, :, 0] = 1  # 3 px column in image 0
     a[1, 0, 0, :] = 1  # 3 px row in image 1 (would touch image 0's column if stacked as 3-D)
-    _, areas = connected_components(a)
+    areas = component_areas(a)
     assert areas.shape == (2, 1, 3, 3)
     assert areas[0, 0, :, 0].tolist() == [3, 3, 3]
     assert areas[1, 0, 0, :].tolist() == [3, 3, 3]
     with pytest.raises(ValueError):
-        connected_components(torch.zeros(2, 2, 3, 3))
+        component_areas(torch.zeros(2, 2, 3, 3))
 
 
 @pytest.fixture(params=[False, True], ids=["host-labelled", "on-device"])
@@ -142,11 +142,11 @@ def test_fill_small_components_sam1_flavour():
 def _two_step_reference(mask: torch.Tensor, max_area: float) -> torch.Tensor:
     """The clean-up as the official code writes it: label, fill, then label the filled mask, remove."""
     background = mask <= 0
-    _, areas = connected_components(background)
+    areas = component_areas(background)
     mask = torch.where(background & (areas <= max_area), 0.1, mask)
     foreground = mask > 0
     limit = torch.div(foreground.sum(dim=(2, 3), keepdim=True, dtype=torch.int32), 2, rounding_mode="floor")
-    _, areas = connected_components(foreground)
+    areas = component_areas(foreground)
     return torch.where(foreground & (areas <= limit.clamp(max=max_area)), -0.1, mask)
 
 
